@@ -1,0 +1,10 @@
+//! Use cases: each takes opened checkpoints and returns a serialisable report.
+//!
+//! Reports hold every number a renderer shows; `report` and `tui` only present them.
+
+pub mod ls;
+
+pub use ls::{CheckpointSummary, LsLayer, LsOptions, LsReport, TensorEntry, ls};
+
+/// Version of the JSON reports' schema (`schema_version`).
+pub const SCHEMA_VERSION: u32 = 1;

@@ -1,0 +1,171 @@
+//! Finding BatchNorm layers by structure and naming together.
+//!
+//! A layer is a module whose running mean and running variance are 1-D float tensors of the
+//! same length C; affine tensors of length C and an integer scalar counter are attached when
+//! present. Names alone are not enough (a LayerNorm also has `weight` and `bias`), and shapes
+//! alone are not either (any pair of vectors would match).
+
+use std::collections::BTreeMap;
+
+use super::layer::{BnKeys, BnLayer, Convention};
+use crate::checkpoint::{Dtype, TensorInfo};
+
+/// Leaf names of one convention.
+struct Naming {
+    convention: Convention,
+    mean: &'static str,
+    var: &'static str,
+    weight: &'static str,
+    bias: &'static str,
+}
+
+const NAMINGS: [Naming; 3] = [
+    Naming {
+        convention: Convention::Pytorch,
+        mean: "running_mean",
+        var: "running_var",
+        weight: "weight",
+        bias: "bias",
+    },
+    Naming {
+        convention: Convention::Keras,
+        mean: "moving_mean",
+        var: "moving_variance",
+        weight: "gamma",
+        bias: "beta",
+    },
+    Naming {
+        convention: Convention::Paddle,
+        mean: "_mean",
+        var: "_variance",
+        weight: "weight",
+        bias: "bias",
+    },
+];
+
+/// Flax keeps statistics and parameters in two collections of the same module tree.
+const FLAX_STATS: &str = "batch_stats";
+const FLAX_PARAMS: &str = "params";
+
+/// A tensor name split into module path and leaf.
+struct Split<'a> {
+    module: &'a str,
+    sep: char,
+    leaf: &'a str,
+}
+
+/// Splits at the last `.` or `/`; Keras' `:0` variable suffix is dropped from the leaf.
+fn split(name: &str) -> Option<Split<'_>> {
+    let at = name.rfind(['.', '/'])?;
+    let leaf = &name[at + 1..];
+    Some(Split {
+        module: &name[..at],
+        sep: name[at..].chars().next()?,
+        leaf: leaf.strip_suffix(":0").unwrap_or(leaf),
+    })
+}
+
+/// Finds every BatchNorm layer among `tensors`, sorted by name.
+pub fn discover(tensors: &[TensorInfo]) -> Vec<BnLayer> {
+    // module path → leaf → tensor
+    let mut modules: BTreeMap<(&str, char), BTreeMap<&str, &TensorInfo>> = BTreeMap::new();
+    for t in tensors {
+        if let Some(s) = split(&t.name) {
+            modules
+                .entry((s.module, s.sep))
+                .or_default()
+                .insert(s.leaf, t);
+        }
+    }
+    let mut layers = Vec::new();
+    for (&(module, sep), leaves) in &modules {
+        if let Some(layer) = NAMINGS
+            .iter()
+            .find_map(|n| named_layer(module, leaves, n))
+            .or_else(|| flax_layer(module, sep, leaves, &modules))
+        {
+            layers.push(layer);
+        }
+    }
+    layers.sort_by(|a, b| a.name.cmp(&b.name));
+    layers
+}
+
+/// Length C when `t` is a 1-D float vector.
+fn float_vector(t: &TensorInfo) -> Option<u64> {
+    (t.shape.len() == 1 && t.dtype.is_float()).then(|| t.shape[0])
+}
+
+/// The key of `t` if it is a float vector of length `c`.
+fn affine_key(t: Option<&&TensorInfo>, c: u64) -> Option<String> {
+    t.filter(|t| float_vector(t) == Some(c))
+        .map(|t| t.name.clone())
+}
+
+/// Running statistics `(C, dtype)` when both are float vectors of the same length.
+fn stats_shape(mean: &TensorInfo, var: &TensorInfo) -> Option<(u64, Dtype)> {
+    let c = float_vector(mean)?;
+    (float_vector(var) == Some(c)).then_some((c, mean.dtype))
+}
+
+fn named_layer(module: &str, leaves: &BTreeMap<&str, &TensorInfo>, n: &Naming) -> Option<BnLayer> {
+    let mean = leaves.get(n.mean)?;
+    let var = leaves.get(n.var)?;
+    let (channels, dtype) = stats_shape(mean, var)?;
+    let counter = (n.convention == Convention::Pytorch)
+        .then(|| leaves.get("num_batches_tracked"))
+        .flatten()
+        .filter(|t| t.dtype.is_integer() && t.elements() == 1 && t.shape.len() <= 1)
+        .map(|t| t.name.clone());
+    Some(BnLayer {
+        name: module.to_owned(),
+        convention: n.convention,
+        channels,
+        dtype,
+        keys: BnKeys {
+            weight: affine_key(leaves.get(n.weight), channels),
+            bias: affine_key(leaves.get(n.bias), channels),
+            running_mean: mean.name.clone(),
+            running_var: var.name.clone(),
+            num_batches_tracked: counter,
+        },
+    })
+}
+
+/// A Flax layer: `batch_stats/<m>/{mean,var}` with its affine tensors in `params/<m>`.
+fn flax_layer(
+    module: &str,
+    sep: char,
+    leaves: &BTreeMap<&str, &TensorInfo>,
+    modules: &BTreeMap<(&str, char), BTreeMap<&str, &TensorInfo>>,
+) -> Option<BnLayer> {
+    let segments: Vec<&str> = module.split(sep).collect();
+    let at = segments.iter().position(|s| *s == FLAX_STATS)?;
+    let (channels, dtype) = stats_shape(leaves.get("mean")?, leaves.get("var")?)?;
+    let rest = |replacement: Option<&str>| {
+        let mut s = segments.clone();
+        match replacement {
+            Some(r) => s[at] = r,
+            None => {
+                s.remove(at);
+            }
+        }
+        s.join(&sep.to_string())
+    };
+    let name = rest(None);
+    let params_module = rest(Some(FLAX_PARAMS));
+    let params = modules.get(&(params_module.as_str(), sep));
+    Some(BnLayer {
+        name,
+        convention: Convention::Flax,
+        channels,
+        dtype,
+        keys: BnKeys {
+            weight: affine_key(params.and_then(|p| p.get("scale")), channels),
+            bias: affine_key(params.and_then(|p| p.get("bias")), channels),
+            running_mean: leaves["mean"].name.clone(),
+            running_var: leaves["var"].name.clone(),
+            num_batches_tracked: None,
+        },
+    })
+}

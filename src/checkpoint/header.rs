@@ -1,0 +1,226 @@
+//! Parsing and strict validation of one safetensors header.
+//!
+//! Beyond what the `safetensors` crate checks, we reject duplicate tensor names (serde's
+//! maps keep the last one silently), headers that do not start with `{`, and any byte of the
+//! data section not covered by exactly one tensor.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+
+use super::dtype::Dtype;
+use super::error::Problem;
+
+/// Largest header we accept; the `safetensors` crate uses the same bound.
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// One tensor entry of a header, with its byte range relative to the data section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape; empty for a scalar.
+    pub shape: Vec<u64>,
+    /// Start offset within the data section.
+    pub start: u64,
+    /// End offset (exclusive) within the data section.
+    pub end: u64,
+}
+
+/// A validated header.
+#[derive(Debug, Clone, Default)]
+pub struct Header {
+    /// The `__metadata__` string map.
+    pub metadata: BTreeMap<String, String>,
+    /// Tensors in data order.
+    pub tensors: Vec<HeaderTensor>,
+    /// File offset where the data section starts (8 + header length).
+    pub data_start: u64,
+}
+
+/// Reads the 8-byte little-endian header length and checks it against the file length.
+pub fn header_len(prefix: [u8; 8], file_len: u64) -> Result<u64, Problem> {
+    let len = u64::from_le_bytes(prefix);
+    if len > MAX_HEADER_LEN {
+        return Err(Problem::HeaderTooLarge {
+            len,
+            limit: MAX_HEADER_LEN,
+        });
+    }
+    if len > file_len - 8 {
+        return Err(Problem::HeaderPastEnd { len, file_len });
+    }
+    Ok(len)
+}
+
+/// Parses header bytes and validates every tensor against a data section of `data_len` bytes
+/// that starts at file offset `data_start`.
+pub fn parse(bytes: &[u8], data_start: u64, data_len: u64) -> Result<Header, Problem> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Problem::HeaderNotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    if !text.starts_with('{') {
+        return Err(Problem::HeaderNotObject {
+            found: text.chars().take(16).collect(),
+        });
+    }
+    let mut duplicate = None;
+    let mut json = serde_json::Deserializer::from_str(text);
+    // The format pads headers with trailing spaces, which `end` accepts.
+    let raw = HeaderSeed(&mut duplicate)
+        .deserialize(&mut json)
+        .and_then(|raw| json.end().map(|()| raw));
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            return Err(match duplicate {
+                Some(name) => Problem::DuplicateKey(name),
+                None => Problem::HeaderJson(e.to_string()),
+            });
+        }
+    };
+    let mut tensors = Vec::with_capacity(raw.entries.len());
+    for (name, entry) in raw.entries {
+        let dtype: Dtype = entry.dtype.parse().map_err(|_| Problem::UnknownDtype {
+            tensor: name.clone(),
+            dtype: entry.dtype.clone(),
+        })?;
+        let [start, end] = entry.data_offsets;
+        if end < start {
+            return Err(Problem::ReversedOffsets {
+                tensor: name,
+                start,
+                end,
+            });
+        }
+        let expected = entry
+            .shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .and_then(|n| dtype.byte_len(n));
+        if expected != Some(end - start) {
+            return Err(Problem::SizeMismatch {
+                tensor: name,
+                dtype: dtype.to_string(),
+                expected: expected.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string()),
+                shape: entry.shape,
+                actual: end - start,
+            });
+        }
+        tensors.push(HeaderTensor {
+            name,
+            dtype,
+            shape: entry.shape,
+            start,
+            end,
+        });
+    }
+    check_tiling(&mut tensors, data_len)?;
+    Ok(Header {
+        metadata: raw.metadata,
+        tensors,
+        data_start,
+    })
+}
+
+/// Sorts tensors into data order and checks they cover `0..data_len` exactly once.
+fn check_tiling(tensors: &mut [HeaderTensor], data_len: u64) -> Result<(), Problem> {
+    // Zero-sized tensors may sit anywhere, so order by (start, end).
+    tensors.sort_by(|a, b| (a.start, a.end, &a.name).cmp(&(b.start, b.end, &b.name)));
+    let mut previous = String::new();
+    let mut cursor = 0u64;
+    for t in tensors.iter() {
+        if t.end > data_len {
+            return Err(Problem::OutOfRange {
+                tensor: t.name.clone(),
+                end: t.end,
+                data_len,
+            });
+        }
+        if t.start != cursor && !(t.start == t.end && t.start <= cursor) {
+            return Err(Problem::NotTiled {
+                tensor: t.name.clone(),
+                start: t.start,
+                end: t.end,
+                relation: if t.start < cursor {
+                    "overlap"
+                } else {
+                    "leave a gap after"
+                },
+                previous: previous.clone(),
+                previous_end: cursor,
+            });
+        }
+        if t.end > cursor {
+            cursor = t.end;
+            previous.clone_from(&t.name);
+        }
+    }
+    if cursor != data_len {
+        return Err(Problem::TrailingBytes {
+            extra: data_len - cursor,
+        });
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+/// The header as a list of entries, so that duplicates are seen rather than merged.
+struct RawHeader {
+    metadata: BTreeMap<String, String>,
+    entries: Vec<(String, RawEntry)>,
+}
+
+/// Deserialises a [`RawHeader`], recording a duplicate tensor name in `.0` so that it can
+/// become its own [`Problem`] instead of a generic JSON error.
+struct HeaderSeed<'a>(&'a mut Option<String>);
+
+impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
+    type Value = RawHeader;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawHeader, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HeaderSeed<'_> {
+    type Value = RawHeader;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object mapping tensor names to {dtype, shape, data_offsets}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+        let mut seen = HashSet::new();
+        let mut metadata = None;
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                *self.0 = Some(key);
+                return Err(de::Error::custom("duplicate tensor name"));
+            }
+            if key == "__metadata__" {
+                metadata = map.next_value::<Option<BTreeMap<String, String>>>()?;
+            } else {
+                let entry = map
+                    .next_value::<RawEntry>()
+                    .map_err(|e| de::Error::custom(format!("tensor {key:?}: {e}")))?;
+                entries.push((key, entry));
+            }
+        }
+        Ok(RawHeader {
+            metadata: metadata.unwrap_or_default(),
+            entries,
+        })
+    }
+}

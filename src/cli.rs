@@ -1,0 +1,152 @@
+//! Command-line definitions (clap derive) and their dispatch.
+
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use run::{Failure, run};
+
+const ABOUT: &str = "Find BatchNorm statistics that moved inside frozen sub-models";
+
+const LONG_ABOUT: &str = "\
+Find BatchNorm statistics that moved inside frozen sub-models.
+
+`requires_grad=False` freezes weights, not BatchNorm's running statistics: any forward pass \
+in train mode moves running_mean/running_var and bumps num_batches_tracked. bnaudit lists \
+every BatchNorm layer of a safetensors checkpoint, diffs two checkpoints and explains what \
+changed, and gates CI so that frozen layers stay frozen.
+
+A CHECKPOINT is a .safetensors file, a sharded *.safetensors.index.json, or a directory \
+holding exactly one of those.";
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success (check: no violation), 1 check found violations, 2 usage error, \
+3 unreadable, malformed or incompatible input.
+
+Examples:
+  bnaudit ls model.safetensors
+  bnaudit ls --format json --output layers.json ckpt_dir/
+  bnaudit demo";
+
+/// The `bnaudit` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bnaudit",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// What to do; without one, `bnaudit A [B]` is `bnaudit view A [B]`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Checkpoints to view when no subcommand is given.
+    #[arg(value_name = "CHECKPOINT", num_args = 1..=2)]
+    pub checkpoints: Vec<PathBuf>,
+
+    /// Options of the bare `bnaudit A [B]` form.
+    #[command(flatten)]
+    pub view: OutputArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show one checkpoint, or the difference of two.
+    ///
+    /// Prints the text report (the `ls` report of one checkpoint).
+    View(ViewArgs),
+    /// Show the bundled example: a pretrained CNN and a fine-tune whose frozen backbone was
+    /// left in train mode.
+    Demo(DemoArgs),
+    /// List the BatchNorm layers of a checkpoint with statistics and health flags.
+    Ls(LsArgs),
+}
+
+/// Arguments of `view`.
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// The checkpoint(s).
+    #[arg(value_name = "CHECKPOINT", required = true, num_args = 1..=2)]
+    pub checkpoints: Vec<PathBuf>,
+
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The checkpoint.
+    #[arg(value_name = "CHECKPOINT")]
+    pub checkpoint: PathBuf,
+
+    /// Also list every other tensor (name, dtype, shape, bytes).
+    #[arg(long)]
+    pub all: bool,
+
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Output and input options shared by every subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the report to FILE (atomically) instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// When to colour text output; NO_COLOR in the environment turns `auto` off.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    /// Read tensors with positioned reads instead of memory maps (network filesystems, WSL).
+    #[arg(long)]
+    pub no_mmap: bool,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// The JSON contract (schema_version 1).
+    Json,
+    /// JUnit XML (check only).
+    Junit,
+    /// GitHub Actions workflow commands (check only).
+    Github,
+    /// A Markdown table (check only).
+    Markdown,
+}
+
+/// When to colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// When writing to a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}

@@ -1,0 +1,154 @@
+//! Dispatch of parsed arguments to audits and renderers, and the exit-code mapping.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Cli, ColorChoice, Command, Format, OutputArgs};
+use crate::audit::{self, LsOptions};
+use crate::checkpoint::{Checkpoint, CheckpointError, ReadMode};
+use crate::report::{self, Style};
+
+/// A failed run: the exit code and what to print on stderr.
+#[derive(Debug)]
+pub struct Failure {
+    /// Process exit code (2 usage, 3 input).
+    pub code: u8,
+    /// The message.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A usage error (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
+    }
+
+    /// An input error (exit 3).
+    pub fn input(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 3,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<CheckpointError> for Failure {
+    fn from(e: CheckpointError) -> Failure {
+        Failure::input(e)
+    }
+}
+
+/// Runs the command line; `Ok` carries the exit code (0, or 1 for `check` violations).
+pub fn run(cli: Cli) -> Result<u8, Failure> {
+    let output = match &cli.command {
+        Some(Command::Ls(a)) => &a.output,
+        Some(Command::View(a)) => &a.output,
+        Some(Command::Demo(a)) => &a.output,
+        None => &cli.view,
+    };
+    if matches!(
+        output.format,
+        Format::Junit | Format::Github | Format::Markdown
+    ) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--format {} is only available for `check`; use text or json",
+            format_name(output.format)
+        )));
+    }
+    match cli.command {
+        Some(Command::Ls(args)) => {
+            let ckpt = open(&args.checkpoint, &args.output)?;
+            let report = audit::ls(&ckpt, LsOptions { all: args.all })?;
+            emit(&args.output, |format, style| match format {
+                Format::Json => Ok(report::json::render(&report)),
+                _ => Ok(report::text::ls(&report, style)),
+            })
+        }
+        Some(Command::View(args)) => view(&args.checkpoints, &args.output),
+        Some(Command::Demo(args)) => view(&demo_paths(), &args.output),
+        None => view(&cli.checkpoints, &cli.view),
+    }
+}
+
+/// The bundled demo pair: pretrained, then fine-tuned with the backbone left in train mode.
+pub fn demo_paths() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    vec![
+        dir.join("pretrained.safetensors"),
+        dir.join("finetuned.safetensors"),
+    ]
+}
+
+/// `view`: the text report of each checkpoint.
+fn view(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
+    let reports = paths
+        .iter()
+        .map(|p| audit::ls(&open(p, output)?, LsOptions::default()).map_err(Failure::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    emit(output, |format, style| match format {
+        Format::Json => Ok(report::json::render(&reports)),
+        _ => Ok(reports
+            .iter()
+            .map(|r| report::text::ls(r, style))
+            .collect::<Vec<_>>()
+            .join("\n")),
+    })
+}
+
+fn format_name(format: Format) -> String {
+    use clap::ValueEnum;
+    format
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
+}
+
+fn open(path: &Path, output: &OutputArgs) -> Result<Checkpoint, Failure> {
+    let mode = if output.no_mmap {
+        ReadMode::Pread
+    } else {
+        ReadMode::Mmap
+    };
+    Ok(Checkpoint::open(path, mode)?)
+}
+
+/// Renders with the requested format and writes to `--output` or stdout.
+fn emit(
+    output: &OutputArgs,
+    render: impl FnOnce(Format, Style) -> Result<String, Failure>,
+) -> Result<u8, Failure> {
+    let to_terminal = output.output.is_none() && std::io::stdout().is_terminal();
+    let style = Style {
+        color: match output.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => to_terminal && std::env::var_os("NO_COLOR").is_none(),
+        },
+    };
+    let text = render(output.format, style)?;
+    write_output(output.output.as_deref(), &text)?;
+    Ok(0)
+}
+
+fn write_output(path: Option<&Path>, text: &str) -> Result<(), Failure> {
+    match path {
+        Some(path) => report::write_atomic(path, text.as_bytes()).map_err(|e| {
+            Failure::usage(anyhow::anyhow!(
+                "{}: cannot write output: {e}",
+                path.display()
+            ))
+        }),
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                // A closed pipe (`bnaudit ls x | head`) is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::usage(
+                    anyhow::anyhow!("cannot write to standard output: {e}"),
+                )),
+                _ => Ok(()),
+            }
+        }
+    }
+}

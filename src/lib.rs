@@ -1,0 +1,11 @@
+//! bnaudit: find BatchNorm statistics that moved inside frozen sub-models.
+//!
+//! Layers, each depending only on those before it: [`checkpoint`] (bytes and dtypes),
+//! [`bn`] (BatchNorm domain), [`audit`] (use cases returning serialisable reports),
+//! [`report`] (renderers), and the command line in [`cli`].
+
+pub mod audit;
+pub mod bn;
+pub mod checkpoint;
+pub mod cli;
+pub mod report;

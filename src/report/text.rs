@@ -1,0 +1,177 @@
+//! Plain-text reports for people: headline first, then compact aligned tables.
+
+use std::fmt::Write;
+
+use super::{Style, bytes, opt_num};
+use crate::audit::{CheckpointSummary, LsLayer, LsReport};
+use crate::bn::{Flag, Role};
+
+/// The top-level sub-model of a module path (`backbone` of `backbone.layer1.0.bn1`).
+pub fn submodel(name: &str) -> &str {
+    name.split(['.', '/']).next().unwrap_or(name)
+}
+
+/// One line describing a checkpoint: path, files, tensors, size and dtypes.
+pub fn checkpoint_line(c: &CheckpointSummary) -> String {
+    let dtypes: Vec<String> = c.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
+    let files = if c.files.len() == 1 {
+        String::new()
+    } else {
+        format!("{} shards, ", c.files.len())
+    };
+    format!(
+        "{}  ({files}{} tensors, {}, {})",
+        c.path,
+        c.tensors,
+        bytes(c.bytes),
+        dtypes.join(" ")
+    )
+}
+
+/// Renders the `ls` report: a summary, then the layers grouped by sub-model.
+pub fn ls(report: &LsReport, style: Style) -> String {
+    let mut out = String::new();
+    let c = &report.checkpoint;
+    let _ = writeln!(out, "{}", style.bold(&checkpoint_line(c)));
+    for w in &c.warnings {
+        let _ = writeln!(out, "{}", style.yellow(&format!("warning: {w}")));
+    }
+    let flagged = report.layers.iter().filter(|l| !l.flags.is_empty()).count();
+    let _ = writeln!(
+        out,
+        "{} BatchNorm layers{}",
+        report.layers.len(),
+        if flagged > 0 {
+            format!(
+                ", {}",
+                style.yellow(&format!("{flagged} with health flags"))
+            )
+        } else {
+            String::new()
+        }
+    );
+    if !report.layers.is_empty() {
+        out.push('\n');
+        ls_table(&mut out, &report.layers, style);
+    }
+    if let Some(tensors) = &report.tensors {
+        out.push('\n');
+        let _ = writeln!(out, "{}", style.bold(&format!("{} tensors", tensors.len())));
+        let width = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        for t in tensors {
+            let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  {:width$}  {:11}  [{}]  {}{}{}",
+                t.name,
+                t.dtype.as_str(),
+                shape.join(", "),
+                bytes(t.bytes),
+                if t.decodable {
+                    String::new()
+                } else {
+                    style.dim("  (not decodable)")
+                },
+                t.bn_layer
+                    .as_ref()
+                    .map_or_else(String::new, |l| style.dim(&format!("  (BatchNorm {l})")))
+            );
+        }
+    }
+    out
+}
+
+fn range(layer: &LsLayer, role: Role) -> String {
+    match layer.stats.get(&role).copied().flatten() {
+        Some(s) => format!("{}..{}", opt_num(s.min), opt_num(s.max)),
+        None => "-".to_owned(),
+    }
+}
+
+fn flags(list: &[Flag]) -> String {
+    let names: Vec<&str> = list.iter().map(|f| f.as_str()).collect();
+    names.join(",")
+}
+
+fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
+    let rows: Vec<[String; 8]> = layers
+        .iter()
+        .map(|l| {
+            [
+                l.name.clone(),
+                l.channels.to_string(),
+                l.dtype.to_string(),
+                l.num_batches_tracked
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                range(l, Role::RunningMean),
+                range(l, Role::RunningVar),
+                match (
+                    l.stats.get(&Role::Weight).copied().flatten(),
+                    &l.keys.weight,
+                ) {
+                    (Some(s), _) => format!("{}±{}", opt_num(s.mean), opt_num(s.std)),
+                    (None, None) => "none".to_owned(),
+                    (None, Some(_)) => "-".to_owned(),
+                },
+                flags(&l.flags),
+            ]
+        })
+        .collect();
+    let header = [
+        "layer",
+        "C",
+        "dtype",
+        "batches",
+        "running_mean",
+        "running_var",
+        "weight",
+        "flags",
+    ];
+    let mut width = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 8]| {
+        let mut s = String::from("  ");
+        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+            let pad = w.saturating_sub(cell.chars().count());
+            // Left-align names and flags, right-align numbers.
+            if i == 0 || i == 2 || i == 7 {
+                s.push_str(cell);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(cell);
+            }
+            s.push_str("  ");
+        }
+        s.trim_end().to_owned()
+    };
+    let _ = writeln!(out, "{}", style.dim(&line(header)));
+    let mut current = None;
+    for (layer, row) in layers.iter().zip(&rows) {
+        let group = submodel(&layer.name);
+        if current != Some(group) {
+            let count = layers.iter().filter(|l| submodel(&l.name) == group).count();
+            let conv = layer.convention.as_str();
+            let _ = writeln!(
+                out,
+                "{}",
+                style.bold(&format!("{group}  ({count} layers, {conv})"))
+            );
+            current = Some(group);
+        }
+        let text = line(row.each_ref().map(String::as_str));
+        let _ = writeln!(
+            out,
+            "{}",
+            if layer.flags.is_empty() {
+                text
+            } else {
+                style.yellow(&text)
+            }
+        );
+    }
+}
