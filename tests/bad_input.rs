@@ -1,0 +1,540 @@
+//! Bad input: every malformed checkpoint is refused with exit code 3 and one stderr line
+//! naming the file and the problem, never a panic.
+//!
+//! The bad files are built at test time from a valid two-tensor header, one row per defect.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use bnaudit::checkpoint::{Checkpoint, Problem, ReadMode};
+use proptest::prelude::*;
+
+/// Tensor `a`: two F32 at the start of the data section.
+const A: &str = r#""a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+/// Tensor `b`: two F32 right after `a`.
+const B: &str = r#""b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}"#;
+
+/// A safetensors file: 8-byte little-endian header length, header, `data_len` data bytes.
+fn safetensors(header: &[u8], data_len: usize) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header);
+    // Real float values, so that a file that does open also decodes.
+    out.extend((0..data_len).map(|i| if i % 4 == 3 { 0x3f } else { 0 }));
+    out
+}
+
+/// A header object of the given entries.
+fn header(entries: &[&str]) -> Vec<u8> {
+    format!("{{{}}}", entries.join(",")).into_bytes()
+}
+
+/// The valid file every defect starts from.
+fn valid() -> Vec<u8> {
+    safetensors(&header(&[A, B]), 16)
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// What a row made: the path given to bnaudit, and the file the message must name.
+struct Made {
+    arg: PathBuf,
+    named: PathBuf,
+}
+
+impl Made {
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> Made {
+        let path = write(dir, name, bytes);
+        Made {
+            arg: path.clone(),
+            named: path,
+        }
+    }
+
+    /// A sharded index with the given text, next to a valid shard `shard.safetensors`.
+    fn index(dir: &Path, text: &str) -> Made {
+        write(dir, "shard.safetensors", &valid());
+        Made::file(dir, "model.safetensors.index.json", text.as_bytes())
+    }
+}
+
+/// One bad input: its name, how to make it in a fresh directory, and a fragment the error
+/// line must contain.
+struct Case {
+    name: &'static str,
+    make: fn(&Path) -> Made,
+    expect: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "empty file",
+        make: |d| Made::file(d, "empty.safetensors", b""),
+        expect: "file is 0 bytes, too short",
+    },
+    Case {
+        name: "fewer than 8 bytes",
+        make: |d| Made::file(d, "short.safetensors", &[1, 2, 3]),
+        expect: "file is 3 bytes, too short",
+    },
+    Case {
+        name: "truncated data",
+        make: |d| {
+            let v = valid();
+            Made::file(d, "truncated.safetensors", &v[..v.len() - 4])
+        },
+        expect: "tensor \"b\": data_offsets end at 16 but the data section holds 12 bytes (file truncated?)",
+    },
+    Case {
+        name: "header length past the end",
+        make: |d| {
+            let mut v = 1000u64.to_le_bytes().to_vec();
+            v.extend_from_slice(b"{}");
+            Made::file(d, "past_end.safetensors", &v)
+        },
+        expect: "header length 1000 bytes runs past the end of the file (10 bytes)",
+    },
+    Case {
+        name: "absurdly large header length",
+        make: |d| {
+            let mut v = valid();
+            v[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+            Made::file(d, "huge_header.safetensors", &v)
+        },
+        expect: "header length 18446744073709551615 bytes exceeds the limit",
+    },
+    Case {
+        name: "invalid JSON",
+        make: |d| {
+            Made::file(
+                d,
+                "bad_json.safetensors",
+                &safetensors(br#"{"a":{"dtype":"F32","#, 0),
+            )
+        },
+        expect: "invalid header JSON",
+    },
+    Case {
+        name: "non-UTF-8 header",
+        make: |d| Made::file(d, "latin1.safetensors", &safetensors(b"{\"\xe9\":1}", 0)),
+        expect: "header is not valid UTF-8 (invalid byte at header offset 2)",
+    },
+    Case {
+        name: "header not starting with '{'",
+        make: |d| Made::file(d, "array.safetensors", &safetensors(b"[{}]", 0)),
+        expect: "header does not start with '{' (found \"[{}]\")",
+    },
+    Case {
+        name: "header starting with a space",
+        make: |d| {
+            let mut h = b" ".to_vec();
+            h.extend(header(&[A, B]));
+            Made::file(d, "space.safetensors", &safetensors(&h, 16))
+        },
+        expect: "header does not start with '{'",
+    },
+    Case {
+        name: "metadata not a string map",
+        make: |d| {
+            let h = header(&[r#""__metadata__":{"epoch":3}"#, A, B]);
+            Made::file(d, "metadata_int.safetensors", &safetensors(&h, 16))
+        },
+        expect: "invalid header JSON",
+    },
+    Case {
+        name: "overlapping offsets",
+        make: |d| {
+            let b = r#""b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}"#;
+            Made::file(d, "overlap.safetensors", &safetensors(&header(&[A, b]), 12))
+        },
+        expect: "tensor \"b\": data_offsets [4, 12] overlap the previous tensor \"a\", which ends at 8",
+    },
+    Case {
+        name: "out-of-range offsets",
+        make: |d| {
+            let b = r#""b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}"#;
+            Made::file(
+                d,
+                "out_of_range.safetensors",
+                &safetensors(&header(&[A, b]), 16),
+            )
+        },
+        expect: "tensor \"b\": data_offsets end at 24 but the data section holds 16 bytes",
+    },
+    Case {
+        name: "reversed offsets",
+        make: |d| {
+            let b = r#""b":{"dtype":"F32","shape":[2],"data_offsets":[16,8]}"#;
+            Made::file(
+                d,
+                "reversed.safetensors",
+                &safetensors(&header(&[A, b]), 16),
+            )
+        },
+        expect: "tensor \"b\": data_offsets [16, 8] end before they start",
+    },
+    Case {
+        name: "gap between tensors",
+        make: |d| {
+            let b = r#""b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}"#;
+            Made::file(d, "gap.safetensors", &safetensors(&header(&[A, b]), 20))
+        },
+        expect: "tensor \"b\": data_offsets [12, 20] leave a gap after the previous tensor \"a\"",
+    },
+    Case {
+        name: "trailing bytes",
+        make: |d| {
+            Made::file(
+                d,
+                "trailing.safetensors",
+                &safetensors(&header(&[A, B]), 20),
+            )
+        },
+        expect: "4 bytes after the last tensor are not covered by any tensor",
+    },
+    Case {
+        name: "unknown dtype",
+        make: |d| {
+            let b = r#""b":{"dtype":"F128","shape":[2],"data_offsets":[8,16]}"#;
+            Made::file(d, "f128.safetensors", &safetensors(&header(&[A, b]), 16))
+        },
+        expect: "tensor \"b\": unknown dtype \"F128\"",
+    },
+    Case {
+        name: "shape/size mismatch",
+        make: |d| {
+            let b = r#""b":{"dtype":"F32","shape":[3],"data_offsets":[8,16]}"#;
+            Made::file(d, "size.safetensors", &safetensors(&header(&[A, b]), 16))
+        },
+        expect: "tensor \"b\": shape [3] of F32 needs 12 bytes but data_offsets span 8",
+    },
+    Case {
+        name: "shape overflowing 64 bits",
+        make: |d| {
+            let b = r#""b":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[8,16]}"#;
+            Made::file(
+                d,
+                "overflow.safetensors",
+                &safetensors(&header(&[A, b]), 16),
+            )
+        },
+        expect: "needs more than 2^64 bytes",
+    },
+    Case {
+        name: "duplicate key",
+        make: |d| Made::file(d, "dup.safetensors", &safetensors(&header(&[A, A, B]), 16)),
+        expect: "duplicate tensor name \"a\" in header",
+    },
+    Case {
+        name: "index with a missing shard",
+        make: |d| Made::index(d, r#"{"weight_map":{"a":"gone.safetensors"}}"#),
+        expect: "shard \"gone.safetensors\" named by the index does not exist",
+    },
+    Case {
+        name: "index with invalid JSON",
+        make: |d| Made::index(d, r#"{"weight_map":{"a":"shard.safetensors""#),
+        expect: "invalid index: not valid JSON",
+    },
+    Case {
+        name: "index without weight_map",
+        make: |d| Made::index(d, r#"{"metadata":{"total_size":16}}"#),
+        expect: "invalid index: no \"weight_map\" object",
+    },
+    Case {
+        name: "index mapping a tensor to a shard that lacks it",
+        make: |d| {
+            Made::index(
+                d,
+                r#"{"weight_map":{"a":"shard.safetensors","c":"shard.safetensors"}}"#,
+            )
+        },
+        expect: "index maps tensor \"c\" to shard \"shard.safetensors\", which does not contain it",
+    },
+    Case {
+        name: "index naming a malformed shard",
+        make: |d| {
+            let index = Made::index(d, r#"{"weight_map":{"a":"bad.safetensors"}}"#);
+            Made {
+                arg: index.arg,
+                named: write(d, "bad.safetensors", b"{}"),
+            }
+        },
+        expect: "file is 2 bytes, too short",
+    },
+    Case {
+        name: "directory with no checkpoint",
+        make: |d| {
+            write(d, "notes.txt", b"not a checkpoint");
+            write(d, "model.bin", b"");
+            Made {
+                arg: d.to_owned(),
+                named: d.to_owned(),
+            }
+        },
+        expect: "directory holds no *.safetensors file or *.safetensors.index.json",
+    },
+    Case {
+        name: "directory with two checkpoints",
+        make: |d| {
+            write(d, "b.safetensors", &valid());
+            write(d, "a.safetensors", &valid());
+            Made {
+                arg: d.to_owned(),
+                named: d.to_owned(),
+            }
+        },
+        expect: "directory holds several checkpoints (a.safetensors, b.safetensors); name one",
+    },
+    Case {
+        name: "missing path",
+        make: |d| {
+            let path = d.join("missing.safetensors");
+            Made {
+                arg: path.clone(),
+                named: path,
+            }
+        },
+        expect: "no such file or directory",
+    },
+];
+
+/// Checks the contract of a refused input; returns what is wrong, if anything.
+fn refused(out: &Output, named: &Path, expect: &str) -> Result<(), String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut problems = Vec::new();
+    if out.status.code() != Some(3) {
+        problems.push(format!("exit status {:?}, want 3", out.status.code()));
+    }
+    if stderr.contains("panicked") {
+        problems.push("panicked".to_owned());
+    }
+    if stderr.lines().count() != 1 {
+        problems.push(format!("{} stderr lines, want 1", stderr.lines().count()));
+    }
+    if !stderr.starts_with("bnaudit: error: ") {
+        problems.push("no `bnaudit: error: ` prefix".to_owned());
+    }
+    if !stderr.contains(&named.display().to_string()) {
+        problems.push(format!("does not name {}", named.display()));
+    }
+    if !stderr.contains(expect) {
+        problems.push(format!("lacks {expect:?}"));
+    }
+    if !out.stdout.is_empty() {
+        problems.push("wrote to stdout".to_owned());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}\n    stderr: {stderr:?}", problems.join("; ")))
+    }
+}
+
+#[test]
+fn every_bad_input_exits_3_with_one_line_naming_the_file() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let dir = tempfile::tempdir().unwrap();
+        let made = (case.make)(dir.path());
+        for no_mmap in [false, true] {
+            let mut cmd = Command::cargo_bin("bnaudit").unwrap();
+            cmd.arg("ls").arg(&made.arg);
+            if no_mmap {
+                cmd.arg("--no-mmap");
+            }
+            let out = cmd.output().unwrap();
+            if let Err(e) = refused(&out, &made.named, case.expect) {
+                failures.push(format!("{} (no_mmap={no_mmap}): {e}", case.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_valid_base_file_opens() {
+    // Guards the table: every row must fail because of its own defect, not the base's.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "valid.safetensors", &valid());
+    let ckpt = Checkpoint::open(&path, ReadMode::Mmap).unwrap();
+    let a = ckpt.get("a").unwrap();
+    assert_eq!(ckpt.values(a).unwrap(), Some(vec![0.5, 0.5]));
+    Command::cargo_bin("bnaudit")
+        .unwrap()
+        .arg("ls")
+        .arg(&path)
+        .assert()
+        .success();
+}
+
+/// Runs as root by default in CI, where file modes do not deny anything: drop to `nobody`
+/// with setpriv to see a real EACCES.
+#[test]
+fn permission_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = write(dir.path(), "locked.safetensors", &valid());
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("bnaudit");
+    let out = if fs::metadata(&path).unwrap().uid() == 0 {
+        let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect(
+                "running as root, where mode 000 denies nothing, and setpriv (util-linux) is \
+                 not installed: CANNOT TEST permission denied; install util-linux or run as a \
+                 normal user",
+            );
+        // The binary may sit under a directory `nobody` cannot traverse: run a copy.
+        let copy = dir.path().join("bnaudit");
+        fs::copy(&bin, &copy).unwrap();
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+        std::process::Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy)
+            .arg("ls")
+            .arg(&path)
+            .output()
+            .unwrap()
+    } else {
+        std::process::Command::new(&bin)
+            .arg("ls")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    refused(&out, &path, "permission denied").unwrap();
+}
+
+/// A file truncated while mapped must give an error, not SIGBUS.
+#[test]
+fn truncated_while_mapped_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "shrinks.safetensors", &valid());
+    let ckpt = Checkpoint::open(&path, ReadMode::Mmap).unwrap();
+    let header_end = valid().len() as u64 - 16;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(header_end + 4)
+        .unwrap();
+    let b = ckpt.get("b").unwrap();
+    let err = ckpt.bytes(b).unwrap_err();
+    assert_eq!(err.path, path);
+    match *err.problem {
+        Problem::Truncated {
+            ref tensor,
+            len,
+            end,
+        } => {
+            assert_eq!(
+                (tensor.as_str(), len, end),
+                ("b", header_end + 4, header_end + 16)
+            );
+        }
+        ref other => panic!("want Truncated, got {other:?}"),
+    }
+    // Bytes still inside the file are fine, and positioned reads say the same.
+    let a = ckpt.get("a").unwrap();
+    assert!(ckpt.read(a, 0, 4).is_ok());
+    let pread = Checkpoint::open(&path, ReadMode::Pread);
+    assert!(matches!(
+        pread.map(|_| ()).unwrap_err().problem.as_ref(),
+        Problem::OutOfRange { .. }
+    ));
+}
+
+/// One way of damaging a valid file.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Replace the byte at this position (modulo the length).
+    Set(usize, u8),
+    /// Insert a byte.
+    Insert(usize, u8),
+    /// Remove a byte.
+    Remove(usize),
+    /// Cut the file to this length (modulo the length).
+    Truncate(usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+        // Printable JSON-ish bytes reach the validation past the JSON parser more often.
+        (
+            any::<usize>(),
+            prop::sample::select(b"{}[]\",:0123456789-eE. ".to_vec())
+        )
+            .prop_map(|(i, b)| Mutation::Set(i, b)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        any::<usize>().prop_map(Mutation::Remove),
+        any::<usize>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    let n = bytes.len().max(1);
+    match *m {
+        Mutation::Set(i, b) if !bytes.is_empty() => bytes[i % n] = b,
+        Mutation::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+        Mutation::Remove(i) if !bytes.is_empty() => {
+            bytes.remove(i % n);
+        }
+        Mutation::Truncate(i) => bytes.truncate(i % n),
+        _ => {}
+    }
+}
+
+/// Opens `bytes` as a checkpoint in both modes and reads every tensor; errors are fine,
+/// panics are not (proptest reports a panic as a failure with the input).
+fn open_and_read_all(bytes: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "fuzz.safetensors", bytes);
+    for mode in [ReadMode::Mmap, ReadMode::Pread] {
+        if let Ok(ckpt) = Checkpoint::open(&path, mode) {
+            for t in ckpt.tensors() {
+                let _ = ckpt.values(t);
+            }
+            let _ = bnaudit::audit::ls(&ckpt, bnaudit::audit::LsOptions { all: true });
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn mutated_headers_never_panic(mutations in prop::collection::vec(mutation(), 1..6)) {
+        // A BatchNorm layer, so that discovery and statistics run on whatever survives.
+        let h = header(&[
+            r#""__metadata__":{"format":"pt"}"#,
+            r#""bn.running_mean":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#,
+            r#""bn.running_var":{"dtype":"F16","shape":[2],"data_offsets":[8,12]}"#,
+            r#""bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[12,20]}"#,
+        ]);
+        let mut bytes = safetensors(&h, 20);
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        open_and_read_all(&bytes);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(
+        len in any::<u64>(),
+        body in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        // A random header length (small ones half of the time) before random bytes.
+        let len = if len % 2 == 0 { len % 80 } else { len };
+        let mut bytes = len.to_le_bytes().to_vec();
+        bytes.extend(body);
+        open_and_read_all(&bytes);
+    }
+}
