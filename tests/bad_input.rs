@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
-use bnaudit::checkpoint::{Checkpoint, Problem, ReadMode};
+use bnaudit::checkpoint::{Checkpoint, MAP_AT_LEAST, Problem, ReadMode};
 use proptest::prelude::*;
 
 /// Tensor `a`: two F32 at the start of the data section.
@@ -412,43 +412,63 @@ fn permission_denied() {
     refused(&out, &path, "permission denied").unwrap();
 }
 
-/// A file truncated while mapped must give an error, not SIGBUS.
+/// A file truncated while mapped must give an error, not SIGBUS: both for a tensor read
+/// through the map (at least `MAP_AT_LEAST` bytes) and for a small one read by copy.
 #[test]
 fn truncated_while_mapped_is_an_error() {
+    let big_len = 2 * MAP_AT_LEAST;
+    let big = format!(
+        r#""big":{{"dtype":"U8","shape":[{big_len}],"data_offsets":[8,{}]}}"#,
+        8 + big_len
+    );
+    let bytes = safetensors(&header(&[A, &big]), 8 + big_len as usize);
+    let data_start = bytes.len() as u64 - 8 - big_len;
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "shrinks.safetensors", &valid());
+    let path = write(dir.path(), "shrinks.safetensors", &bytes);
     let ckpt = Checkpoint::open(&path, ReadMode::Mmap).unwrap();
-    let header_end = valid().len() as u64 - 16;
+    let (a, big) = (ckpt.get("a").unwrap(), ckpt.get("big").unwrap());
+    assert!(matches!(
+        ckpt.bytes(big).unwrap(),
+        std::borrow::Cow::Borrowed(_)
+    ));
+
+    let cut = data_start + 8 + big_len / 2;
     fs::OpenOptions::new()
         .write(true)
         .open(&path)
         .unwrap()
-        .set_len(header_end + 4)
+        .set_len(cut)
         .unwrap();
-    let b = ckpt.get("b").unwrap();
-    let err = ckpt.bytes(b).unwrap_err();
+    let err = ckpt.bytes(big).unwrap_err();
     assert_eq!(err.path, path);
     match *err.problem {
         Problem::Truncated {
             ref tensor,
             len,
             end,
-        } => {
-            assert_eq!(
-                (tensor.as_str(), len, end),
-                ("b", header_end + 4, header_end + 16)
-            );
-        }
+        } => assert_eq!(
+            (tensor.as_str(), len, end),
+            ("big", cut, data_start + 8 + big_len)
+        ),
         ref other => panic!("want Truncated, got {other:?}"),
     }
-    // Bytes still inside the file are fine, and positioned reads say the same.
-    let a = ckpt.get("a").unwrap();
-    assert!(ckpt.read(a, 0, 4).is_ok());
-    let pread = Checkpoint::open(&path, ReadMode::Pread);
-    assert!(matches!(
-        pread.map(|_| ()).unwrap_err().problem.as_ref(),
-        Problem::OutOfRange { .. }
-    ));
+    assert!(ckpt.values_many(&[a, big]).is_err());
+    // What is still inside the file reads fine.
+    assert_eq!(ckpt.values(a).unwrap(), Some(vec![0.5, 0.5]));
+    assert_eq!(ckpt.read(big, 0, 16).unwrap().len(), 16);
+
+    // Cut into the small tensor too: the copy path reports it the same way.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(data_start + 4)
+        .unwrap();
+    let err = ckpt.values(a).unwrap_err();
+    assert!(
+        matches!(err.problem.as_ref(), Problem::Truncated { tensor, .. } if tensor == "a"),
+        "{err}"
+    );
 }
 
 /// One way of damaging a valid file.

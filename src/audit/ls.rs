@@ -117,22 +117,26 @@ pub struct TensorEntry {
 
 /// Reads and decodes every tensor of `layer`.
 pub fn layer_values(ckpt: &Checkpoint, layer: &BnLayer) -> Result<LayerValues, CheckpointError> {
-    let read = |role: Role| -> Result<Option<Vec<f64>>, CheckpointError> {
-        match layer.keys.get(role).and_then(|k| ckpt.get(k)) {
-            Some(t) => ckpt.values(t),
-            None => Ok(None),
+    let (roles, tensors): (Vec<Role>, Vec<&TensorInfo>) = layer
+        .keys
+        .iter()
+        .filter_map(|(role, key)| ckpt.get(key).map(|t| (role, t)))
+        .unzip();
+    let mut values = LayerValues::default();
+    for (role, decoded) in roles.into_iter().zip(ckpt.values_many(&tensors)?) {
+        match role {
+            Role::Weight => values.weight = decoded,
+            Role::Bias => values.bias = decoded,
+            Role::RunningMean => values.running_mean = decoded,
+            Role::RunningVar => values.running_var = decoded,
+            // Counters are integers far below 2^53, so the f64 round trip is exact.
+            Role::NumBatchesTracked => {
+                values.num_batches_tracked =
+                    decoded.and_then(|v| v.first().copied()).map(|v| v as i64);
+            }
         }
-    };
-    Ok(LayerValues {
-        weight: read(Role::Weight)?,
-        bias: read(Role::Bias)?,
-        running_mean: read(Role::RunningMean)?,
-        running_var: read(Role::RunningVar)?,
-        // Counters are integers far below 2^53, so the f64 round trip is exact.
-        num_batches_tracked: read(Role::NumBatchesTracked)?
-            .and_then(|v| v.first().copied())
-            .map(|v| v as i64),
-    })
+    }
+    Ok(values)
 }
 
 /// Builds the `ls` report of an opened checkpoint.

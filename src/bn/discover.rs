@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use foldhash::HashMap;
+
 use super::layer::{BnKeys, BnLayer, Convention};
 use crate::checkpoint::{Dtype, TensorInfo};
 
@@ -65,10 +67,13 @@ fn split(name: &str) -> Option<Split<'_>> {
     })
 }
 
+/// The tensors of each module, by (module path, separator) and leaf name.
+type Modules<'a> = HashMap<(&'a str, char), BTreeMap<&'a str, &'a TensorInfo>>;
+
 /// Finds every BatchNorm layer among `tensors`, sorted by name.
 pub fn discover(tensors: &[TensorInfo]) -> Vec<BnLayer> {
-    // module path → leaf → tensor
-    let mut modules: BTreeMap<(&str, char), BTreeMap<&str, &TensorInfo>> = BTreeMap::new();
+    // module path → leaf → tensor (hashed: tens of thousands of modules in big checkpoints)
+    let mut modules: Modules = HashMap::default();
     for t in tensors {
         if let Some(s) = split(&t.name) {
             modules
@@ -87,7 +92,8 @@ pub fn discover(tensors: &[TensorInfo]) -> Vec<BnLayer> {
             layers.push(layer);
         }
     }
-    layers.sort_by(|a, b| a.name.cmp(&b.name));
+    // The running mean's key breaks ties between equal names found under two separators.
+    layers.sort_by(|a, b| (&a.name, &a.keys.running_mean).cmp(&(&b.name, &b.keys.running_mean)));
     layers
 }
 
@@ -137,7 +143,7 @@ fn flax_layer(
     module: &str,
     sep: char,
     leaves: &BTreeMap<&str, &TensorInfo>,
-    modules: &BTreeMap<(&str, char), BTreeMap<&str, &TensorInfo>>,
+    modules: &Modules,
 ) -> Option<BnLayer> {
     let segments: Vec<&str> = module.split(sep).collect();
     let at = segments.iter().position(|s| *s == FLAX_STATS)?;

@@ -13,13 +13,20 @@ use super::header::{self, Header, HeaderTensor};
 /// How tensor bytes are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadMode {
-    /// Memory-map the file (default): no copy for tensors that are read.
+    /// Memory-map the file (default): no copy for large tensors that are read. Ranges
+    /// smaller than [`MAP_AT_LEAST`] are still copied with one positioned read.
     #[default]
     Mmap,
     /// Positioned reads of each byte range: for network filesystems and WSL, where maps fail
     /// or crawl.
     Pread,
 }
+
+/// Smallest range read through the memory map. Below it, one positioned read costs less than
+/// the page faults (each of which maps up to 16 neighbouring pages into our resident set) and
+/// the length check against truncation that a mapped read needs. Listing BatchNorm layers
+/// reads thousands of such small tensors.
+pub const MAP_AT_LEAST: u64 = 64 * 1024;
 
 /// An open safetensors file: its validated header and a way to read tensor bytes.
 #[derive(Debug)]
@@ -104,17 +111,30 @@ impl SafetensorsFile {
         len: u64,
     ) -> Result<Cow<'_, [u8]>, CheckpointError> {
         debug_assert!(offset + len <= tensor.end - tensor.start);
-        let start = self.header.data_start + tensor.start + offset;
-        let end = start + len;
+        let start = tensor.start + offset;
+        self.read_data(start, start + len, tensor)
+    }
+
+    /// Reads bytes `start..end` of the data section, which begins with `tensor` (named if the
+    /// file turns out to be truncated); the range may span several tensors.
+    pub(crate) fn read_data(
+        &self,
+        start: u64,
+        end: u64,
+        tensor: &HeaderTensor,
+    ) -> Result<Cow<'_, [u8]>, CheckpointError> {
+        let len = end - start;
+        let start = self.header.data_start + start;
+        let end = self.header.data_start + end;
         if len == 0 {
             return Ok(Cow::Borrowed(&[]));
         }
         match &self.map {
-            Some(map) => {
+            Some(map) if len >= MAP_AT_LEAST => {
                 self.check_len(tensor, end)?;
                 Ok(Cow::Borrowed(&map[start as usize..end as usize]))
             }
-            None => {
+            _ => {
                 let mut buf = vec![0u8; len as usize];
                 self.file.read_exact_at(&mut buf, start).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::UnexpectedEof {
