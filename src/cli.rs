@@ -143,7 +143,7 @@ pub enum Format {
 /// When to colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
-    /// When writing to a terminal and NO_COLOR is unset.
+    /// When writing to a terminal and NO_COLOR is unset or empty.
     Auto,
     /// Always.
     Always,

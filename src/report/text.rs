@@ -11,6 +11,11 @@ pub fn submodel(name: &str) -> &str {
     name.split(['.', '/']).next().unwrap_or(name)
 }
 
+/// `n` and `noun`, with an `s` unless `n` is 1.
+pub fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// One line describing a checkpoint: path, files, tensors, size and dtypes.
 pub fn checkpoint_line(c: &CheckpointSummary) -> String {
     let dtypes: Vec<String> = c.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
@@ -20,9 +25,9 @@ pub fn checkpoint_line(c: &CheckpointSummary) -> String {
         format!("{} shards, ", c.files.len())
     };
     format!(
-        "{}  ({files}{} tensors, {}, {})",
+        "{}  ({files}{}, {}, {})",
         c.path,
-        c.tensors,
+        plural(c.tensors, "tensor"),
         bytes(c.bytes),
         dtypes.join(" ")
     )
@@ -39,8 +44,8 @@ pub fn ls(report: &LsReport, style: Style) -> String {
     let flagged = report.layers.iter().filter(|l| !l.flags.is_empty()).count();
     let _ = writeln!(
         out,
-        "{} BatchNorm layers{}",
-        report.layers.len(),
+        "{}{}",
+        plural(report.layers.len(), "BatchNorm layer"),
         if flagged > 0 {
             format!(
                 ", {}",
@@ -56,7 +61,7 @@ pub fn ls(report: &LsReport, style: Style) -> String {
     }
     if let Some(tensors) = &report.tensors {
         out.push('\n');
-        let _ = writeln!(out, "{}", style.bold(&format!("{} tensors", tensors.len())));
+        let _ = writeln!(out, "{}", style.bold(&plural(tensors.len(), "tensor")));
         let width = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
         for t in tensors {
             let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
@@ -159,7 +164,7 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
             let _ = writeln!(
                 out,
                 "{}",
-                style.bold(&format!("{group}  ({count} layers, {conv})"))
+                style.bold(&format!("{group}  ({}, {conv})", plural(count, "layer")))
             );
             current = Some(group);
         }
