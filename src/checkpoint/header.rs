@@ -69,63 +69,57 @@ pub fn parse(bytes: &[u8], data_start: u64, data_len: u64) -> Result<Header, Pro
             found: text.chars().take(16).collect(),
         });
     }
-    let mut duplicate = None;
+    let mut problem = None;
     let mut json = serde_json::Deserializer::from_str(text);
     // The format pads headers with trailing spaces, which `end` accepts.
-    let raw = HeaderSeed(&mut duplicate)
+    let raw = HeaderSeed(&mut problem)
         .deserialize(&mut json)
         .and_then(|raw| json.end().map(|()| raw));
-    let raw = match raw {
-        Ok(raw) => raw,
-        Err(e) => {
-            return Err(match duplicate {
-                Some(name) => Problem::DuplicateKey(name),
-                None => Problem::HeaderJson(e.to_string()),
-            });
-        }
-    };
-    let mut tensors = Vec::with_capacity(raw.entries.len());
-    for (name, entry) in raw.entries {
-        let name = name.0.into_owned();
-        let dtype: Dtype = entry.dtype.0.parse().map_err(|_| Problem::UnknownDtype {
-            tensor: name.clone(),
-            dtype: entry.dtype.0.to_string(),
-        })?;
-        let [start, end] = entry.data_offsets;
-        if end < start {
-            return Err(Problem::ReversedOffsets {
-                tensor: name,
-                start,
-                end,
-            });
-        }
-        let expected = entry
-            .shape
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .and_then(|n| dtype.byte_len(n));
-        if expected != Some(end - start) {
-            return Err(Problem::SizeMismatch {
-                tensor: name,
-                dtype: dtype.to_string(),
-                expected: expected.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string()),
-                shape: entry.shape,
-                actual: end - start,
-            });
-        }
-        tensors.push(HeaderTensor {
-            name,
-            dtype,
-            shape: entry.shape,
+    let mut raw = raw.map_err(|e| problem.unwrap_or_else(|| Problem::HeaderJson(e.to_string())))?;
+    check_tiling(&mut raw.tensors, data_len)?;
+    Ok(Header {
+        metadata: raw.metadata,
+        tensors: raw.tensors,
+        data_start,
+    })
+}
+
+/// Validates one entry on its own: a known dtype, offsets in order, and a byte range as long
+/// as shape × dtype.
+fn tensor(name: Text<'_>, entry: RawEntry<'_>) -> Result<HeaderTensor, Problem> {
+    let name = name.0.into_owned();
+    let dtype: Dtype = entry.dtype.0.parse().map_err(|_| Problem::UnknownDtype {
+        tensor: name.clone(),
+        dtype: entry.dtype.0.to_string(),
+    })?;
+    let [start, end] = entry.data_offsets;
+    if end < start {
+        return Err(Problem::ReversedOffsets {
+            tensor: name,
             start,
             end,
         });
     }
-    check_tiling(&mut tensors, data_len)?;
-    Ok(Header {
-        metadata: raw.metadata,
-        tensors,
-        data_start,
+    let expected = entry
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .and_then(|n| dtype.byte_len(n));
+    if expected != Some(end - start) {
+        return Err(Problem::SizeMismatch {
+            tensor: name,
+            dtype: dtype.to_string(),
+            expected: expected.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string()),
+            shape: entry.shape,
+            actual: end - start,
+        });
+    }
+    Ok(HeaderTensor {
+        name,
+        dtype,
+        shape: entry.shape,
+        start,
+        end,
     })
 }
 
@@ -206,41 +200,42 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// The header as a list of entries, so that duplicates are seen rather than merged.
-struct RawHeader<'a> {
+/// The header's tensors, each validated on its own, in header order.
+struct RawHeader {
     metadata: BTreeMap<String, String>,
-    entries: Vec<(Text<'a>, RawEntry<'a>)>,
+    tensors: Vec<HeaderTensor>,
 }
 
-/// Deserialises a [`RawHeader`], recording a duplicate tensor name in `.0` so that it can
-/// become its own [`Problem`] instead of a generic JSON error.
-struct HeaderSeed<'a>(&'a mut Option<String>);
+/// Deserialises a [`RawHeader`], entry by entry so that duplicates are seen rather than
+/// merged. A problem with an entry (a duplicate name, an unknown dtype...) is recorded in
+/// `.0` so that it becomes its own [`Problem`] instead of a generic JSON error.
+struct HeaderSeed<'a>(&'a mut Option<Problem>);
 
 impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
-    type Value = RawHeader<'de>;
+    type Value = RawHeader;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawHeader<'de>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawHeader, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for HeaderSeed<'_> {
-    type Value = RawHeader<'de>;
+    type Value = RawHeader;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object mapping tensor names to {dtype, shape, data_offsets}")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
         // foldhash: several times faster than the default SipHash on 20,000 names, and
         // randomly seeded, so a crafted header cannot force collisions.
         let mut seen = foldhash::HashSet::default();
         let mut metadata = None;
-        let mut entries = Vec::new();
+        let mut tensors = Vec::new();
         while let Some(key) = map.next_key::<Text<'de>>()? {
             // Cloning a borrowed name copies a pointer.
             if !seen.insert(key.0.clone()) {
-                *self.0 = Some(key.0.into_owned());
+                *self.0 = Some(Problem::DuplicateKey(key.0.into_owned()));
                 return Err(de::Error::custom("duplicate tensor name"));
             }
             if key.0 == "__metadata__" {
@@ -249,12 +244,18 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
                 let entry = map
                     .next_value::<RawEntry>()
                     .map_err(|e| de::Error::custom(format!("tensor {:?}: {e}", key.0)))?;
-                entries.push((key, entry));
+                match tensor(key, entry) {
+                    Ok(t) => tensors.push(t),
+                    Err(problem) => {
+                        *self.0 = Some(problem);
+                        return Err(de::Error::custom("invalid tensor entry"));
+                    }
+                }
             }
         }
         Ok(RawHeader {
             metadata: metadata.unwrap_or_default(),
-            entries,
+            tensors,
         })
     }
 }
