@@ -57,6 +57,11 @@ impl Made {
         }
     }
 
+    /// A file holding tensor `a`, then the tensor entry `b`, then `data_len` data bytes.
+    fn after_a(dir: &Path, name: &str, b: &str, data_len: usize) -> Made {
+        Made::file(dir, name, &safetensors(&header(&[A, b]), data_len))
+    }
+
     /// A sharded index with the given text, next to a valid shard `shard.safetensors`.
     fn index(dir: &Path, text: &str) -> Made {
         write(dir, "shard.safetensors", &valid());
@@ -150,19 +155,23 @@ const CASES: &[Case] = &[
     Case {
         name: "overlapping offsets",
         make: |d| {
-            let b = r#""b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}"#;
-            Made::file(d, "overlap.safetensors", &safetensors(&header(&[A, b]), 12))
+            Made::after_a(
+                d,
+                "overlap.safetensors",
+                r#""b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}"#,
+                12,
+            )
         },
         expect: "tensor \"b\": data_offsets [4, 12] overlap the previous tensor \"a\", which ends at 8",
     },
     Case {
         name: "out-of-range offsets",
         make: |d| {
-            let b = r#""b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}"#;
-            Made::file(
+            Made::after_a(
                 d,
                 "out_of_range.safetensors",
-                &safetensors(&header(&[A, b]), 16),
+                r#""b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}"#,
+                16,
             )
         },
         expect: "tensor \"b\": data_offsets end at 24 but the data section holds 16 bytes",
@@ -170,11 +179,11 @@ const CASES: &[Case] = &[
     Case {
         name: "reversed offsets",
         make: |d| {
-            let b = r#""b":{"dtype":"F32","shape":[2],"data_offsets":[16,8]}"#;
-            Made::file(
+            Made::after_a(
                 d,
                 "reversed.safetensors",
-                &safetensors(&header(&[A, b]), 16),
+                r#""b":{"dtype":"F32","shape":[2],"data_offsets":[16,8]}"#,
+                16,
             )
         },
         expect: "tensor \"b\": data_offsets [16, 8] end before they start",
@@ -182,8 +191,12 @@ const CASES: &[Case] = &[
     Case {
         name: "gap between tensors",
         make: |d| {
-            let b = r#""b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}"#;
-            Made::file(d, "gap.safetensors", &safetensors(&header(&[A, b]), 20))
+            Made::after_a(
+                d,
+                "gap.safetensors",
+                r#""b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}"#,
+                20,
+            )
         },
         expect: "tensor \"b\": data_offsets [12, 20] leave a gap after the previous tensor \"a\"",
     },
@@ -201,27 +214,35 @@ const CASES: &[Case] = &[
     Case {
         name: "unknown dtype",
         make: |d| {
-            let b = r#""b":{"dtype":"F128","shape":[2],"data_offsets":[8,16]}"#;
-            Made::file(d, "f128.safetensors", &safetensors(&header(&[A, b]), 16))
+            Made::after_a(
+                d,
+                "f128.safetensors",
+                r#""b":{"dtype":"F128","shape":[2],"data_offsets":[8,16]}"#,
+                16,
+            )
         },
         expect: "tensor \"b\": unknown dtype \"F128\"",
     },
     Case {
         name: "shape/size mismatch",
         make: |d| {
-            let b = r#""b":{"dtype":"F32","shape":[3],"data_offsets":[8,16]}"#;
-            Made::file(d, "size.safetensors", &safetensors(&header(&[A, b]), 16))
+            Made::after_a(
+                d,
+                "size.safetensors",
+                r#""b":{"dtype":"F32","shape":[3],"data_offsets":[8,16]}"#,
+                16,
+            )
         },
         expect: "tensor \"b\": shape [3] of F32 needs 12 bytes but data_offsets span 8",
     },
     Case {
         name: "shape overflowing 64 bits",
         make: |d| {
-            let b = r#""b":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[8,16]}"#;
-            Made::file(
+            Made::after_a(
                 d,
                 "overflow.safetensors",
-                &safetensors(&header(&[A, b]), 16),
+                r#""b":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[8,16]}"#,
+                16,
             )
         },
         expect: "needs more than 2^64 bytes",

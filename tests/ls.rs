@@ -31,6 +31,16 @@ fn checkpoints() -> Vec<(&'static str, &'static Value)> {
     list
 }
 
+/// The keys of a JSON object, in order.
+fn keys(object: &Value) -> Vec<&str> {
+    object
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 /// Runs `bnaudit ARGS`, asserting success, and returns stdout.
 fn run(args: &[&str]) -> String {
     let out = Command::cargo_bin("bnaudit")
@@ -113,12 +123,7 @@ fn ls_json_matches_pytorch_for_every_fixture() {
 
         let layers = report["layers"].as_array().unwrap();
         let ours: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
-        let torch: Vec<&str> = truth["bn_layers"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let torch: Vec<&str> = keys(&truth["bn_layers"]);
         if ours != torch {
             diff(format!("layers {ours:?} vs {torch:?}"));
         }
@@ -175,12 +180,7 @@ fn every_tensor_decodes_to_pytorch_values() {
     for (file, truth) in checkpoints() {
         let ckpt = Checkpoint::open(fixtures().join(file), ReadMode::Mmap).unwrap();
         let names: Vec<&str> = ckpt.tensors().iter().map(|t| t.name.as_str()).collect();
-        let want: Vec<&str> = truth["tensors"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let want: Vec<&str> = keys(&truth["tensors"]);
         assert_eq!(names, want, "{file}");
         assert_eq!(ckpt.data_bytes(), truth["tensor_bytes"].as_u64().unwrap());
         for t in ckpt.tensors() {
@@ -209,12 +209,7 @@ fn all_lists_every_tensor_with_its_layer_and_decodability() {
             .iter()
             .map(|t| t["name"].as_str().unwrap())
             .collect();
-        let want: Vec<&str> = truth["tensors"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let want: Vec<&str> = keys(&truth["tensors"]);
         assert_eq!(names, want, "{file}");
         let mut owner = std::collections::HashMap::new();
         for (layer, t) in truth["bn_layers"].as_object().unwrap() {
