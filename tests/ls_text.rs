@@ -37,6 +37,14 @@ fn text_of_the_demo_finetuned_checkpoint() {
 #[test]
 fn text_with_all_tensors() {
     insta::assert_snapshot!(ls(
+        &["--all", "tests/fixtures/ls/metadata.safetensors"],
+        &[]
+    ));
+}
+
+#[test]
+fn text_with_all_tensors_marks_undecodable_ones() {
+    insta::assert_snapshot!(ls(
         &["--all", "tests/fixtures/ls/dtypes_exotic.safetensors"],
         &[]
     ));

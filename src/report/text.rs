@@ -62,15 +62,21 @@ pub fn ls(report: &LsReport, style: Style) -> String {
     if let Some(tensors) = &report.tensors {
         out.push('\n');
         let _ = writeln!(out, "{}", style.bold(&plural(tensors.len(), "tensor")));
+        let shapes: Vec<String> = tensors
+            .iter()
+            .map(|t| {
+                let dims: Vec<String> = t.shape.iter().map(u64::to_string).collect();
+                format!("[{}]", dims.join(", "))
+            })
+            .collect();
         let width = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
-        for t in tensors {
-            let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
+        let shape_width = shapes.iter().map(String::len).max().unwrap_or(0);
+        for (t, shape) in tensors.iter().zip(&shapes) {
             let _ = writeln!(
                 out,
-                "  {:width$}  {:11}  [{}]  {}{}{}",
+                "  {:width$}  {:11}  {shape:shape_width$}  {:>9}{}{}",
                 t.name,
                 t.dtype.as_str(),
-                shape.join(", "),
                 bytes(t.bytes),
                 if t.decodable {
                     String::new()
