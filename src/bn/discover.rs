@@ -5,10 +5,6 @@
 //! present. Names alone are not enough (a LayerNorm also has `weight` and `bias`), and shapes
 //! alone are not either (any pair of vectors would match).
 
-use std::collections::BTreeMap;
-
-use foldhash::HashMap;
-
 use super::layer::{BnKeys, BnLayer, Convention};
 use crate::checkpoint::{Dtype, TensorInfo};
 
@@ -67,27 +63,41 @@ fn split(name: &str) -> Option<Split<'_>> {
     })
 }
 
-/// The tensors of each module, by (module path, separator) and leaf name.
-type Modules<'a> = HashMap<(&'a str, char), BTreeMap<&'a str, &'a TensorInfo>>;
+/// One tensor under its module: (module path, separator, leaf name, tensor).
+type Entry<'a> = (&'a str, char, &'a str, &'a TensorInfo);
+
+/// The tensors of one module, in name order.
+#[derive(Clone, Copy)]
+struct Leaves<'a>(&'a [Entry<'a>]);
+
+impl<'a> Leaves<'a> {
+    /// The module's tensor called `leaf`.
+    fn get(self, leaf: &str) -> Option<&'a TensorInfo> {
+        self.0.iter().find(|e| e.2 == leaf).map(|e| e.3)
+    }
+}
 
 /// Finds every BatchNorm layer among `tensors`, sorted by name.
 pub fn discover(tensors: &[TensorInfo]) -> Vec<BnLayer> {
-    // module path → leaf → tensor (hashed: tens of thousands of modules in big checkpoints)
-    let mut modules: Modules = HashMap::default();
-    for t in tensors {
-        if let Some(s) = split(&t.name) {
-            modules
-                .entry((s.module, s.sep))
-                .or_default()
-                .insert(s.leaf, t);
-        }
-    }
+    // One flat list grouped by module rather than a map of maps: big checkpoints have tens
+    // of thousands of modules, and an allocation for each would dominate the time.
+    let mut entries: Vec<Entry> = tensors
+        .iter()
+        .filter_map(|t| split(&t.name).map(|s| (s.module, s.sep, s.leaf, t)))
+        .collect();
+    // Stable, so each module's leaves stay in name order.
+    entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let modules: Vec<Leaves> = entries
+        .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+        .map(Leaves)
+        .collect();
     let mut layers = Vec::new();
-    for (&(module, sep), leaves) in &modules {
+    for &leaves in &modules {
+        let (path, sep, _, _) = leaves.0[0];
         if let Some(layer) = NAMINGS
             .iter()
-            .find_map(|n| named_layer(module, leaves, n))
-            .or_else(|| flax_layer(module, sep, leaves, &modules))
+            .find_map(|n| named_layer(path, leaves, n))
+            .or_else(|| flax_layer(path, sep, leaves, &modules))
         {
             layers.push(layer);
         }
@@ -103,7 +113,7 @@ fn float_vector(t: &TensorInfo) -> Option<u64> {
 }
 
 /// The key of `t` if it is a float vector of length `c`.
-fn affine_key(t: Option<&&TensorInfo>, c: u64) -> Option<String> {
+fn affine_key(t: Option<&TensorInfo>, c: u64) -> Option<String> {
     t.filter(|t| float_vector(t) == Some(c))
         .map(|t| t.name.clone())
 }
@@ -114,7 +124,7 @@ fn stats_shape(mean: &TensorInfo, var: &TensorInfo) -> Option<(u64, Dtype)> {
     (float_vector(var) == Some(c)).then_some((c, mean.dtype))
 }
 
-fn named_layer(module: &str, leaves: &BTreeMap<&str, &TensorInfo>, n: &Naming) -> Option<BnLayer> {
+fn named_layer(module: &str, leaves: Leaves<'_>, n: &Naming) -> Option<BnLayer> {
     let mean = leaves.get(n.mean)?;
     let var = leaves.get(n.var)?;
     let (channels, dtype) = stats_shape(mean, var)?;
@@ -142,12 +152,13 @@ fn named_layer(module: &str, leaves: &BTreeMap<&str, &TensorInfo>, n: &Naming) -
 fn flax_layer(
     module: &str,
     sep: char,
-    leaves: &BTreeMap<&str, &TensorInfo>,
-    modules: &Modules,
+    leaves: Leaves<'_>,
+    modules: &[Leaves<'_>],
 ) -> Option<BnLayer> {
+    let (mean, var) = (leaves.get("mean")?, leaves.get("var")?);
+    let (channels, dtype) = stats_shape(mean, var)?;
     let segments: Vec<&str> = module.split(sep).collect();
     let at = segments.iter().position(|s| *s == FLAX_STATS)?;
-    let (channels, dtype) = stats_shape(leaves.get("mean")?, leaves.get("var")?)?;
     let rest = |replacement: Option<&str>| {
         let mut s = segments.clone();
         match replacement {
@@ -160,7 +171,10 @@ fn flax_layer(
     };
     let name = rest(None);
     let params_module = rest(Some(FLAX_PARAMS));
-    let params = modules.get(&(params_module.as_str(), sep));
+    let params = modules
+        .binary_search_by(|m| (m.0[0].0, m.0[0].1).cmp(&(params_module.as_str(), sep)))
+        .ok()
+        .map(|i| modules[i]);
     Some(BnLayer {
         name,
         convention: Convention::Flax,
@@ -169,8 +183,8 @@ fn flax_layer(
         keys: BnKeys {
             weight: affine_key(params.and_then(|p| p.get("scale")), channels),
             bias: affine_key(params.and_then(|p| p.get("bias")), channels),
-            running_mean: leaves["mean"].name.clone(),
-            running_var: leaves["var"].name.clone(),
+            running_mean: mean.name.clone(),
+            running_var: var.name.clone(),
             num_batches_tracked: None,
         },
     })
