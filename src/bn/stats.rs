@@ -24,25 +24,15 @@ impl TensorStats {
     /// Summarises `values` in two passes (count, sum and extremes, then squared deviations
     /// from the mean) for accuracy.
     pub fn of(values: &[f64]) -> TensorStats {
-        // Eight independent accumulators of each kind: one running sum waits for each
-        // addition before the next, while eight lanes keep the floating-point units busy
-        // and vectorise. Eight interleaved partial sums are no less accurate than one.
-        const L: usize = 8;
-        let mut count = [0u64; L];
-        let mut sum = [0.0; L];
-        let mut min = [f64::INFINITY; L];
-        let mut max = [f64::NEG_INFINITY; L];
-        for chunk in values.chunks(L) {
-            for (k, &v) in chunk.iter().enumerate() {
-                // A non-finite value leaves every accumulator as it was.
-                let finite = v.is_finite();
-                count[k] += u64::from(finite);
-                sum[k] += if finite { v } else { 0.0 };
-                min[k] = if finite && v < min[k] { v } else { min[k] };
-                max[k] = if finite && v > max[k] { v } else { max[k] };
-            }
-        }
-        let count: u64 = count.iter().sum();
+        // Usually every value is finite: then no value needs testing and the loops vectorise
+        // fully. A NaN or infinity anywhere makes the plain sum non-finite, and only then
+        // are the values filtered.
+        let all = first_pass(values, |_| true);
+        let (finite_only, (count, sum, min, max)) = if all.1.is_finite() {
+            (false, all)
+        } else {
+            (true, first_pass(values, f64::is_finite))
+        };
         let nonfinite = values.len() as u64 - count;
         if count == 0 {
             return TensorStats {
@@ -54,22 +44,60 @@ impl TensorStats {
             };
         }
         let n = count as f64;
-        let mean = sum.iter().sum::<f64>() / n;
-        let mut ss = [0.0; L];
-        for chunk in values.chunks(L) {
-            for (k, &v) in chunk.iter().enumerate() {
-                let d = v - mean;
-                ss[k] += if v.is_finite() { d * d } else { 0.0 };
-            }
-        }
+        let mean = sum / n;
+        let ss = if finite_only {
+            squares(values, mean, f64::is_finite)
+        } else {
+            squares(values, mean, |_| true)
+        };
         TensorStats {
-            min: Some(min.into_iter().fold(f64::INFINITY, f64::min)),
-            max: Some(max.into_iter().fold(f64::NEG_INFINITY, f64::max)),
+            min: Some(min),
+            max: Some(max),
             mean: Some(mean),
-            std: Some((ss.iter().sum::<f64>() / n).sqrt()),
+            std: Some((ss / n).sqrt()),
             nonfinite,
         }
     }
+}
+
+/// Independent accumulators per reduction: one running sum waits for each addition before
+/// the next, while eight lanes keep the floating-point units busy and vectorise. Eight
+/// interleaved partial sums are no less accurate than one.
+const LANES: usize = 8;
+
+/// Count, sum, min and max of the values that `keep` accepts.
+fn first_pass(values: &[f64], keep: impl Fn(f64) -> bool) -> (u64, f64, f64, f64) {
+    let mut count = [0u64; LANES];
+    let mut sum = [0.0; LANES];
+    let mut min = [f64::INFINITY; LANES];
+    let mut max = [f64::NEG_INFINITY; LANES];
+    for chunk in values.chunks(LANES) {
+        for (k, &v) in chunk.iter().enumerate() {
+            let kept = keep(v);
+            count[k] += u64::from(kept);
+            sum[k] += if kept { v } else { 0.0 };
+            min[k] = if kept && v < min[k] { v } else { min[k] };
+            max[k] = if kept && v > max[k] { v } else { max[k] };
+        }
+    }
+    (
+        count.iter().sum(),
+        sum.iter().sum(),
+        min.into_iter().fold(f64::INFINITY, f64::min),
+        max.into_iter().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+/// Sum of squared deviations from `mean` of the values that `keep` accepts.
+fn squares(values: &[f64], mean: f64, keep: impl Fn(f64) -> bool) -> f64 {
+    let mut ss = [0.0; LANES];
+    for chunk in values.chunks(LANES) {
+        for (k, &v) in chunk.iter().enumerate() {
+            let d = v - mean;
+            ss[k] += if keep(v) { d * d } else { 0.0 };
+        }
+    }
+    ss.iter().sum()
 }
 
 /// Variances below this (and above zero) let `eps` dominate the normalisation: the channel
@@ -197,6 +225,9 @@ mod tests {
         assert_eq!(s.nonfinite, 2);
         let empty = TensorStats::of(&[f64::NAN]);
         assert_eq!((empty.mean, empty.nonfinite), (None, 1));
+        // A sum that overflows is no non-finite value.
+        let huge = TensorStats::of(&[f64::MAX; 3]);
+        assert_eq!((huge.max, huge.nonfinite), (Some(f64::MAX), 0));
     }
 
     #[test]
