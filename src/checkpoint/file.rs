@@ -94,10 +94,17 @@ impl SafetensorsFile {
 
     /// Whether the file holds no tensor data.
     pub fn is_empty(&self) -> bool {
-        self.header.tensors.is_empty()
+        self.len == self.header.data_start
     }
 
-    /// The validated header.
+    /// Hands the header's tensor list over to the [`Checkpoint`](super::Checkpoint) that
+    /// owns this file, which keeps the only copy; the header's list is empty afterwards.
+    pub(crate) fn take_tensors(&mut self) -> Vec<HeaderTensor> {
+        std::mem::take(&mut self.header.tensors)
+    }
+
+    /// The validated header. Inside a [`Checkpoint`](super::Checkpoint) its tensor list is
+    /// empty: the checkpoint holds the tensors (see [`Checkpoint::tensors`](super::Checkpoint::tensors)).
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -112,7 +119,7 @@ impl SafetensorsFile {
     ) -> Result<Cow<'_, [u8]>, CheckpointError> {
         debug_assert!(offset + len <= tensor.end - tensor.start);
         let start = tensor.start + offset;
-        self.read_data(start, start + len, tensor)
+        self.read_data(start, start + len, &tensor.name)
     }
 
     /// Reads bytes `start..end` of the data section, which begins with `tensor` (named if the
@@ -121,7 +128,7 @@ impl SafetensorsFile {
         &self,
         start: u64,
         end: u64,
-        tensor: &HeaderTensor,
+        tensor: &str,
     ) -> Result<Cow<'_, [u8]>, CheckpointError> {
         let len = end - start;
         let start = self.header.data_start + start;
@@ -154,7 +161,7 @@ impl SafetensorsFile {
     }
 
     /// Refuses to touch mapped bytes past the file's current end, which would raise SIGBUS.
-    fn check_len(&self, tensor: &HeaderTensor, end: u64) -> Result<(), CheckpointError> {
+    fn check_len(&self, tensor: &str, end: u64) -> Result<(), CheckpointError> {
         let now = self
             .file
             .metadata()
@@ -166,12 +173,12 @@ impl SafetensorsFile {
         Ok(())
     }
 
-    fn truncated(&self, tensor: &HeaderTensor, end: u64) -> CheckpointError {
+    fn truncated(&self, tensor: &str, end: u64) -> CheckpointError {
         let len = self.file.metadata().map_or(0, |m| m.len());
         CheckpointError::new(
             &self.path,
             Problem::Truncated {
-                tensor: tensor.name.clone(),
+                tensor: tensor.to_owned(),
                 len,
                 end,
             },

@@ -19,7 +19,6 @@ use hashbrown::HashTable;
 pub use dtype::Dtype;
 pub use error::{CheckpointError, Problem};
 pub use file::{MAP_AT_LEAST, ReadMode, SafetensorsFile};
-use header::HeaderTensor;
 
 /// Largest gap between two tensors that [`Checkpoint::values_many`] reads through rather
 /// than issuing a second read: one page costs less to copy than a system call.
@@ -48,7 +47,15 @@ pub struct TensorInfo {
     pub file: usize,
     /// Bytes of data.
     pub bytes: u64,
-    pub(crate) entry: usize,
+    /// Where the data starts within its file's data section.
+    pub(crate) start: u64,
+}
+
+impl TensorInfo {
+    /// Where the data ends within its file's data section.
+    fn end(&self) -> u64 {
+        self.start + self.bytes
+    }
 }
 
 impl TensorInfo {
@@ -107,24 +114,25 @@ impl Checkpoint {
     fn assemble(
         path: PathBuf,
         layout: Layout,
-        files: Vec<SafetensorsFile>,
+        mut files: Vec<SafetensorsFile>,
         metadata: BTreeMap<String, String>,
         warnings: Vec<String>,
         only: Option<&HashMap<String, usize>>,
     ) -> Checkpoint {
         let mut tensors = Vec::new();
-        for (fi, file) in files.iter().enumerate() {
-            for (entry, t) in file.header().tensors.iter().enumerate() {
+        for (fi, file) in files.iter_mut().enumerate() {
+            // Moved, not copied: tens of thousands of names and shapes in big checkpoints.
+            for t in file.take_tensors() {
                 if only.is_some_and(|m| m.get(&t.name) != Some(&fi)) {
                     continue;
                 }
                 tensors.push(TensorInfo {
-                    name: t.name.clone(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                    file: fi,
                     bytes: t.end - t.start,
-                    entry,
+                    start: t.start,
+                    name: t.name,
+                    dtype: t.dtype,
+                    shape: t.shape,
+                    file: fi,
                 });
             }
         }
@@ -198,15 +206,9 @@ impl Checkpoint {
         self.files.iter().map(SafetensorsFile::len).sum()
     }
 
-    fn entry(&self, t: &TensorInfo) -> (&SafetensorsFile, &HeaderTensor) {
-        let file = &self.files[t.file];
-        (file, &file.header().tensors[t.entry])
-    }
-
     /// All bytes of a tensor of this checkpoint.
     pub fn bytes(&self, t: &TensorInfo) -> Result<Cow<'_, [u8]>, CheckpointError> {
-        let (file, entry) = self.entry(t);
-        file.bytes(entry)
+        self.read(t, 0, t.bytes)
     }
 
     /// `len` bytes of a tensor starting `offset` bytes into it, for streaming comparisons.
@@ -216,8 +218,9 @@ impl Checkpoint {
         offset: u64,
         len: u64,
     ) -> Result<Cow<'_, [u8]>, CheckpointError> {
-        let (file, entry) = self.entry(t);
-        file.read(entry, offset, len)
+        debug_assert!(offset + len <= t.bytes);
+        let start = t.start + offset;
+        self.files[t.file].read_data(start, start + len, &t.name)
     }
 
     /// The tensor's values as `f64`, or `None` when its dtype cannot be decoded.
@@ -233,22 +236,21 @@ impl Checkpoint {
         &self,
         tensors: &[&TensorInfo],
     ) -> Result<Vec<Option<Vec<f64>>>, CheckpointError> {
-        let mut order: Vec<(&TensorInfo, &HeaderTensor, usize)> = tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (*t, self.entry(t).1, i))
-            .collect();
-        order.sort_by_key(|(t, e, _)| (t.file, e.start));
+        let mut order: Vec<(usize, &TensorInfo)> = tensors.iter().copied().enumerate().collect();
+        order.sort_by_key(|(_, t)| (t.file, t.start));
         let mut out = vec![None; tensors.len()];
-        for span in order.chunk_by(|(a, ea, _), (b, eb, _)| {
-            a.file == b.file && eb.start <= ea.end + COALESCE_GAP
-        }) {
-            let (first, entry, _) = span[0];
-            let start = entry.start;
-            let end = span.iter().map(|(_, e, _)| e.end).max().unwrap_or(start);
-            let bytes = self.files[first.file].read_data(start, end, entry)?;
-            for &(t, e, i) in span {
-                let at = (e.start - start) as usize;
+        for span in
+            order.chunk_by(|(_, a), (_, b)| a.file == b.file && b.start <= a.end() + COALESCE_GAP)
+        {
+            let first = span[0].1;
+            let end = span
+                .iter()
+                .map(|(_, t)| t.end())
+                .max()
+                .unwrap_or(first.start);
+            let bytes = self.files[first.file].read_data(first.start, end, &first.name)?;
+            for &(i, t) in span {
+                let at = (t.start - first.start) as usize;
                 out[i] = t.dtype.decode(&bytes[at..at + t.bytes as usize]);
             }
         }
