@@ -2,9 +2,11 @@
 //!
 //! Reports hold every number a renderer shows; `report` and `tui` only present them.
 
+pub mod channels;
 pub mod diff;
 pub mod ls;
 
+pub use channels::{ChannelSeries, LayerChannels, layer_channels};
 pub use ls::{CheckpointSummary, LsLayer, LsOptions, LsReport, TensorEntry, ls};
 
 /// Version of the JSON reports' schema (`schema_version`).

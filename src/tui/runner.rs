@@ -1,0 +1,112 @@
+//! The runner owns the terminal: raw mode, alternate screen and mouse capture on entry, all
+//! restored on quit, on error and on panic (a panic hook restores before the message is
+//! printed). It feeds terminal events and background results to the state and redraws.
+
+use std::io::{self, stdout};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::time::Duration;
+
+use ratatui::DefaultTerminal;
+use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture};
+use ratatui::crossterm::execute;
+use ratatui::layout::Rect;
+
+use super::events;
+use super::model::Progress;
+use super::session::Session;
+use super::state::App;
+use super::theme::Theme;
+use super::ui;
+use crate::audit::diff::{DiffOptions, DiffReport};
+
+/// What the background thread reports.
+pub enum Message {
+    /// The comparison advanced.
+    Progress(Progress),
+    /// The comparison finished, or failed with a message.
+    Diff(Result<DiffReport, String>),
+}
+
+/// Restores the terminal when dropped: on quit, on error, and while unwinding.
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        let _ = execute!(stdout(), DisableMouseCapture);
+        ratatui::restore();
+    }
+}
+
+/// Enters the UI's terminal mode and installs the panic hook.
+fn enter() -> io::Result<(TerminalGuard, DefaultTerminal)> {
+    // Created first so that a failure half-way (raw mode on, no alternate screen) restores.
+    let guard = TerminalGuard;
+    // Raw mode, alternate screen, and a panic hook that restores both.
+    let terminal = ratatui::try_init()?;
+    let restore_terminal = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = execute!(stdout(), DisableMouseCapture);
+        restore_terminal(info);
+    }));
+    execute!(stdout(), EnableMouseCapture)?;
+    Ok((guard, terminal))
+}
+
+/// Runs the UI over `session` until the user quits; with two checkpoints they are compared
+/// in the background with `options`.
+pub fn run(session: Session, options: DiffOptions, theme: Theme) -> io::Result<()> {
+    let reports = session.reports().map_err(io::Error::other)?;
+    let (_guard, mut terminal) = enter()?;
+    let size = terminal.size()?;
+    let mut app = App::new(reports, theme, Rect::new(0, 0, size.width, size.height));
+    let (tx, rx) = mpsc::channel();
+    super::jobs::spawn(&session, options, tx)?;
+    event_loop(&mut terminal, &mut app, &session, &rx)
+}
+
+fn event_loop(
+    terminal: &mut DefaultTerminal,
+    app: &mut App,
+    session: &Session,
+    rx: &Receiver<Message>,
+) -> io::Result<()> {
+    let mut listening = true;
+    loop {
+        if let Some(row) = app.wanted_channels() {
+            let name = row.name.clone();
+            let channels = session.channels(row).map_err(|e| e.to_string());
+            app.on_channels(name, channels);
+        }
+        terminal.draw(|frame| ui::render(frame, app))?;
+        // Wait briefly for input so that background progress still redraws.
+        if event::poll(Duration::from_millis(100))? {
+            // Take every pending event before the next frame so key repeat never lags.
+            loop {
+                let event = event::read()?;
+                if let Some(action) = events::action(&event, app.editing.is_some()) {
+                    app.apply(action);
+                }
+                if app.quit || !event::poll(Duration::ZERO)? {
+                    break;
+                }
+            }
+        }
+        while listening {
+            match rx.try_recv() {
+                Ok(Message::Progress(p)) => app.on_progress(p),
+                Ok(Message::Diff(d)) => app.on_diff(d),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    listening = false;
+                    // The worker ended without a report: it panicked.
+                    if matches!(app.reports.diff, super::model::Job::Running(_)) {
+                        app.on_diff(Err("the comparison stopped unexpectedly".to_owned()));
+                    }
+                }
+            }
+        }
+        if app.quit {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Tensors: every tensor of the checkpoint(s), with dtype, shape and size and, for a pair,
+//! whether and how much it changed; searchable, sortable, filterable.
+
+use ratatui::Frame;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::format::{fit_middle, highlighted, wrap};
+use super::layout::{Areas, inner};
+use super::model::{TensorColumn, shape};
+use super::search::Fuzzy;
+use super::state::{App, Pane, TensorFilter};
+use super::ui::{Column, ListRow, list_table, pane};
+use crate::report::{bytes, opt_num};
+
+/// Draws the Tensors screen.
+pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
+    let v = &app.tensors;
+    let cols = TensorColumn::all(app.pair());
+    let columns: Vec<Column> = cols
+        .iter()
+        .map(|&c| Column {
+            title: format!(
+                "{}{}",
+                c.title(),
+                match (c == v.sort, v.descending) {
+                    (false, _) => "",
+                    (true, true) => "↓",
+                    (true, false) => "↑",
+                }
+            ),
+            right: c.numeric(),
+            fill: c == TensorColumn::Name,
+        })
+        .collect();
+    let fuzzy = std::cell::RefCell::new((!v.query.is_empty()).then(|| Fuzzy::new(&v.query)));
+    let row = |i: usize, fill: usize| -> ListRow {
+        let t = &app.tensor_rows[v.entries[i]];
+        let style = app
+            .reports
+            .change(t)
+            .map_or_else(Style::new, |c| app.theme.change(c));
+        let cells = cols
+            .iter()
+            .map(|&c| {
+                if c != TensorColumn::Name {
+                    return Line::from(c.cell(&app.reports, t));
+                }
+                let shown = fit_middle(&t.name, fill);
+                match fuzzy.borrow_mut().as_mut() {
+                    Some(f) if shown == t.name && fill != usize::MAX => {
+                        highlighted(&shown, &f.positions(&shown), style, app.theme.matched())
+                    }
+                    _ => Line::from(shown),
+                }
+            })
+            .collect();
+        ListRow { cells, style }
+    };
+    let mut parts = vec![format!("Tensors {}/{}", v.entries.len(), app.tensor_rows.len())];
+    if v.filter != TensorFilter::All {
+        parts.push(format!("filter: {}", v.filter.label()));
+    }
+    if !v.query.is_empty() {
+        parts.push(format!("/{}", v.query));
+    }
+    let title = format!(" {} ", parts.join(" · "));
+    list_table(
+        frame,
+        app,
+        areas.main,
+        pane(app, Pane::Main, title),
+        &columns,
+        v.entries.len(),
+        v.cursor,
+        &row,
+    );
+    let lines = side_lines(app, usize::from(inner(areas.side).width));
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(pane(app, Pane::Side, " Selected "))
+            .scroll((app.side_scroll as u16, 0)),
+        areas.side,
+    );
+}
+
+/// The selected tensor in full: name, each side, the change, its BatchNorm layer.
+pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
+    let theme = app.theme;
+    let r = &app.reports;
+    let Some(t) = app.selected_tensor() else {
+        return vec![Line::from(Span::styled(
+            "No tensor matches. Esc clears the search and filter.",
+            theme.dim(),
+        ))];
+    };
+    let mut lines: Vec<Line> = wrap(&t.name, width, 2)
+        .into_iter()
+        .map(|l| Line::from(Span::styled(l, theme.heading())))
+        .collect();
+    let side = |tag: &str, e: Option<&crate::audit::TensorEntry>| match e {
+        Some(e) => format!(
+            "{tag}{} {} · {}{}",
+            e.dtype,
+            shape(&e.shape),
+            bytes(e.bytes),
+            if e.decodable { "" } else { " · not decodable" }
+        ),
+        None => format!("{tag}absent"),
+    };
+    if r.is_pair() {
+        lines.push(Line::from(side("A ", r.tensor_a(t))));
+        lines.push(Line::from(side("B ", r.tensor_b(t))));
+    } else {
+        lines.push(Line::from(side("", r.tensor_a(t))));
+    }
+    if let Some(d) = r.tensor_diff(t) {
+        let mut facts = vec![super::theme::change_label(d.change).to_owned()];
+        if let Some(n) = d.changed_elements {
+            facts.push(format!("{n} elements differ"));
+        }
+        if d.max_abs_diff.is_some() {
+            facts.push(format!("max|Δ| {}", opt_num(d.max_abs_diff)));
+        }
+        if d.rel_l2.is_some() {
+            facts.push(format!("rel L2 {}", opt_num(d.rel_l2)));
+        }
+        lines.push(Line::from(Span::styled(facts.join(" · "), theme.change(d.change))));
+    }
+    let layer = r.tensor_b(t).or(r.tensor_a(t)).and_then(|e| e.bn_layer.clone());
+    if let Some(layer) = layer {
+        lines.push(Line::from(Span::styled(
+            format!("BatchNorm layer {layer}: Enter opens it."),
+            theme.dim(),
+        )));
+    }
+    lines
+}
