@@ -7,6 +7,7 @@ use super::{Cli, ColorChoice, Command, Format, OutputArgs};
 use crate::audit::{self, LsOptions};
 use crate::checkpoint::{Checkpoint, CheckpointError, ReadMode};
 use crate::report::{self, Style};
+use crate::tui;
 
 /// A failed run: the exit code and what to print on stderr.
 #[derive(Debug)]
@@ -82,8 +83,12 @@ pub fn demo_paths() -> Vec<PathBuf> {
     ]
 }
 
-/// `view`: the text report of each checkpoint.
+/// `view`: the terminal UI when writing text to a terminal, else the text report of each
+/// checkpoint.
 fn view(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
+    if interactive(output) {
+        return ui(paths, output);
+    }
     let reports = paths
         .iter()
         .map(|p| audit::ls(&open(p, output)?, LsOptions::default()).map_err(Failure::from))
@@ -96,6 +101,34 @@ fn view(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
             .collect::<Vec<_>>()
             .join("\n")),
     })
+}
+
+/// Whether `view` and `demo` start the UI: text for a terminal, no `--output`.
+fn interactive(output: &OutputArgs) -> bool {
+    output.format == Format::Text && output.output.is_none() && std::io::stdout().is_terminal()
+}
+
+/// Opens the checkpoints and their `ls` reports (input errors exit 3 before the screen
+/// changes), then runs the UI.
+fn ui(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
+    let mut opened = paths
+        .iter()
+        .map(|p| open(p, output))
+        .collect::<Result<Vec<_>, _>>()?;
+    let b = if opened.len() == 2 { opened.pop() } else { None };
+    let a = opened.remove(0);
+    let session = tui::Session::new(a, b);
+    let reports = session.reports()?;
+    let theme = tui::Theme {
+        color: match output.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none(),
+        },
+    };
+    tui::run(session, reports, audit::DiffOptions::default(), theme)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))?;
+    Ok(0)
 }
 
 fn format_name(format: Format) -> String {

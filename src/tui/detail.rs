@@ -173,11 +173,13 @@ fn plots(frame: &mut Frame, app: &App, area: Rect) {
         };
         let col_areas =
             Layout::horizontal(vec![Constraint::Ratio(1, in_row as u32); in_row]).split(r);
-        draw_plot(frame, app, plot, col_areas[i % usize::from(cols)], list.len(), app.detail.plot_offset + i);
+        let page = (list.len() > per_page).then_some((app.detail.plot_offset + i, list.len()));
+        draw_plot(frame, app, plot, col_areas[i % usize::from(cols)], page);
     }
 }
 
-fn draw_plot(frame: &mut Frame, app: &App, plot: &Plot, area: Rect, count: usize, index: usize) {
+/// Draws one plot; `page` is its position among all plots when they do not all fit.
+fn draw_plot(frame: &mut Frame, app: &App, plot: &Plot, area: Rect, page: Option<(usize, usize)>) {
     let theme = app.theme;
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     let mut channels = 0usize;
@@ -204,7 +206,7 @@ fn draw_plot(frame: &mut Frame, app: &App, plot: &Plot, area: Rect, count: usize
         let symbol = if s.marker == Marker::Dot { "•" } else { "⣿" };
         title.push(Span::styled(format!("{symbol}{} ", s.name), s.style));
     }
-    if count > 1 {
+    if let Some((index, count)) = page {
         title.push(Span::styled(format!("{}/{count} ", index + 1), theme.dim()));
     }
     let datasets: Vec<Dataset> = plot

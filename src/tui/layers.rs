@@ -13,7 +13,7 @@ use super::layout::{Areas, inner};
 use super::model::LayerColumn;
 use super::search::Fuzzy;
 use super::state::{App, Entry, GroupEntry, LayerFilter, Pane};
-use super::theme::{status_label, status_severity, status_symbol};
+use super::theme::{compact_counts, status_severity};
 use super::ui::{Column, ListRow, list_table, pane};
 
 /// Draws the Layers screen.
@@ -139,15 +139,7 @@ fn group_row(app: &App, g: &GroupEntry, cols: &[LayerColumn], fill: usize) -> Li
                 let room = fill.saturating_sub(indent.len() + 2 + count.len());
                 Line::from(format!("{indent}{arrow} {}{count}", fit_middle(&g.label, room)))
             }
-            LayerColumn::Status => {
-                let counts: Vec<String> = g
-                    .statuses
-                    .iter()
-                    .rev()
-                    .map(|(&s, n)| format!("{}{n}", status_symbol(s)))
-                    .collect();
-                Line::from(counts.join(" "))
-            }
+            LayerColumn::Status => Line::from(compact_counts(&g.statuses)),
             LayerColumn::Flags if g.flagged > 0 => Line::from(format!("{} flagged", g.flagged)),
             _ => Line::default(),
         })
@@ -174,12 +166,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
                     String::new()
                 }
             )));
-            for (&s, n) in g.statuses.iter().rev() {
-                lines.push(Line::from(Span::styled(
-                    format!("{} {n} {}", status_symbol(s), status_label(s)),
-                    theme.status(s),
-                )));
-            }
+            lines.push(Line::from(theme.counts(&g.statuses)));
             lines.push(Line::from(Span::styled(
                 "Enter or ←/→ collapses and expands.",
                 theme.dim(),

@@ -9,7 +9,7 @@ use super::format::{fit_end, fit_middle, wrap};
 use super::layout::{Areas, inner};
 use super::model::{GroupRow, Job};
 use super::state::{App, Pane};
-use super::theme::{severity_symbol, status_label, status_symbol};
+use super::theme::{change_rank, compact_counts, severity_symbol};
 use super::ui::{Column, ListRow, list_table, pane};
 use crate::audit::CheckpointSummary;
 use crate::audit::diff::DiffReport;
@@ -124,15 +124,12 @@ fn checkpoint(app: &App, tag: &str, c: &CheckpointSummary, width: usize) -> Line
 
 fn diff_summary(app: &App, d: &DiffReport) -> Vec<Line<'static>> {
     let theme = app.theme;
-    let mut layers = vec![Span::raw(format!("Layers {}:", d.summary.layers))];
-    for (&status, &n) in d.summary.statuses.iter().rev() {
-        layers.push(Span::styled(
-            format!("  {} {n} {}", status_symbol(status), status_label(status)),
-            theme.status(status),
-        ));
-    }
+    let mut layers = vec![Span::raw(format!("Layers {}:  ", d.summary.layers))];
+    layers.extend(theme.counts(&d.summary.statuses));
     let mut tensors = vec![Span::raw(format!("Tensors {}:", d.summary.tensors))];
-    for (&change, &n) in d.summary.tensor_changes.iter().rev() {
+    let mut changes: Vec<_> = d.summary.tensor_changes.iter().collect();
+    changes.sort_by_key(|(c, _)| std::cmp::Reverse(change_rank(**c)));
+    for (&change, &n) in changes {
         let label = super::theme::change_label(change);
         let (symbol, label) = label.split_once(' ').unwrap_or(("", label));
         tensors.push(Span::styled(
@@ -169,18 +166,12 @@ fn groups(frame: &mut Frame, app: &App, areas: &Areas) {
         match &app.groups[i] {
             GroupRow::Verdict(_) => {
                 let g = r.group(&app.groups[i]).expect("verdict rows exist with the diff");
-                let counts: Vec<String> = g
-                    .statuses
-                    .iter()
-                    .rev()
-                    .map(|(&s, n)| format!("{}{n}", status_symbol(s)))
-                    .collect();
                 let verdict = fit_end(&g.verdict, name_width);
                 ListRow {
                     cells: vec![
                         Line::from(format!("{} {}", severity_symbol(g.severity), g.prefix)),
                         Line::from(g.layers.to_string()),
-                        Line::from(counts.join(" ")),
+                        Line::from(compact_counts(&g.statuses)),
                         Line::from(verdict),
                     ],
                     style: theme.severity(g.severity),
@@ -241,18 +232,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             for l in wrap(&g.verdict, width, 0) {
                 lines.push(Line::from(l));
             }
-            let counts: Vec<Span> = g
-                .statuses
-                .iter()
-                .rev()
-                .map(|(&s, n)| {
-                    Span::styled(
-                        format!("{} {n} {}  ", status_symbol(s), status_label(s)),
-                        theme.status(s),
-                    )
-                })
-                .collect();
-            lines.push(Line::from(counts));
+            lines.push(Line::from(theme.counts(&g.statuses)));
         }
         None => {
             let prefix = row.prefix(r).to_owned();

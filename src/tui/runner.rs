@@ -12,7 +12,7 @@ use ratatui::crossterm::execute;
 use ratatui::layout::Rect;
 
 use super::events;
-use super::model::Progress;
+use super::model::{Progress, Reports};
 use super::session::Session;
 use super::state::App;
 use super::theme::Theme;
@@ -52,10 +52,14 @@ fn enter() -> io::Result<(TerminalGuard, DefaultTerminal)> {
     Ok((guard, terminal))
 }
 
-/// Runs the UI over `session` until the user quits; with two checkpoints they are compared
-/// in the background with `options`.
-pub fn run(session: Session, options: DiffOptions, theme: Theme) -> io::Result<()> {
-    let reports = session.reports().map_err(io::Error::other)?;
+/// Runs the UI over `session` and its `reports` until the user quits; with two checkpoints
+/// they are compared in the background with `options`.
+pub fn run(
+    session: Session,
+    reports: Reports,
+    options: DiffOptions,
+    theme: Theme,
+) -> io::Result<()> {
     let (_guard, mut terminal) = enter()?;
     let size = terminal.size()?;
     let mut app = App::new(reports, theme, Rect::new(0, 0, size.width, size.height));

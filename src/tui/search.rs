@@ -14,11 +14,8 @@ pub struct Fuzzy {
 impl Fuzzy {
     /// Parses `query`; an empty query matches everything.
     pub fn new(query: &str) -> Fuzzy {
-        let mut config = Config::DEFAULT;
-        // Module paths are dot-separated: give segment starts the boundary bonus.
-        config.delimiter_chars = b"./_:";
         Fuzzy {
-            matcher: Matcher::new(config),
+            matcher: Matcher::new(Config::DEFAULT),
             pattern: Pattern::parse(query, CaseMatching::Smart, Normalization::Smart),
             buf: Vec::new(),
         }

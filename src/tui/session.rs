@@ -54,10 +54,10 @@ impl Session {
 
     /// Per-channel values of the layer of `row` on each side that has it.
     pub fn channels(&self, row: &LayerRow) -> Result<LayerChannels, CheckpointError> {
-        let side = |s: &Side, i: Option<usize>| {
+        fn side(s: &Side, i: Option<usize>) -> Option<(&Checkpoint, &BnLayer)> {
             i.and_then(|i| s.layers.get(i))
                 .map(|l| (s.checkpoint.as_ref(), l))
-        };
+        }
         audit::layer_channels(
             side(&self.a, row.a),
             self.b.as_ref().and_then(|b| side(b, row.b)),

@@ -539,7 +539,7 @@ impl App {
                 .then_with(|| natural(&self.layer_rows[x].name, &self.layer_rows[y].name))
         });
         let entries = if v.tree {
-            tree_entries(&rows, &self.layer_rows, &keys, v, r)
+            tree_entries(&rows, &self.layer_rows, v, r)
         } else {
             rows.iter()
                 .map(|&row| Entry::Layer {
@@ -760,7 +760,7 @@ impl App {
             Pane::Main => layout::table_rows(areas.main).height,
             Pane::Side => layout::inner(areas.side).height,
         };
-        isize::from(rows.max(2) - 1)
+        rows.max(2) as isize - 1
     }
 
     /// Moves the selection of the focused list, or scrolls the focused text.
@@ -1170,11 +1170,12 @@ impl Node {
         &mut self.children[i]
     }
 
-    /// Merges chains of single-child modules (`backbone.0` holding only `1`) into one line.
-    fn compress(&mut self) {
+    /// Merges chains of single-child modules (`backbone.0` holding only `1`) into one line,
+    /// below the top level: sub-models always keep their own line and counts.
+    fn compress(&mut self, top: bool) {
         for c in &mut self.children {
-            c.compress();
-            while c.layer.is_none() && c.children.len() == 1 {
+            c.compress(false);
+            while !top && c.layer.is_none() && c.children.len() == 1 {
                 let only = c.children.remove(0);
                 c.label = format!("{}.{}", c.label, only.label);
                 c.path = only.path;
@@ -1189,7 +1190,6 @@ impl Node {
 fn tree_entries(
     rows: &[usize],
     all: &[LayerRow],
-    keys: &[SortKey],
     view: &LayersView,
     reports: &Reports,
 ) -> Vec<Entry> {
@@ -1206,8 +1206,7 @@ fn tree_entries(
         }
         node.layer = Some(i);
     }
-    root.compress();
-    let _ = keys;
+    root.compress(true);
     let mut out = Vec::new();
     for child in &root.children {
         flatten(child, 0, all, view, reports, &mut out);

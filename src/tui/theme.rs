@@ -226,3 +226,34 @@ pub fn flag_meaning(f: Flag) -> &'static str {
         Flag::ZeroWeight => "a weight of exactly zero: that channel outputs its bias alone.",
     }
 }
+
+/// Status counts, most severe first.
+pub fn by_severity(counts: &std::collections::BTreeMap<Status, usize>) -> Vec<(Status, usize)> {
+    let mut out: Vec<(Status, usize)> = counts.iter().map(|(&s, &n)| (s, n)).collect();
+    out.sort_by_key(|&(s, _)| std::cmp::Reverse(status_rank(s)));
+    out
+}
+
+/// Status counts as `✗4 ●1`, most severe first.
+pub fn compact_counts(counts: &std::collections::BTreeMap<Status, usize>) -> String {
+    let parts: Vec<String> = by_severity(counts)
+        .into_iter()
+        .map(|(s, n)| format!("{}{n}", status_symbol(s)))
+        .collect();
+    parts.join(" ")
+}
+
+impl Theme {
+    /// Status counts as coloured `✗ 4 frozen drift` spans, most severe first.
+    pub fn counts(self, counts: &std::collections::BTreeMap<Status, usize>) -> Vec<ratatui::text::Span<'static>> {
+        by_severity(counts)
+            .into_iter()
+            .map(|(s, n)| {
+                ratatui::text::Span::styled(
+                    format!("{} {n} {}  ", status_symbol(s), status_label(s)),
+                    self.status(s),
+                )
+            })
+            .collect()
+    }
+}
