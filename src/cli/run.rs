@@ -115,7 +115,11 @@ fn ui(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
         .iter()
         .map(|p| open(p, output))
         .collect::<Result<Vec<_>, _>>()?;
-    let b = if opened.len() == 2 { opened.pop() } else { None };
+    let b = if opened.len() == 2 {
+        opened.pop()
+    } else {
+        None
+    };
     let a = opened.remove(0);
     let session = tui::Session::new(a, b);
     let reports = session.reports()?;

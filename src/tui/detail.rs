@@ -43,7 +43,10 @@ struct Plot {
 pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
     plots(frame, app, areas.main);
     let title = match app.detail_row() {
-        Some(row) => format!(" {} ", fit_middle(&row.name, usize::from(areas.side.width).saturating_sub(4))),
+        Some(row) => format!(
+            " {} ",
+            fit_middle(&row.name, usize::from(areas.side.width).saturating_sub(4))
+        ),
         None => " Detail ".to_owned(),
     };
     let side = pane(app, Pane::Side, title);
@@ -73,7 +76,7 @@ pub fn max_plot_offset(app: &App) -> usize {
 }
 
 fn layout_main(app: &App) -> Rect {
-    super::layout::areas(app.size, super::state::Screen::Detail, app.pair()).main
+    super::layout::areas(app.size, super::state::Screen::Detail, app.pair(), 0).main
 }
 
 fn plot_list(app: &App) -> Vec<Plot> {
@@ -92,8 +95,15 @@ fn plot_list(app: &App) -> Vec<Plot> {
             .collect()
     };
     let mut out = Vec::new();
-    for role in [Role::RunningMean, Role::RunningVar, Role::Weight, Role::Bias] {
-        let Some(s) = channels.get(role) else { continue };
+    for role in [
+        Role::RunningMean,
+        Role::RunningVar,
+        Role::Weight,
+        Role::Bias,
+    ] {
+        let Some(s) = channels.get(role) else {
+            continue;
+        };
         let mut series = Vec::new();
         match (&s.delta, app.detail.delta) {
             (Some(d), true) => series.push(Series {
@@ -119,7 +129,11 @@ fn plot_list(app: &App) -> Vec<Plot> {
                         name: "B",
                         points: points(b),
                         style: theme.series_b(),
-                        marker: if theme.color { Marker::Braille } else { Marker::Dot },
+                        marker: if theme.color {
+                            Marker::Braille
+                        } else {
+                            Marker::Dot
+                        },
                         graph: if theme.color {
                             GraphType::Line
                         } else {
@@ -147,7 +161,9 @@ fn plots(frame: &mut Frame, app: &App, area: Rect) {
                 "Select a layer on the Layers screen (2) and press Enter.",
                 app.theme.dim(),
             ),
-            Some(Some(Err(e))) => Span::styled(format!("Cannot read its values: {e}"), app.theme.error()),
+            Some(Some(Err(e))) => {
+                Span::styled(format!("Cannot read its values: {e}"), app.theme.error())
+            }
             Some(_) => Span::styled("Reading the layer's values…", app.theme.dim()),
         };
         frame.render_widget(
@@ -160,10 +176,17 @@ fn plots(frame: &mut Frame, app: &App, area: Rect) {
     }
     let (cols, rows) = grid(area);
     let per_page = usize::from(cols * rows);
-    let shown: Vec<&Plot> = list.iter().skip(app.detail.plot_offset).take(per_page).collect();
+    let shown: Vec<&Plot> = list
+        .iter()
+        .skip(app.detail.plot_offset)
+        .take(per_page)
+        .collect();
     let used_rows = shown.len().div_ceil(usize::from(cols)) as u16;
-    let row_areas = Layout::vertical(vec![Constraint::Ratio(1, u32::from(used_rows.max(1))); usize::from(used_rows.max(1))])
-        .split(area);
+    let row_areas = Layout::vertical(vec![
+        Constraint::Ratio(1, u32::from(used_rows.max(1)));
+        usize::from(used_rows.max(1))
+    ])
+    .split(area);
     for (i, plot) in shown.iter().enumerate() {
         let r = row_areas[i / usize::from(cols)];
         let in_row = if i / usize::from(cols) == (shown.len() - 1) / usize::from(cols) {
@@ -198,12 +221,17 @@ fn draw_plot(frame: &mut Frame, app: &App, plot: &Plot, area: Rect, page: Option
         (lo, hi) = (0.0, 1.0);
     }
     if hi - lo <= f64::EPSILON * hi.abs().max(1.0) {
-        let pad = (hi.abs() * 0.1).max(1e-6);
+        // A constant series: centre it in a band of ±10% (±1 around zero).
+        let pad = if hi == 0.0 { 1.0 } else { hi.abs() * 0.1 };
         (lo, hi) = (lo - pad, hi + pad);
     }
     let mut title = vec![Span::styled(format!(" {} ", plot.title), theme.heading())];
     for s in &plot.series {
-        let symbol = if s.marker == Marker::Dot { "•" } else { "⣿" };
+        let symbol = if s.marker == Marker::Dot {
+            "•"
+        } else {
+            "⣿"
+        };
         title.push(Span::styled(format!("{symbol}{} ", s.name), s.style));
     }
     if let Some((index, count)) = page {
@@ -226,7 +254,10 @@ fn draw_plot(frame: &mut Frame, app: &App, plot: &Plot, area: Rect, page: Option
         .x_axis(
             Axis::default()
                 .bounds([0.0, last])
-                .labels(vec![Line::from("0"), Line::from(format!("{}", channels.saturating_sub(1))).right_aligned()])
+                .labels(vec![
+                    Line::from("0"),
+                    Line::from(format!("{}", channels.saturating_sub(1))).right_aligned(),
+                ])
                 .style(theme.dim()),
         )
         .y_axis(
@@ -241,12 +272,15 @@ fn draw_plot(frame: &mut Frame, app: &App, plot: &Plot, area: Rect, page: Option
 /// The layer's facts: verdict, inference, statistics per tensor, flags.
 pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let Some(row) = app.detail_row() else {
-        return vec![Line::from(Span::styled("No layer selected.", app.theme.dim()))];
+        return vec![Line::from(Span::styled(
+            "No layer selected.",
+            app.theme.dim(),
+        ))];
     };
     let mut lines = verdict_lines(app, row, width);
+    lines.extend(flag_lines(app, row, width));
     lines.push(Line::default());
     lines.extend(stats_lines(app, row));
-    lines.extend(flag_lines(app, row, width));
     lines
 }
 
@@ -266,13 +300,23 @@ pub fn verdict_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'stati
             _ => format!(" · counter {}", opt_counter(l.num_batches_tracked)),
         };
         lines.push(Line::from(Span::styled(
-            format!("{} · {} channels · {}{counter}", l.convention.as_str(), l.channels, l.dtype),
+            format!(
+                "{} · {} channels · {}{counter}",
+                l.convention.as_str(),
+                l.channels,
+                l.dtype
+            ),
             theme.dim(),
         )));
     }
     match (&r.diff, r.layer_diff(row)) {
         (_, Some(d)) => {
-            let head = format!("{} {}: {}", status_symbol(d.status), status_label(d.status), status_meaning(d.status));
+            let head = format!(
+                "{} {}: {}",
+                status_symbol(d.status),
+                status_label(d.status),
+                status_meaning(d.status)
+            );
             for l in wrap(&head, width, 2) {
                 lines.push(Line::from(Span::styled(l, theme.status(d.status))));
             }
@@ -379,7 +423,10 @@ fn flag_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'static>> {
     if flags.is_empty() {
         return vec![Line::from(Span::styled("no health flags", app.theme.dim()))];
     }
-    let mut lines = vec![Line::from(Span::styled("health flags", app.theme.heading()))];
+    let mut lines = vec![Line::from(Span::styled(
+        "health flags",
+        app.theme.heading(),
+    ))];
     for f in flags {
         for l in wrap(&format!("! {}: {}", f.as_str(), flag_meaning(f)), width, 2) {
             lines.push(Line::from(Span::styled(l, app.theme.warning())));

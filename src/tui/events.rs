@@ -104,12 +104,18 @@ mod tests {
     fn vim_keys_and_arrows_agree() {
         assert_eq!(action(&key(KeyCode::Char('j')), false), Some(Action::Down));
         assert_eq!(action(&key(KeyCode::Down), false), Some(Action::Down));
-        assert_eq!(action(&key(KeyCode::Char('3')), false), Some(Action::Show(Screen::Detail)));
+        assert_eq!(
+            action(&key(KeyCode::Char('3')), false),
+            Some(Action::Show(Screen::Detail))
+        );
     }
 
     #[test]
     fn typing_a_search_takes_letters() {
-        assert_eq!(action(&key(KeyCode::Char('q')), true), Some(Action::Input('q')));
+        assert_eq!(
+            action(&key(KeyCode::Char('q')), true),
+            Some(Action::Input('q'))
+        );
         assert_eq!(action(&key(KeyCode::Char('q')), false), Some(Action::Quit));
         let ctrl_c = Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
         assert_eq!(action(&ctrl_c, true), Some(Action::Quit));

@@ -76,7 +76,10 @@ mod tests {
 
     #[test]
     fn middle_cut_keeps_both_ends() {
-        assert_eq!(fit_middle("backbone.layer1.0.bn1", 30), "backbone.layer1.0.bn1");
+        assert_eq!(
+            fit_middle("backbone.layer1.0.bn1", 30),
+            "backbone.layer1.0.bn1"
+        );
         let cut = fit_middle("backbone.layer1.0.bn1", 12);
         assert_eq!(width(&cut), 12);
         assert!(cut.starts_with("bac") && cut.ends_with(".bn1") && cut.contains('…'));

@@ -11,20 +11,41 @@ use super::state::App;
 /// Every key and what it does, in the order shown.
 pub const KEYS: &[(&str, &str)] = &[
     ("1 2 3 4", "Overview, Layers, Detail, Tensors"),
-    ("↑ ↓  k j", "move the selection (or scroll the focused pane)"),
+    (
+        "↑ ↓  k j",
+        "move the selection (or scroll the focused pane)",
+    ),
     ("PgUp PgDn", "one page up or down"),
     ("Home End  g G", "first or last row"),
-    ("Enter  Space", "open: a verdict's layers, a layer's detail, a tensor's layer; expand or collapse a module"),
-    ("← →  h l", "tree: collapse or expand; Detail: previous or next layer"),
-    ("Tab  Shift-Tab", "move the focus between the list and the side pane"),
-    ("/", "fuzzy search names (Layers, Tensors); Enter keeps it, Esc cancels"),
+    (
+        "Enter  Space",
+        "open: a verdict's layers, a layer's detail, a tensor's layer; expand or collapse a module",
+    ),
+    (
+        "← →  h l",
+        "tree: collapse or expand; Detail: previous or next layer",
+    ),
+    (
+        "Tab  Shift-Tab",
+        "move the focus between the list and the side pane",
+    ),
+    (
+        "/",
+        "fuzzy search names (Layers, Tensors); Enter keeps it, Esc cancels",
+    ),
     ("s  S", "sort by the next column; reverse the order"),
     ("f", "next filter: status, change or health flag"),
     ("t", "Layers: module tree or flat table"),
     ("d", "Detail: plot A and B, or B − A"),
-    ("mouse", "wheel scrolls, click selects, click again opens, click a tab"),
+    (
+        "mouse",
+        "wheel scrolls, click selects, click again opens, click a tab",
+    ),
     ("?", "this help"),
-    ("Esc", "close, cancel, clear the search and filters, back from Detail; quit"),
+    (
+        "Esc",
+        "close, cancel, clear the search and filters, back from Detail; quit",
+    ),
     ("q  Ctrl-C", "quit"),
 ];
 
@@ -39,7 +60,11 @@ const LEGEND: &[(&str, &str)] = &[
 
 /// The key list and legend wrapped to `width` columns.
 fn lines(app: &App, width: usize) -> Vec<Line<'static>> {
-    let key_width = KEYS.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let key_width = KEYS
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = Vec::new();
     let mut add = |keys: &str, what: &str| {
         let text = wrap(what, width.saturating_sub(key_width + 2), 0);
@@ -88,8 +113,13 @@ pub fn max_scroll(app: &App) -> usize {
 pub fn render(frame: &mut Frame, app: &App) {
     let (area, lines) = layout(app);
     frame.render_widget(Clear, area);
+    let title = if max_scroll(app) > 0 {
+        " Keys · ↑↓ scroll · ? or Esc closes "
+    } else {
+        " Keys · ? or Esc closes "
+    };
     let block = Block::bordered()
-        .title(" Keys · ? or Esc closes ")
+        .title(title)
         .border_style(app.theme.focused());
     frame.render_widget(
         Paragraph::new(lines)

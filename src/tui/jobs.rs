@@ -26,13 +26,13 @@ pub fn spawn(session: &Session, options: DiffOptions, tx: Sender<Message>) -> io
             // The engine reports often, from several threads: pass on whole per-mille steps.
             let last = AtomicU64::new(u64::MAX);
             let progress = |done: u64, total: u64| {
-                let step = if total == 0 { 1000 } else { done * 1000 / total };
+                let step = done.saturating_mul(1000).checked_div(total).unwrap_or(1000);
                 if last.swap(step, Ordering::Relaxed) != step {
                     let _ = tx.send(Message::Progress(Progress { done, total }));
                 }
             };
             let report = diff(&a, &b, &options, Some(&progress));
-            let _ = tx.send(Message::Diff(report.map_err(|e| e.to_string())));
+            let _ = tx.send(Message::Diff(Box::new(report.map_err(|e| e.to_string()))));
         })?;
     Ok(())
 }

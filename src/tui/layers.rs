@@ -35,10 +35,12 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
             ),
             right: c.numeric(),
             fill: c == LayerColumn::Name,
+            drop: c.drop(),
         })
         .collect();
     // Matches are marked in the flat table, where the full name is shown.
-    let fuzzy = std::cell::RefCell::new((!v.query.is_empty() && !v.tree).then(|| Fuzzy::new(&v.query)));
+    let fuzzy =
+        std::cell::RefCell::new((!v.query.is_empty() && !v.tree).then(|| Fuzzy::new(&v.query)));
     let row = |i: usize, fill: usize| -> ListRow {
         match &v.entries[i] {
             Entry::Group(g) => group_row(app, g, cols, fill),
@@ -122,7 +124,10 @@ fn title(app: &App) -> String {
 
 /// A module of the tree: its name with an arrow, and counts in the status and flags columns.
 fn group_row(app: &App, g: &GroupEntry, cols: &[LayerColumn], fill: usize) -> ListRow {
-    let worst = g.statuses.keys().max_by_key(|&&s| super::theme::status_rank(s));
+    let worst = g
+        .statuses
+        .keys()
+        .max_by_key(|&&s| super::theme::status_rank(s));
     let style = match worst {
         Some(&s) => app.theme.severity(status_severity(s)),
         None if g.flagged > 0 => app.theme.warning(),
@@ -137,7 +142,10 @@ fn group_row(app: &App, g: &GroupEntry, cols: &[LayerColumn], fill: usize) -> Li
                 let indent = "  ".repeat(g.depth);
                 let count = format!(" ({})", g.layers);
                 let room = fill.saturating_sub(indent.len() + 2 + count.len());
-                Line::from(format!("{indent}{arrow} {}{count}", fit_middle(&g.label, room)))
+                Line::from(format!(
+                    "{indent}{arrow} {}{count}",
+                    fit_middle(&g.label, room)
+                ))
             }
             LayerColumn::Status => Line::from(compact_counts(&g.statuses)),
             LayerColumn::Flags if g.flagged > 0 => Line::from(format!("{} flagged", g.flagged)),

@@ -32,8 +32,9 @@ pub fn top_height(pair: bool) -> u16 {
     if pair { 6 } else { 5 }
 }
 
-/// Lays out `screen` in a terminal of `size`.
-pub fn areas(size: Rect, screen: Screen, pair: bool) -> Areas {
+/// Lays out `screen` in a terminal of `size`; `groups` is the length of the Overview's
+/// list, which gets no more room than it needs so the selected verdict has the rest.
+pub fn areas(size: Rect, screen: Screen, pair: bool, groups: usize) -> Areas {
     let [tabs, body, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(0),
@@ -43,10 +44,12 @@ pub fn areas(size: Rect, screen: Screen, pair: bool) -> Areas {
     let side_height = |min: u16, max: u16| (body.height / 4).clamp(min, max);
     let (top, main, side) = match screen {
         Screen::Overview => {
+            let rest = body.height.saturating_sub(top_height(pair));
+            let list = (groups as u16 + 3).clamp(5, rest.saturating_sub(side_height(5, 9)).max(5));
             let [top, main, side] = Layout::vertical([
                 Constraint::Length(top_height(pair)),
-                Constraint::Min(3),
-                Constraint::Length(side_height(5, 9)),
+                Constraint::Length(list),
+                Constraint::Min(0),
             ])
             .areas(body);
             (top, main, side)

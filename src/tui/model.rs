@@ -201,7 +201,11 @@ impl Reports {
         for (i, t) in b_tensors.into_iter().flatten().enumerate() {
             add(aligned(&t.name, strip_b), &|r| r.b = Some(i));
         }
-        for (i, d) in self.diff().iter().flat_map(|d| d.tensors.iter().enumerate()) {
+        for (i, d) in self
+            .diff()
+            .iter()
+            .flat_map(|d| d.tensors.iter().enumerate())
+        {
             add(&d.name, &|r| r.diff = Some(i));
         }
         rows.into_values().collect()
@@ -372,9 +376,9 @@ pub enum LayerColumn {
     Mean,
     /// Range of running_var (sorted by smallest variance).
     Var,
-    /// Largest |Δ running_mean|.
+    /// Largest |Δ running_mean| over channels (`|Δmean|`).
     DeltaMean,
-    /// Largest |Δ running_var|.
+    /// Largest |Δ running_var| over channels (`|Δvar|`).
     DeltaVar,
     /// Whether weight or bias changed.
     Affine,
@@ -415,14 +419,30 @@ impl LayerColumn {
             LayerColumn::Name => "layer",
             LayerColumn::Status => "status",
             LayerColumn::Channels => "C",
-            LayerColumn::Counter if pair => "Δbatches",
+            LayerColumn::Counter if pair => "Δbatch",
             LayerColumn::Counter => "batches",
             LayerColumn::Mean => "running_mean",
             LayerColumn::Var => "running_var",
-            LayerColumn::DeltaMean => "max|Δmean|",
-            LayerColumn::DeltaVar => "max|Δvar|",
+            LayerColumn::DeltaMean => "|Δmean|",
+            LayerColumn::DeltaVar => "|Δvar|",
             LayerColumn::Affine => "affine",
             LayerColumn::Flags => "flags",
+        }
+    }
+
+    /// Which columns go first when names get cramped (highest first, 0 never).
+    pub fn drop(self) -> u8 {
+        match self {
+            LayerColumn::Name => 0,
+            LayerColumn::Status => 0,
+            LayerColumn::DeltaMean => 1,
+            LayerColumn::DeltaVar => 2,
+            LayerColumn::Flags => 3,
+            LayerColumn::Var => 4,
+            LayerColumn::Counter => 5,
+            LayerColumn::Mean => 6,
+            LayerColumn::Affine => 7,
+            LayerColumn::Channels => 8,
         }
     }
 
@@ -463,7 +483,13 @@ impl LayerColumn {
             LayerColumn::Counter if r.is_pair() => match diff {
                 Some(d) => d.nbt_delta.map_or_else(
                     || "-".to_owned(),
-                    |n| if n > 0 { format!("+{n}") } else { n.to_string() },
+                    |n| {
+                        if n > 0 {
+                            format!("+{n}")
+                        } else {
+                            n.to_string()
+                        }
+                    },
                 ),
                 None => pending(),
             },
@@ -499,13 +525,17 @@ impl LayerColumn {
         let num = |v: Option<f64>| SortKey::Num(v);
         match self {
             LayerColumn::Name => SortKey::Text(row.name.clone()),
-            LayerColumn::Status => num(diff.map(|d| f64::from(super::theme::status_rank(d.status)))),
+            LayerColumn::Status => {
+                num(diff.map(|d| f64::from(super::theme::status_rank(d.status))))
+            }
             LayerColumn::Channels => num(ls.map(|l| l.channels as f64)),
-            LayerColumn::Counter if r.is_pair() => num(diff.and_then(|d| d.nbt_delta).map(|n| n as f64)),
+            LayerColumn::Counter if r.is_pair() => {
+                num(diff.and_then(|d| d.nbt_delta).map(|n| n as f64))
+            }
             LayerColumn::Counter => num(ls.and_then(|l| l.num_batches_tracked).map(|n| n as f64)),
-            LayerColumn::Mean => num(stat(Role::RunningMean).and_then(|s| {
-                Some(s.min?.abs().max(s.max?.abs()))
-            })),
+            LayerColumn::Mean => {
+                num(stat(Role::RunningMean).and_then(|s| Some(s.min?.abs().max(s.max?.abs()))))
+            }
             LayerColumn::Var => num(stat(Role::RunningVar).and_then(|s| s.min)),
             LayerColumn::DeltaMean => num(diff.and_then(|d| d.max_abs_diff.running_mean)),
             LayerColumn::DeltaVar => num(diff.and_then(|d| d.max_abs_diff.running_var)),
@@ -580,6 +610,19 @@ impl TensorColumn {
             TensorColumn::Change => "change",
             TensorColumn::MaxDiff => "max|Δ|",
             TensorColumn::RelL2 => "rel L2",
+        }
+    }
+
+    /// Which columns go first when names get cramped (highest first, 0 never).
+    pub fn drop(self) -> u8 {
+        match self {
+            TensorColumn::Name => 0,
+            TensorColumn::Change => 1,
+            TensorColumn::MaxDiff => 2,
+            TensorColumn::Bytes => 3,
+            TensorColumn::Dtype => 4,
+            TensorColumn::Shape => 5,
+            TensorColumn::RelL2 => 6,
         }
     }
 
@@ -668,7 +711,11 @@ mod tests {
 
     #[test]
     fn absent_numbers_sort_last_both_ways() {
-        let mut keys = vec![SortKey::Num(None), SortKey::Num(Some(1.0)), SortKey::Num(Some(3.0))];
+        let mut keys = [
+            SortKey::Num(None),
+            SortKey::Num(Some(1.0)),
+            SortKey::Num(Some(3.0)),
+        ];
         keys.sort_by(|a, b| compare(a, b, true));
         assert_eq!(keys[0], SortKey::Num(Some(3.0)));
         assert_eq!(keys[2], SortKey::Num(None));

@@ -9,11 +9,11 @@ use super::format::{fit_end, fit_middle, wrap};
 use super::layout::{Areas, inner};
 use super::model::{GroupRow, Job};
 use super::state::{App, Pane};
-use super::theme::{change_rank, compact_counts, severity_symbol};
+use super::theme::{change_rank, compact_counts, severity_symbol, status_symbol};
 use super::ui::{Column, ListRow, list_table, pane};
 use crate::audit::CheckpointSummary;
-use crate::audit::diff::DiffReport;
-use crate::report;
+use crate::audit::diff::{DiffReport, LayerDiff};
+use crate::report::{self, opt_num};
 
 /// Draws the Overview.
 pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
@@ -72,12 +72,19 @@ fn top_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let theme = app.theme;
     let r = &app.reports;
     let mut lines = Vec::new();
-    match &r.b {
-        Some(b) => {
-            lines.push(checkpoint(app, "A ", &r.a.checkpoint, width));
-            lines.push(checkpoint(app, "B ", &b.checkpoint, width));
-        }
-        None => lines.push(checkpoint(app, "", &r.a.checkpoint, width)),
+    let sides: Vec<(&str, &CheckpointSummary)> = match &r.b {
+        Some(b) => vec![("A ", &r.a.checkpoint), ("B ", &b.checkpoint)],
+        None => vec![("", &r.a.checkpoint)],
+    };
+    // One decision for both lines, so that A and B stay aligned.
+    let dtypes = sides.iter().all(|(tag, c)| {
+        tag.len()
+            + super::format::width(super::ui::file_name(&c.path))
+            + super::format::width(&facts(c, true))
+            <= width
+    });
+    for (tag, c) in sides {
+        lines.push(checkpoint(app, tag, c, &facts(c, dtypes), width));
     }
     match r.diff() {
         Some(d) => lines.extend(diff_summary(app, d)),
@@ -100,25 +107,41 @@ fn top_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     lines
 }
 
-fn checkpoint(app: &App, tag: &str, c: &CheckpointSummary, width: usize) -> Line<'static> {
-    let dtypes: Vec<String> = c.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
-    let shards = if c.files.len() > 1 {
-        format!("{} shards · ", c.files.len())
+/// Size, tensor count, dtypes (when there is room) and BatchNorm count of a checkpoint.
+fn facts(c: &CheckpointSummary, dtypes: bool) -> String {
+    let mut parts = Vec::new();
+    if c.files.len() > 1 {
+        parts.push(format!("{} shards", c.files.len()));
+    }
+    parts.push(format!("{} tensors", c.tensors));
+    parts.push(report::bytes(c.bytes));
+    if dtypes {
+        let list: Vec<String> = c.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
+        parts.push(list.join(" "));
+    }
+    parts.push(format!("{} BatchNorm", c.bn_layers));
+    format!("  {}", parts.join(" · "))
+}
+
+/// A checkpoint's line: its path (the file name when the path does not fit) and facts.
+fn checkpoint(
+    app: &App,
+    tag: &str,
+    c: &CheckpointSummary,
+    facts: &str,
+    width: usize,
+) -> Line<'static> {
+    let room = width.saturating_sub(tag.len() + super::format::width(facts));
+    // The whole path when it fits, else the file name.
+    let path = if super::format::width(&c.path) <= room {
+        c.path.clone()
     } else {
-        String::new()
+        fit_middle(super::ui::file_name(&c.path), room.max(12))
     };
-    let facts = format!(
-        "  {shards}{} tensors · {} · {} · {} BatchNorm",
-        c.tensors,
-        report::bytes(c.bytes),
-        dtypes.join(" "),
-        c.bn_layers
-    );
-    let room = width.saturating_sub(tag.len() + super::format::width(&facts));
     Line::from(vec![
         Span::styled(tag.to_owned(), app.theme.heading()),
-        Span::styled(fit_middle(&c.path, room.max(12)), app.theme.heading()),
-        Span::raw(facts),
+        Span::styled(path, app.theme.heading()),
+        Span::raw(facts.to_owned()),
     ])
 }
 
@@ -150,22 +173,59 @@ fn groups(frame: &mut Frame, app: &App, areas: &Areas) {
     };
     let columns = if app.pair() {
         vec![
-            Column { title: "sub-model".into(), right: false, fill: false },
-            Column { title: "layers".into(), right: true, fill: false },
-            Column { title: "statuses".into(), right: false, fill: false },
-            Column { title: "verdict".into(), right: false, fill: true },
+            Column {
+                title: "sub-model".into(),
+                right: false,
+                fill: false,
+                drop: 0,
+            },
+            Column {
+                title: "layers".into(),
+                right: true,
+                fill: false,
+                drop: 2,
+            },
+            Column {
+                title: "statuses".into(),
+                right: false,
+                fill: false,
+                drop: 1,
+            },
+            Column {
+                title: "verdict".into(),
+                right: false,
+                fill: true,
+                drop: 0,
+            },
         ]
     } else {
         vec![
-            Column { title: "sub-model".into(), right: false, fill: true },
-            Column { title: "layers".into(), right: true, fill: false },
-            Column { title: "flagged".into(), right: true, fill: false },
+            Column {
+                title: "sub-model".into(),
+                right: false,
+                fill: true,
+                drop: 0,
+            },
+            Column {
+                title: "layers".into(),
+                right: true,
+                fill: false,
+                drop: 0,
+            },
+            Column {
+                title: "flagged".into(),
+                right: true,
+                fill: false,
+                drop: 0,
+            },
         ]
     };
     let row = |i: usize, name_width: usize| -> ListRow {
         match &app.groups[i] {
             GroupRow::Verdict(_) => {
-                let g = r.group(&app.groups[i]).expect("verdict rows exist with the diff");
+                let g = r
+                    .group(&app.groups[i])
+                    .expect("verdict rows exist with the diff");
                 let verdict = fit_end(&g.verdict, name_width);
                 ListRow {
                     cells: vec![
@@ -183,10 +243,7 @@ fn groups(frame: &mut Frame, app: &App, areas: &Areas) {
                 flagged,
             } => ListRow {
                 cells: vec![
-                    Line::from(format!(
-                        "{} {prefix}",
-                        if *flagged > 0 { "!" } else { " " }
-                    )),
+                    Line::from(format!("{} {prefix}", if *flagged > 0 { "!" } else { " " })),
                     Line::from(layers.to_string()),
                     Line::from(flagged.to_string()),
                 ],
@@ -216,7 +273,12 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let r = &app.reports;
     let mut lines = Vec::new();
     let Some(row) = app.selected_group() else {
-        if !r.is_pair() {
+        if r.is_pair() {
+            lines.push(Line::from(Span::styled(
+                "The verdicts appear here when the comparison is done.",
+                theme.dim(),
+            )));
+        } else {
             lines.push(Line::from(Span::styled(
                 "No BatchNorm layer in this checkpoint.",
                 theme.dim(),
@@ -233,15 +295,45 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
                 lines.push(Line::from(l));
             }
             lines.push(Line::from(theme.counts(&g.statuses)));
+            // Its layers, biggest drift first, as the Layers screen sorts them.
+            let mut layers: Vec<_> = app
+                .layer_rows
+                .iter()
+                .filter(|row| super::state::in_module(&row.name, &g.prefix))
+                .filter_map(|row| Some((row, r.layer_diff(row)?)))
+                .collect();
+            let drift = |d: &LayerDiff| d.max_abs_diff.running_mean.unwrap_or(0.0);
+            layers.sort_by(|(_, x), (_, y)| drift(y).total_cmp(&drift(x)));
+            if !layers.is_empty() {
+                lines.push(Line::from(Span::styled(
+                    "its layers, biggest drift first:",
+                    theme.dim(),
+                )));
+            }
+            for (row, d) in layers {
+                let numbers = format!(
+                    "  |Δmean| {} |Δvar| {}",
+                    opt_num(d.max_abs_diff.running_mean),
+                    opt_num(d.max_abs_diff.running_var)
+                );
+                let room = width.saturating_sub(2 + super::format::width(&numbers));
+                lines.push(Line::from(Span::styled(
+                    format!(
+                        "{} {:room$}{numbers}",
+                        status_symbol(d.status),
+                        fit_middle(&row.name, room)
+                    ),
+                    theme.status(d.status),
+                )));
+            }
         }
         None => {
             let prefix = row.prefix(r).to_owned();
-            let layers: Vec<_> = r
-                .a
-                .layers
-                .iter()
-                .filter(|l| super::state::in_module(&l.name, &prefix))
-                .collect();
+            let layers: Vec<_> =
+                r.a.layers
+                    .iter()
+                    .filter(|l| super::state::in_module(&l.name, &prefix))
+                    .collect();
             let conventions: std::collections::BTreeSet<&str> =
                 layers.iter().map(|l| l.convention.as_str()).collect();
             lines.push(Line::from(vec![

@@ -24,7 +24,7 @@ pub enum Message {
     /// The comparison advanced.
     Progress(Progress),
     /// The comparison finished, or failed with a message.
-    Diff(Result<DiffReport, String>),
+    Diff(Box<Result<DiffReport, String>>),
 }
 
 /// Restores the terminal when dropped: on quit, on error, and while unwinding.
@@ -98,7 +98,7 @@ fn event_loop(
         while listening {
             match rx.try_recv() {
                 Ok(Message::Progress(p)) => app.on_progress(p),
-                Ok(Message::Diff(d)) => app.on_diff(d),
+                Ok(Message::Diff(d)) => app.on_diff(*d),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     listening = false;

@@ -435,7 +435,7 @@ impl App {
 
     /// Where the panes of the current screen are.
     pub fn areas(&self) -> Areas {
-        layout::areas(self.size, self.screen, self.pair())
+        layout::areas(self.size, self.screen, self.pair(), self.groups.len())
     }
 
     /// The background comparison advanced.
@@ -453,6 +453,13 @@ impl App {
         };
         // Names may now be aligned differently: channel values are re-read on demand.
         self.reports.channels.clear();
+        // Rows are now sorted by drift: unless the user is looking at the layers, start
+        // from the top, the biggest drift.
+        if !matches!(self.screen, Screen::Layers | Screen::Detail) {
+            self.layers.cursor = Cursor::default();
+            self.layers.entries.clear();
+            self.detail.layer = None;
+        }
         self.rebuild();
     }
 
@@ -512,12 +519,10 @@ impl App {
 
     /// Recomputes the Layers entries, keeping the selected entry selected.
     fn refresh_layers(&mut self) {
-        let keep = self
-            .selected_entry()
-            .map(|e| {
-                let (g, name) = e.id(&self.layer_rows);
-                (g, name.to_owned())
-            });
+        let keep = self.selected_entry().map(|e| {
+            let (g, name) = e.id(&self.layer_rows);
+            (g, name.to_owned())
+        });
         let mut fuzzy = Fuzzy::new(&self.layers.query);
         let r = &self.reports;
         let v = &self.layers;
@@ -595,7 +600,7 @@ impl App {
 
     /// Rows of the main list visible on `screen` at the current size.
     pub fn list_height(&self, screen: Screen) -> usize {
-        let areas = layout::areas(self.size, screen, self.pair());
+        let areas = layout::areas(self.size, screen, self.pair(), self.groups.len());
         usize::from(layout::table_rows(areas.main).height)
     }
 
@@ -798,8 +803,11 @@ impl App {
             }
             Screen::Detail => {
                 let max = detail::max_plot_offset(self);
-                self.detail.plot_offset =
-                    self.detail.plot_offset.saturating_add_signed(delta).min(max);
+                self.detail.plot_offset = self
+                    .detail
+                    .plot_offset
+                    .saturating_add_signed(delta)
+                    .min(max);
             }
         }
     }
@@ -1008,7 +1016,12 @@ impl App {
         let mut out = vec![TensorFilter::All];
         if let Some(d) = self.reports.diff() {
             out.push(TensorFilter::Changed);
-            out.extend(d.summary.tensor_changes.keys().map(|&c| TensorFilter::Change(c)));
+            out.extend(
+                d.summary
+                    .tensor_changes
+                    .keys()
+                    .map(|&c| TensorFilter::Change(c)),
+            );
         }
         out.push(TensorFilter::BatchNorm);
         out
@@ -1120,13 +1133,18 @@ impl App {
     fn resize(&mut self, width: u16, height: u16) {
         self.size = Rect::new(0, 0, width, height);
         let h = self.list_height(Screen::Overview);
-        self.overview.select(self.overview.selected, self.groups.len(), h);
+        self.overview
+            .select(self.overview.selected, self.groups.len(), h);
         let h = self.list_height(Screen::Layers);
         let len = self.layers.entries.len();
-        self.layers.cursor.select(self.layers.cursor.selected, len, h);
+        self.layers
+            .cursor
+            .select(self.layers.cursor.selected, len, h);
         let h = self.list_height(Screen::Tensors);
         let len = self.tensors.entries.len();
-        self.tensors.cursor.select(self.tensors.cursor.selected, len, h);
+        self.tensors
+            .cursor
+            .select(self.tensors.cursor.selected, len, h);
         self.side_scroll = self.side_scroll.min(self.side_max_scroll());
         self.detail.plot_offset = self.detail.plot_offset.min(detail::max_plot_offset(self));
         self.help_scroll = self.help_scroll.min(super::help::max_scroll(self));
@@ -1135,7 +1153,10 @@ impl App {
 
 /// The item after `current` in `items`, wrapping around.
 fn next_after<T: Copy + PartialEq>(items: &[T], current: T) -> T {
-    let i = items.iter().position(|&x| x == current).map_or(0, |i| i + 1);
+    let i = items
+        .iter()
+        .position(|&x| x == current)
+        .map_or(0, |i| i + 1);
     items[i % items.len()]
 }
 

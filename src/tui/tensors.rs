@@ -32,6 +32,7 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
             ),
             right: c.numeric(),
             fill: c == TensorColumn::Name,
+            drop: c.drop(),
         })
         .collect();
     let fuzzy = std::cell::RefCell::new((!v.query.is_empty()).then(|| Fuzzy::new(&v.query)));
@@ -58,7 +59,11 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
             .collect();
         ListRow { cells, style }
     };
-    let mut parts = vec![format!("Tensors {}/{}", v.entries.len(), app.tensor_rows.len())];
+    let mut parts = vec![format!(
+        "Tensors {}/{}",
+        v.entries.len(),
+        app.tensor_rows.len()
+    )];
     if v.filter != TensorFilter::All {
         parts.push(format!("filter: {}", v.filter.label()));
     }
@@ -126,9 +131,15 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         if d.rel_l2.is_some() {
             facts.push(format!("rel L2 {}", opt_num(d.rel_l2)));
         }
-        lines.push(Line::from(Span::styled(facts.join(" · "), theme.change(d.change))));
+        lines.push(Line::from(Span::styled(
+            facts.join(" · "),
+            theme.change(d.change),
+        )));
     }
-    let layer = r.tensor_b(t).or(r.tensor_a(t)).and_then(|e| e.bn_layer.clone());
+    let layer = r
+        .tensor_b(t)
+        .or(r.tensor_a(t))
+        .and_then(|e| e.bn_layer.clone());
     if let Some(layer) = layer {
         lines.push(Line::from(Span::styled(
             format!("BatchNorm layer {layer}: Enter opens it."),

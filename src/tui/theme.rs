@@ -196,7 +196,9 @@ pub fn status_meaning(s: Status) -> &'static str {
             "running statistics changed while weight and bias did not: train-mode forwards \
              ran through a frozen layer."
         }
-        Status::Trained => "weight, bias and running statistics all changed: the layer was trained.",
+        Status::Trained => {
+            "weight, bias and running statistics all changed: the layer was trained."
+        }
         Status::AffineOnly => {
             "weight or bias changed, running statistics did not: trained with BatchNorm in \
              eval mode."
@@ -217,7 +219,9 @@ pub fn flag_meaning(f: Flag) -> &'static str {
         Flag::Nonfinite => "a NaN or infinity in its tensors.",
         Flag::NegativeVar => "a negative running variance: impossible for real statistics.",
         Flag::ZeroVar => "a running variance of exactly zero: that channel outputs its bias alone.",
-        Flag::TinyVar => "a running variance below 1e-5: eps dominates, the channel is nearly constant.",
+        Flag::TinyVar => {
+            "a running variance below 1e-5: eps dominates, the channel is nearly constant."
+        }
         Flag::DefaultInit => "mean 0, variance 1, counter 0: the statistics were never updated.",
         Flag::CounterWithoutStats => {
             "a positive counter with initial statistics: reset after training, or the counter \
@@ -245,7 +249,10 @@ pub fn compact_counts(counts: &std::collections::BTreeMap<Status, usize>) -> Str
 
 impl Theme {
     /// Status counts as coloured `✗ 4 frozen drift` spans, most severe first.
-    pub fn counts(self, counts: &std::collections::BTreeMap<Status, usize>) -> Vec<ratatui::text::Span<'static>> {
+    pub fn counts(
+        self,
+        counts: &std::collections::BTreeMap<Status, usize>,
+    ) -> Vec<ratatui::text::Span<'static>> {
         by_severity(counts)
             .into_iter()
             .map(|(s, n)| {

@@ -58,7 +58,9 @@ fn tabs(frame: &mut Frame, app: &App, area: Rect) {
     let mut spans = Vec::new();
     for (screen, label, _) in layout::tabs() {
         let style = if screen == app.screen {
-            theme.selected().add_modifier(ratatui::style::Modifier::BOLD)
+            theme
+                .selected()
+                .add_modifier(ratatui::style::Modifier::BOLD)
         } else {
             theme.dim()
         };
@@ -67,7 +69,11 @@ fn tabs(frame: &mut Frame, app: &App, area: Rect) {
     }
     let used: usize = spans.iter().map(|s| width(&s.content)).sum();
     let files = match &app.reports.b {
-        Some(b) => format!("{} → {}", file_name(&app.reports.a.checkpoint.path), file_name(&b.checkpoint.path)),
+        Some(b) => format!(
+            "{} → {}",
+            file_name(&app.reports.a.checkpoint.path),
+            file_name(&b.checkpoint.path)
+        ),
         None => file_name(&app.reports.a.checkpoint.path).to_owned(),
     };
     let room = usize::from(area.width).saturating_sub(used + 1);
@@ -92,8 +98,9 @@ fn footer(frame: &mut Frame, app: &App, area: Rect) {
         Job::Failed(_) => 24.min(area.width / 2),
         _ => 0,
     };
-    let [left, right] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(gauge_width)]).areas(area);
+    let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(gauge_width)])
+        .spacing(1)
+        .areas(area);
     let line = if app.editing.is_some() {
         let count = match app.screen {
             Screen::Tensors => app.tensors.entries.len(),
@@ -120,7 +127,12 @@ fn footer(frame: &mut Frame, app: &App, area: Rect) {
             ],
             Screen::Detail if app.pair() => &[("←→", "layer"), ("d", "Δ/A,B"), ("Tab", "pane")],
             Screen::Detail => &[("←→", "layer"), ("Tab", "pane")],
-            Screen::Tensors => &[("/", "search"), ("s", "sort"), ("f", "filter"), ("⏎", "layer")],
+            Screen::Tensors => &[
+                ("/", "search"),
+                ("s", "sort"),
+                ("f", "filter"),
+                ("⏎", "layer"),
+            ],
         };
         let mut spans = Vec::new();
         for (key, what) in hints.iter().chain(&[("?", "help"), ("q", "quit")]) {
@@ -159,6 +171,9 @@ pub fn pane<'a>(app: &App, pane: Pane, title: impl Into<Line<'a>>) -> Block<'a> 
     }
 }
 
+/// Width the fill column should get before other columns are hidden.
+const MIN_FILL: usize = 30;
+
 /// A column of a list table.
 pub struct Column {
     /// Header.
@@ -167,6 +182,9 @@ pub struct Column {
     pub right: bool,
     /// Takes the room left by the others (names).
     pub fill: bool,
+    /// When the fill column gets too narrow, columns are hidden, highest `drop` first;
+    /// 0 is never hidden.
+    pub drop: u8,
 }
 
 /// One row of a list table: its cells and a style for the whole row.
@@ -202,23 +220,51 @@ pub fn list_table(
             *w = (*w).max(cell.width());
         }
     }
-    let spacing = columns.len().saturating_sub(1);
-    let fixed: usize = columns
+    // Hide the least important columns while the fill column (names) is cramped.
+    let mut keep = vec![true; columns.len()];
+    let wanted = columns
         .iter()
         .zip(&widths)
-        .filter(|(c, _)| !c.fill)
-        .map(|(_, w)| *w)
-        .sum();
-    // The fill column (names, verdicts) takes what the others leave.
-    let fill = usize::from(inner.width)
-        .saturating_sub(fixed + spacing)
-        .max(8);
+        .filter(|(c, _)| c.fill)
+        .map(|(_, &w)| w.min(MIN_FILL))
+        .max()
+        .unwrap_or(0);
+    let fill = loop {
+        let kept: Vec<(&Column, usize)> = columns
+            .iter()
+            .zip(&widths)
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|((c, w), _)| (c, *w))
+            .collect();
+        let fixed: usize = kept
+            .iter()
+            .filter(|(c, _)| !c.fill)
+            .map(|(_, w)| w + 1)
+            .sum();
+        let fill = usize::from(inner.width).saturating_sub(fixed);
+        let victim = (0..columns.len())
+            .filter(|&i| keep[i] && columns[i].drop > 0)
+            .max_by_key(|&i| columns[i].drop);
+        match victim {
+            Some(i) if fill < wanted => keep[i] = false,
+            _ => break fill.max(8),
+        }
+    };
+    let shown_columns: Vec<&Column> = columns
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(c, _)| c)
+        .collect();
     let constraints: Vec<Constraint> = columns
         .iter()
         .zip(&widths)
-        .map(|(c, &w)| Constraint::Length(if c.fill { fill } else { w } as u16))
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|((c, &w), _)| Constraint::Length(if c.fill { fill } else { w } as u16))
         .collect();
-    let header = Row::new(columns.iter().map(|c| {
+    let header = Row::new(shown_columns.iter().map(|c| {
         let line = Line::from(c.title.clone());
         Cell::from(if c.right { line.right_aligned() } else { line })
     }))
@@ -226,9 +272,15 @@ pub fn list_table(
     let rows: Vec<Row> = shown
         .map(|i| {
             let r = row(i, fill);
-            let cells = r.cells.into_iter().zip(columns).map(|(line, c)| {
-                Cell::from(if c.right { line.right_aligned() } else { line })
-            });
+            let cells = r
+                .cells
+                .into_iter()
+                .zip(columns)
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((line, c), _)| {
+                    Cell::from(if c.right { line.right_aligned() } else { line })
+                });
             Row::new(cells.collect::<Vec<_>>()).style(r.style)
         })
         .collect();
