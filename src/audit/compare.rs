@@ -54,7 +54,8 @@ pub struct TensorPair<'a> {
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// Compares every pair, in parallel and streaming, and returns one [`TensorDiff`] per pair
-/// in the order given. Fails on the first tensor that cannot be read.
+/// in the order given (`bn_layer` left empty: this layer knows no BatchNorm). Fails on the
+/// first tensor that cannot be read.
 pub fn compare_tensors(
     a: &Checkpoint,
     b: &Checkpoint,
@@ -200,6 +201,7 @@ impl Plan {
     fn finish(&self, pair: &TensorPair<'_>, acc: &Acc) -> TensorDiff {
         let mut d = TensorDiff {
             name: pair.name.clone(),
+            bn_layer: None,
             change: TensorChange::Unchanged,
             dtype_a: pair.a.map(|t| t.dtype),
             dtype_b: pair.b.map(|t| t.dtype),
