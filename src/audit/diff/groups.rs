@@ -125,7 +125,11 @@ fn forwards_phrase(layers: &[&LayerDiff]) -> Option<String> {
             (true, n) => format!(
                 "+{lo} train-mode {} each (identical counter deltas in {}: the whole sub-model ran the same forwards)",
                 plural(lo),
-                if n == 2 { "both layers".to_owned() } else { format!("all {n} layers") }
+                if n == 2 {
+                    "both layers".to_owned()
+                } else {
+                    format!("all {n} layers")
+                }
             ),
             (false, _) => format!("+{lo} to +{hi} train-mode forwards"),
         });

@@ -51,7 +51,11 @@ pub fn diff(report: &DiffReport, style: Style) -> String {
     layers(&mut out, report, style);
     tensors(&mut out, &report.tensors, style);
     if !report.summary.changed {
-        let _ = writeln!(out, "\n{}", style.green("No change (a cast alone is not one)."));
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.green("No change (a cast alone is not one).")
+        );
     }
     out
 }
