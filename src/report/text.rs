@@ -1,6 +1,10 @@
 //! Plain-text reports for people: headline first, then compact aligned tables.
 
+mod diff;
+
 use std::fmt::Write;
+
+pub use diff::diff;
 
 use super::{Style, bytes, opt_num};
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
