@@ -5,28 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use super::CheckpointSummary;
 use crate::checkpoint::Dtype;
 
-/// Momentum of the running-statistics update in PyTorch's sense, or the cumulative average.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Momentum {
-    /// `new = (1-m)·old + m·batch`.
-    Value(f64),
-    /// `momentum=None`: cumulative moving average with factor `1/num_batches_tracked`.
-    Cma,
-}
-
-impl Serialize for Momentum {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Momentum::Value(m) => s.serialize_f64(*m),
-            Momentum::Cma => s.serialize_str("cma"),
-        }
-    }
-}
+pub use crate::bn::Momentum;
 
 /// Options of `diff` (and of the diff inside `check`).
 #[derive(Debug, Clone, Default)]
