@@ -2,9 +2,12 @@
 //!
 //! Reports hold every number a renderer shows; `report` and `tui` only present them.
 
+pub mod align;
+pub mod compare;
 pub mod diff;
 pub mod ls;
 
+pub use diff::{DiffOptions, DiffReport, diff};
 pub use ls::{CheckpointSummary, LsLayer, LsOptions, LsReport, TensorEntry, ls};
 
 /// Version of the JSON reports' schema (`schema_version`).

@@ -270,12 +270,6 @@ fn contiguous<'a, T: Real>(x: &'a ArrayViewD<'_, T>) -> std::borrow::Cow<'a, [T]
     }
 }
 
-/// Per-channel mean and biased variance of a batch `N×C×…`.
-pub fn batch_stats<T: Real>(x: ArrayViewD<'_, T>) -> Result<BatchStats, ForwardError> {
-    let layout = Layout::of(x.shape())?;
-    Ok(stats_of(&contiguous(&x), &layout))
-}
-
 fn check_len(what: &'static str, v: Option<&[f64]>, c: usize) -> Result<(), ForwardError> {
     match v {
         Some(v) if v.len() != c => Err(ForwardError::ParamLength {
@@ -356,8 +350,14 @@ impl BatchNorm<'_> {
         Ok(())
     }
 
-    /// Batch statistics, refusing a single value per channel where the rule needs the
-    /// unbiased variance (PyTorch's "Expected more than 1 value per channel when training").
+    /// Per-channel mean and biased variance of a batch `N×C×…`, refusing a single value per
+    /// channel where the rule needs the unbiased variance (PyTorch's "Expected more than 1
+    /// value per channel when training").
+    pub fn batch_stats<T: Real>(&self, x: ArrayViewD<'_, T>) -> Result<BatchStats, ForwardError> {
+        let layout = Layout::of(x.shape())?;
+        self.batch(x.shape(), &contiguous(&x), &layout)
+    }
+
     fn batch<T: Real>(
         &self,
         shape: &[usize],
@@ -378,10 +378,7 @@ impl BatchNorm<'_> {
         if let Some(n) = rs.num_batches_tracked.as_mut() {
             *n += 1;
         }
-        let f = self
-            .rule
-            .momentum
-            .factor(rs.num_batches_tracked.unwrap_or(1));
+        let f = self.rule.factor(rs.num_batches_tracked.unwrap_or(1));
         for ch in 0..rs.mean.len() {
             let folded = self
                 .rule
