@@ -1,6 +1,10 @@
 //! Plain-text reports for people: headline first, then compact aligned tables.
 
+mod explain;
+
 use std::fmt::Write;
+
+pub use explain::explain;
 
 use super::{Style, bytes, opt_num};
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
