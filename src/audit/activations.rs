@@ -261,7 +261,7 @@ fn layer_meta(fields: &Map<String, Value>) -> Result<LayerMeta, String> {
         Some(other) => return Err(format!("momentum is {other}, not a number or null")),
     };
     let eps = number("eps")?;
-    if eps.is_some_and(|e| !(e >= 0.0)) {
+    if eps.is_some_and(|e| e.is_nan() || e < 0.0) {
         return Err(format!("eps {} is negative", eps.unwrap_or_default()));
     }
     let per_forward = match fields.get("training_per_forward") {

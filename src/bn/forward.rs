@@ -93,16 +93,6 @@ pub enum ForwardError {
         /// Its rank.
         rank: usize,
     },
-    /// Channel count differs from the layer's.
-    #[error("input of shape {shape:?} has {found} channels, the layer has {expected}")]
-    Channels {
-        /// The input's shape.
-        shape: Vec<usize>,
-        /// The layer's channel count.
-        expected: usize,
-        /// The input's dimension 1.
-        found: usize,
-    },
     /// A parameter or statistic whose length is not the channel count.
     #[error("{what} has {found} values for {expected} channels")]
     ParamLength {
