@@ -389,7 +389,7 @@ fn write_activations(dir: &Path, tensors: &[(&str, &[u64])], meta: Option<&str>)
         header.insert("__metadata__".to_owned(), json!({ "bnaudit": m }));
     }
     let mut text = serde_json::to_string(&header).expect("header");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut file = (text.len() as u64).to_le_bytes().to_vec();

@@ -172,3 +172,102 @@ fn renamed(tensors: &[TensorInfo], prefix: &str) -> Vec<TensorInfo> {
     out.sort_by(|x, y| x.name.cmp(&y.name));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Dtype;
+
+    fn tensors(names: &[&str]) -> Vec<TensorInfo> {
+        names
+            .iter()
+            .map(|n| TensorInfo {
+                name: (*n).to_owned(),
+                dtype: Dtype::F32,
+                shape: vec![1],
+                file: 0,
+                bytes: 4,
+                entry: 0,
+            })
+            .collect()
+    }
+
+    fn detected(a: &[&str], b: &[&str]) -> (String, String, usize) {
+        let al = align(&tensors(a), &tensors(b), None, None).alignment;
+        assert!(al.detected);
+        (al.strip_a, al.strip_b, al.matched)
+    }
+
+    const PLAIN: [&str; 3] = [
+        "backbone.bn.weight",
+        "backbone.bn.running_mean",
+        "head.fc.weight",
+    ];
+
+    #[test]
+    fn wrappers_alone_and_chained() {
+        let with = |p: &str| PLAIN.iter().map(|n| format!("{p}{n}")).collect::<Vec<_>>();
+        for prefix in [
+            "module.",
+            "_orig_mod.",
+            "model.",
+            "module._orig_mod.",
+            "_orig_mod.module.",
+        ] {
+            let b = with(prefix);
+            let b: Vec<&str> = b.iter().map(String::as_str).collect();
+            assert_eq!(detected(&PLAIN, &b), (String::new(), prefix.to_owned(), 3));
+            assert_eq!(detected(&b, &PLAIN), (prefix.to_owned(), String::new(), 3));
+        }
+        // Different wrappers on each side.
+        let a = with("module.");
+        let b = with("_orig_mod.");
+        let (a, b): (Vec<&str>, Vec<&str>) = (
+            a.iter().map(String::as_str).collect(),
+            b.iter().map(String::as_str).collect(),
+        );
+        assert_eq!(
+            detected(&a, &b),
+            ("module.".to_owned(), "_orig_mod.".to_owned(), 3)
+        );
+    }
+
+    /// `model.` that both sides share is part of the names (Hugging Face models): kept.
+    #[test]
+    fn shared_prefixes_stay() {
+        let a = ["model.encoder.bn.weight", "model.encoder.bn.running_var"];
+        assert_eq!(detected(&a, &a), (String::new(), String::new(), 2));
+    }
+
+    #[test]
+    fn forced_and_partial() {
+        let b = [
+            "module.backbone.bn.weight",
+            "module.backbone.bn.running_mean",
+            "extra",
+        ];
+        let al = align(&tensors(&PLAIN), &tensors(&b), None, Some("module.")).alignment;
+        assert!(!al.detected);
+        assert_eq!((al.matched, al.only_a, al.only_b), (2, 1, 1));
+        assert_eq!(normalise_prefix("module"), "module.");
+        assert_eq!(normalise_prefix("params/"), "params/");
+        assert_eq!(normalise_prefix(""), "");
+        // Forcing "" keeps the names as they are: nothing matches.
+        let none = align(&tensors(&PLAIN), &tensors(&b), Some(""), Some("")).alignment;
+        assert_eq!(none.matched, 0);
+    }
+
+    #[test]
+    fn pairs_merge_sorted_names() {
+        let al = align(&tensors(&["a", "c"]), &tensors(&["b", "c"]), None, None);
+        let pairs = al.pairs();
+        let pairs: Vec<(&str, bool, bool)> = pairs
+            .iter()
+            .map(|p| (p.name.as_str(), p.a.is_some(), p.b.is_some()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("a", true, false), ("b", false, true), ("c", true, true)]
+        );
+    }
+}

@@ -54,7 +54,8 @@ pub struct TensorPair<'a> {
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// Compares every pair, in parallel and streaming, and returns one [`TensorDiff`] per pair
-/// in the order given. Fails on the first tensor that cannot be read.
+/// in the order given (`bn_layer` left empty: this layer knows no BatchNorm). Fails on the
+/// first tensor that cannot be read.
 pub fn compare_tensors(
     a: &Checkpoint,
     b: &Checkpoint,
@@ -200,6 +201,7 @@ impl Plan {
     fn finish(&self, pair: &TensorPair<'_>, acc: &Acc) -> TensorDiff {
         let mut d = TensorDiff {
             name: pair.name.clone(),
+            bn_layer: None,
             change: TensorChange::Unchanged,
             dtype_a: pair.a.map(|t| t.dtype),
             dtype_b: pair.b.map(|t| t.dtype),
@@ -224,9 +226,9 @@ impl Plan {
                 d.nonfinite_changed = Some(acc.nonfinite);
                 d.max_abs_diff = Some(acc.max_abs);
                 d.rel_l2 = match (acc.sum_sq_diff, acc.sum_sq_a) {
-                    (diff, _) if diff == 0.0 => Some(0.0),
+                    (0.0, _) => Some(0.0),
                     // Relative to nothing: undefined rather than infinite.
-                    (_, norm) if norm == 0.0 => None,
+                    (_, 0.0) => None,
                     (diff, norm) => Some((diff / norm).sqrt()),
                 };
             }
@@ -467,5 +469,238 @@ fn run_pool<R: Send + Default + Clone>(
     match error.into_inner().expect("no panics under the lock") {
         Some(e) => Err(e),
         None => Ok(results.into_inner().expect("no panics under the lock")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::checkpoint::ReadMode;
+
+    /// Writes a safetensors file of `tensors` (name, dtype, shape, little-endian bytes).
+    fn write(dir: &Path, file: &str, tensors: &[(&str, Dtype, Vec<u64>, Vec<u8>)]) -> Checkpoint {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (name, dtype, shape, bytes) in tensors {
+            let start = data.len();
+            data.extend_from_slice(bytes);
+            header.insert(
+                (*name).to_owned(),
+                serde_json::json!({"dtype": dtype.as_str(), "shape": shape, "data_offsets": [start, data.len()]}),
+            );
+        }
+        let header = serde_json::to_vec(&header).expect("json");
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(header);
+        out.extend(data);
+        let path = dir.join(file);
+        std::fs::write(&path, out).expect("write");
+        Checkpoint::open(&path, ReadMode::Mmap).expect("open")
+    }
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn f16s(v: &[f32]) -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect()
+    }
+
+    fn compare_all(a: &Checkpoint, b: &Checkpoint, tolerance: Tolerance) -> Vec<TensorDiff> {
+        let names: std::collections::BTreeSet<&str> = a
+            .tensors()
+            .iter()
+            .chain(b.tensors())
+            .map(|t| t.name.as_str())
+            .collect();
+        let pairs: Vec<TensorPair<'_>> = names
+            .into_iter()
+            .map(|n| TensorPair {
+                name: n.to_owned(),
+                a: a.get(n),
+                b: b.get(n),
+            })
+            .collect();
+        compare_tensors(a, b, &pairs, tolerance, None).expect("compare")
+    }
+
+    #[test]
+    fn nan_payloads_count_as_bits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nan1 = f32::from_bits(0x7fc0_0000);
+        let nan2 = f32::from_bits(0x7fc0_0001);
+        let a = write(
+            dir.path(),
+            "a",
+            &[
+                ("same", Dtype::F32, vec![2], f32s(&[1.0, nan1])),
+                ("payload", Dtype::F32, vec![2], f32s(&[1.0, nan1])),
+            ],
+        );
+        let b = write(
+            dir.path(),
+            "b",
+            &[
+                ("same", Dtype::F32, vec![2], f32s(&[1.0, nan1])),
+                ("payload", Dtype::F32, vec![2], f32s(&[1.0, nan2])),
+            ],
+        );
+        let d = compare_all(&a, &b, Tolerance::default());
+        let payload = &d[0];
+        assert_eq!(
+            (payload.name.as_str(), payload.change),
+            ("payload", TensorChange::Changed)
+        );
+        assert_eq!(payload.changed_elements, Some(1));
+        assert_eq!(payload.nonfinite_changed, Some(1));
+        assert_eq!(payload.max_abs_diff, Some(0.0));
+        assert_eq!(d[1].change, TensorChange::Unchanged);
+    }
+
+    /// A tensor over several chunks with changes in the second: only that chunk differs,
+    /// and ‖A‖ still covers the whole tensor.
+    #[test]
+    fn chunks_and_norms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = 600_000usize;
+        let av: Vec<f32> = (0..n)
+            .map(|i| ((i % 1000) as f32 - 500.0) / 250.0)
+            .collect();
+        let mut bv = av.clone();
+        for (i, delta) in [(300_000usize, 0.5f32), (300_001, -0.25), (400_000, 2.0)] {
+            bv[i] += delta;
+        }
+        let a = write(
+            dir.path(),
+            "a",
+            &[("w", Dtype::F32, vec![n as u64], f32s(&av))],
+        );
+        let b = write(
+            dir.path(),
+            "b",
+            &[("w", Dtype::F32, vec![n as u64], f32s(&bv))],
+        );
+        let calls = Mutex::new(Vec::new());
+        let progress = |done, total| calls.lock().expect("lock").push((done, total));
+        let pairs = [TensorPair {
+            name: "w".to_owned(),
+            a: a.get("w"),
+            b: b.get("w"),
+        }];
+        let d = compare_tensors(&a, &b, &pairs, Tolerance::default(), Some(&progress))
+            .expect("compare");
+        let diff_sq: f64 = av
+            .iter()
+            .zip(&bv)
+            .map(|(x, y)| (f64::from(*y) - f64::from(*x)).powi(2))
+            .sum();
+        let norm_sq: f64 = av.iter().map(|x| f64::from(*x).powi(2)).sum();
+        assert_eq!(d[0].change, TensorChange::Changed);
+        assert_eq!(d[0].changed_elements, Some(3));
+        assert_eq!(d[0].max_abs_diff, Some(2.0));
+        let rel = d[0].rel_l2.expect("rel_l2");
+        assert!((rel - (diff_sq / norm_sq).sqrt()).abs() < 1e-12 * rel);
+        let calls = calls.into_inner().expect("lock");
+        let total = 2 * 4 * n as u64;
+        assert!(calls.iter().all(|&(_, t)| t == total));
+        assert_eq!(calls.iter().map(|c| c.0).max(), Some(total));
+    }
+
+    #[test]
+    fn a_cast_alone_is_a_dtype_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = [0.1f32, 1.0 / 3.0, -65504.0, 1e-8];
+        let mut w = v;
+        w[1] = 0.3;
+        let a = write(
+            dir.path(),
+            "a",
+            &[
+                ("same", Dtype::F32, vec![4], f32s(&v)),
+                ("moved", Dtype::F32, vec![4], f32s(&v)),
+            ],
+        );
+        let b = write(
+            dir.path(),
+            "b",
+            &[
+                ("same", Dtype::F16, vec![4], f16s(&v)),
+                ("moved", Dtype::F16, vec![4], f16s(&w)),
+            ],
+        );
+        let d = compare_all(&a, &b, Tolerance::default());
+        assert_eq!(
+            (d[1].name.as_str(), d[1].change),
+            ("same", TensorChange::DtypeChanged)
+        );
+        assert_eq!(d[1].changed_elements, Some(0));
+        assert_eq!(d[0].change, TensorChange::Changed);
+        assert_eq!(d[0].changed_elements, Some(1));
+        let expected =
+            (half::f16::from_f32(0.3).to_f64() - half::f16::from_f32(1.0 / 3.0).to_f64()).abs();
+        assert_eq!(d[0].max_abs_diff, Some(expected));
+    }
+
+    #[test]
+    fn tolerance_is_numpy_isclose() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = write(
+            dir.path(),
+            "a",
+            &[("w", Dtype::F32, vec![3], f32s(&[1.0, 2.0, 100.0]))],
+        );
+        let b = write(
+            dir.path(),
+            "b",
+            &[("w", Dtype::F32, vec![3], f32s(&[1.000_001, 2.5, 101.0]))],
+        );
+        let loose = |atol, rtol| compare_all(&a, &b, Tolerance { atol, rtol }).remove(0);
+        assert_eq!(loose(0.0, 0.0).changed_elements, Some(3));
+        // |a-b| <= atol + rtol·|b|: 1e-6 passes atol 1e-5; 1.0 passes rtol 0.01 (·101).
+        assert_eq!(loose(1e-5, 0.01).changed_elements, Some(1));
+        let close = loose(0.5, 0.01);
+        assert_eq!(close.change, TensorChange::Unchanged);
+        assert_eq!(close.max_abs_diff, Some(1.0));
+    }
+
+    #[test]
+    fn decided_from_headers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = write(
+            dir.path(),
+            "a",
+            &[
+                ("gone", Dtype::F32, vec![1], f32s(&[1.0])),
+                ("reshaped", Dtype::F32, vec![2], f32s(&[1.0, 2.0])),
+                ("sub_byte", Dtype::F4, vec![4], vec![0x12, 0x34]),
+            ],
+        );
+        let b = write(
+            dir.path(),
+            "b",
+            &[
+                ("new", Dtype::I64, vec![], 5i64.to_le_bytes().to_vec()),
+                ("reshaped", Dtype::F32, vec![1, 2], f32s(&[1.0, 2.0])),
+                ("sub_byte", Dtype::F4, vec![4], vec![0x12, 0x35]),
+            ],
+        );
+        let d = compare_all(&a, &b, Tolerance::default());
+        let changes: Vec<(&str, TensorChange)> =
+            d.iter().map(|t| (t.name.as_str(), t.change)).collect();
+        assert_eq!(
+            changes,
+            [
+                ("gone", TensorChange::Removed),
+                ("new", TensorChange::Added),
+                ("reshaped", TensorChange::ShapeChanged),
+                ("sub_byte", TensorChange::Changed),
+            ]
+        );
+        assert_eq!(d[3].changed_elements, None);
     }
 }

@@ -76,6 +76,22 @@ pub enum Status {
     Incompatible,
 }
 
+impl Status {
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unchanged => "unchanged",
+            Status::FrozenStatsDrift => "frozen_stats_drift",
+            Status::Trained => "trained",
+            Status::AffineOnly => "affine_only",
+            Status::StatsReset => "stats_reset",
+            Status::OnlyInA => "only_in_a",
+            Status::OnlyInB => "only_in_b",
+            Status::Incompatible => "incompatible",
+        }
+    }
+}
+
 /// Per-tensor booleans or numbers of a layer, `null` where the tensor is absent.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct PerTensor<T> {
@@ -162,7 +178,8 @@ pub struct Group {
     pub layers: usize,
     /// Count of each status.
     pub statuses: BTreeMap<Status, usize>,
-    /// The counter delta when every layer of the group with a counter has the same one.
+    /// Train-mode forwards (`inference.forwards`) when every layer of the group that counts
+    /// them has the same number.
     pub forwards: Option<i64>,
     /// Tensors under the prefix other than running statistics and counters (weights,
     /// biases, affine parameters, other buffers).
@@ -208,11 +225,27 @@ pub enum TensorChange {
     ShapeChanged,
 }
 
+impl TensorChange {
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TensorChange::Unchanged => "unchanged",
+            TensorChange::Changed => "changed",
+            TensorChange::Added => "added",
+            TensorChange::Removed => "removed",
+            TensorChange::DtypeChanged => "dtype_changed",
+            TensorChange::ShapeChanged => "shape_changed",
+        }
+    }
+}
+
 /// One tensor's comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TensorDiff {
     /// Aligned name.
     pub name: String,
+    /// The BatchNorm layer it belongs to, if any.
+    pub bn_layer: Option<String>,
     /// How it differs.
     pub change: TensorChange,
     /// Dtype in A.
@@ -281,9 +314,18 @@ pub fn diff(
         strip_a.as_deref(),
         strip_b.as_deref(),
     );
-    let tensors = compare::compare_tensors(a, b, &aligned.pairs(), options.tolerance(), progress)?;
+    let mut tensors =
+        compare::compare_tensors(a, b, &aligned.pairs(), options.tolerance(), progress)?;
     let found_a = bn::discover(&aligned.a);
     let found_b = bn::discover(&aligned.b);
+    let owner: BTreeMap<&str, &str> = found_a
+        .iter()
+        .chain(&found_b)
+        .flat_map(|l| l.keys.iter().map(move |(_, k)| (k, l.name.as_str())))
+        .collect();
+    for t in &mut tensors {
+        t.bn_layer = owner.get(t.name.as_str()).map(|l| (*l).to_owned());
+    }
     let sides = layers::Sides::new(a, b, &aligned);
     let layers = layers::compare(&sides, &found_a, &found_b, &tensors, options)?;
     let groups = groups::groups(&layers, &found_a, &found_b, &tensors);

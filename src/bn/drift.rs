@@ -311,3 +311,246 @@ pub fn analyse(o: &Observation<'_>) -> Drift {
     }
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    /// Running statistics of one BatchNorm2d module before and after known train-mode
+    /// forwards, recorded from PyTorch by tests/fixtures/diff/gen.py.
+    #[derive(Deserialize)]
+    struct Recorded {
+        momentum: serde_json::Value,
+        forwards: u64,
+        a: Stats,
+        b: Stats,
+        batch_mean: Vec<Vec<f64>>,
+        batch_var_unbiased: Vec<Vec<f64>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Stats {
+        mean: Vec<f64>,
+        var: Vec<f64>,
+        nbt: i64,
+    }
+
+    impl Recorded {
+        fn momentum(&self) -> Momentum {
+            match &self.momentum {
+                serde_json::Value::Number(m) => Momentum::Value(m.as_f64().expect("a number")),
+                _ => Momentum::Cma,
+            }
+        }
+
+        fn observation(&self, momentum: Momentum) -> Observation<'_> {
+            Observation {
+                momentum,
+                nbt_a: Some(self.a.nbt),
+                nbt_b: Some(self.b.nbt),
+                mean_a: &self.a.mean,
+                mean_b: &self.b.mean,
+                var_a: &self.a.var,
+                var_b: &self.b.var,
+                stats_changed: true,
+                unit_roundoff: 2f64.powi(-24),
+            }
+        }
+    }
+
+    fn recorded() -> Vec<Recorded> {
+        serde_json::from_str(include_str!("../../tests/fixtures/diff/algebra.json"))
+            .expect("algebra.json parses")
+    }
+
+    const F32_REL: f64 = 1e-5;
+
+    #[test]
+    fn a_single_forward_retains_nine_tenths() {
+        let r = recorded();
+        let one = r
+            .iter()
+            .find(|c| c.forwards == 1 && c.momentum() == Momentum::Value(0.1))
+            .expect("recorded");
+        assert_eq!(one.b.nbt - one.a.nbt, 1);
+        let d = analyse(&one.observation(Momentum::Value(0.1)));
+        assert_eq!(d.forwards, Some(1));
+        assert!((d.retained.expect("retained") - 0.9).abs() < 1e-15);
+        assert_eq!(d.consistent, Some(true));
+    }
+
+    /// B = retained·A + the batch statistics' weights: our retained fraction reproduces
+    /// PyTorch's running statistics from its own recorded batch statistics.
+    #[test]
+    fn retained_fraction_reproduces_torch() {
+        for c in recorded() {
+            let m = c.momentum();
+            let k = c.forwards;
+            let r = retained(m, k, c.a.nbt);
+            // Weight of batch j (1-based) in B, by the update rule's definition.
+            let weight = |j: u64| match m {
+                Momentum::Value(m) => m * (1.0 - m).powf((k - j) as f64),
+                Momentum::Cma => 1.0 / c.b.nbt as f64,
+            };
+            for (a, b, batches) in [
+                (&c.a.mean, &c.b.mean, &c.batch_mean),
+                (&c.a.var, &c.b.var, &c.batch_var_unbiased),
+            ] {
+                for ch in 0..a.len() {
+                    let rebuilt = r * a[ch]
+                        + (1..=k)
+                            .map(|j| weight(j) * batches[j as usize - 1][ch])
+                            .sum::<f64>();
+                    assert!(
+                        (rebuilt - b[ch]).abs() <= F32_REL * b[ch].abs().max(1.0),
+                        "momentum {m}, k {k}, channel {ch}: rebuilt {rebuilt} vs torch {}",
+                        b[ch]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn torch_forwards_are_consistent_under_their_momentum() {
+        for c in recorded() {
+            let d = analyse(&c.observation(c.momentum()));
+            assert_eq!(d.forwards, Some(c.forwards as i64));
+            assert_eq!(d.consistent, Some(true), "momentum {}", c.momentum());
+            assert!(
+                d.signatures
+                    .iter()
+                    .all(|s| !matches!(s, Signature::VarBelowBound { .. }))
+            );
+        }
+    }
+
+    /// Ten forwards at momentum 0.1 on near-constant batches bring the variance to about
+    /// 0.9^10 of A's: momentum 0.01 cannot explain it, and the momentum bound stays at or
+    /// below the true 0.1.
+    #[test]
+    fn too_small_a_momentum_is_caught_and_bounded() {
+        let r = recorded();
+        let c = r
+            .iter()
+            .find(|c| c.forwards == 10)
+            .expect("the near-constant case");
+        let d = analyse(&c.observation(Momentum::Value(0.01)));
+        assert_eq!(d.consistent, Some(false));
+        let m_min = d.momentum_min.expect("a bound");
+        assert!((0.09..=0.1).contains(&m_min), "momentum_min {m_min}");
+        assert!(matches!(
+            d.signatures.as_slice(),
+            [Signature::VarBelowBound { .. }]
+        ));
+    }
+
+    /// Without the counter the variance still bounds the forwards from below; the bound
+    /// never exceeds the forwards PyTorch ran and is tight when batches are near-constant.
+    #[test]
+    fn forwards_bound_is_sound_and_tight() {
+        for c in recorded() {
+            let Momentum::Value(m) = c.momentum() else {
+                continue;
+            };
+            let v = var_ratio_min(&c.a.var, &c.b.var).expect("positive variances");
+            let bound = forwards_lower_bound(v.ratio, m, 2f64.powi(-24)).expect("a bound");
+            assert!(
+                bound <= c.forwards,
+                "bound {bound} > {} forwards",
+                c.forwards
+            );
+            if c.forwards == 10 {
+                assert!(bound >= 9, "bound {bound} not tight");
+            }
+        }
+    }
+
+    #[test]
+    fn signatures_of_other_writers() {
+        let (a, b) = ([0.5, -0.5], [0.2, 0.1]);
+        let (va, vb) = ([2.0, 1.0], [1.5, 1.2]);
+        let base = Observation {
+            momentum: Momentum::Value(0.1),
+            nbt_a: Some(7),
+            nbt_b: Some(7),
+            mean_a: &a,
+            mean_b: &b,
+            var_a: &va,
+            var_b: &vb,
+            stats_changed: true,
+            unit_roundoff: 2f64.powi(-24),
+        };
+        let still = analyse(&base);
+        assert_eq!(still.signatures, vec![Signature::CounterStill]);
+        assert_eq!(still.consistent, Some(false));
+        // 1.5/2.0 = 0.75 ≥ 0.9^k needs k ≥ 3.
+        assert_eq!(still.forwards_min, Some(3));
+
+        let only = analyse(&Observation {
+            nbt_b: Some(9),
+            mean_b: &a,
+            var_b: &va,
+            stats_changed: false,
+            ..base
+        });
+        assert_eq!(only.signatures, vec![Signature::CounterOnly { delta: 2 }]);
+        assert_eq!(only.consistent, Some(false));
+
+        let down = analyse(&Observation {
+            nbt_b: Some(3),
+            ..base
+        });
+        assert_eq!(
+            down.signatures,
+            vec![Signature::CounterDown { from: 7, to: 3 }]
+        );
+        assert!(down.is_reset());
+        assert_eq!((down.forwards, down.retained), (Some(3), Some(0.0)));
+
+        let (zeros, ones) = ([0.0, 0.0], [1.0, 1.0]);
+        let reinit = analyse(&Observation {
+            nbt_a: None,
+            nbt_b: None,
+            mean_b: &zeros,
+            var_b: &ones,
+            ..base
+        });
+        assert_eq!(
+            reinit.signatures,
+            vec![Signature::NoCounter, Signature::Reinitialised]
+        );
+        assert!(reinit.is_reset());
+
+        let negative = [1.0, -0.1];
+        let bad = analyse(&Observation {
+            nbt_b: Some(8),
+            var_b: &negative,
+            ..base
+        });
+        assert_eq!(bad.consistent, Some(false));
+        assert!(
+            bad.signatures
+                .contains(&Signature::NegativeVar { channel: 1 })
+        );
+    }
+
+    #[test]
+    fn cma_from_zero_forgets_a() {
+        assert_eq!(retained(Momentum::Cma, 4, 0), 0.0);
+        assert_eq!(retained(Momentum::Cma, 0, 0), 1.0);
+        assert_eq!(retained(Momentum::Cma, 5, 20), 0.8);
+        assert_eq!(retained(Momentum::Value(1.0), 1, 3), 0.0);
+    }
+
+    #[test]
+    fn momentum_parses() {
+        assert_eq!("cma".parse(), Ok(Momentum::Cma));
+        assert_eq!("None".parse(), Ok(Momentum::Cma));
+        assert_eq!("0.01".parse(), Ok(Momentum::Value(0.01)));
+        assert!("1.5".parse::<Momentum>().is_err());
+        assert!("fast".parse::<Momentum>().is_err());
+    }
+}

@@ -1,9 +1,11 @@
 //! Plain-text reports for people: headline first, then compact aligned tables.
 
+mod diff;
 mod explain;
 
 use std::fmt::Write;
 
+pub use diff::diff;
 pub use explain::explain;
 
 use super::{Style, bytes, opt_num};

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::{Group, LayerDiff, Severity, Status, TensorChange, TensorDiff};
-use crate::bn::{self, BnLayer, Role};
+use super::{Group, LayerDiff, Momentum, Severity, Status, TensorChange, TensorDiff};
+use crate::bn::{self, BnLayer, Convention, Role};
 
 /// The first `depth` segments of a module path (separated by `.` or `/`).
 fn prefix(name: &str, depth: usize) -> &str {
@@ -98,7 +98,9 @@ pub(super) fn groups(
         for l in &members {
             children.entry(prefix(&l.name, 2)).or_default().push(l);
         }
-        if classes.len() > 1 && children.len() > 1 {
+        // Splitting pays only where the children are sub-models, not single layers (flat
+        // Keras and Flax names).
+        if classes.len() > 1 && children.len() > 1 && children.len() < members.len() {
             out.extend(children.iter().map(|(c, ls)| group(c, ls, &weights)));
         } else {
             out.push(group(p, &members, &weights));
@@ -121,8 +123,9 @@ fn forwards_phrase(layers: &[&LayerDiff]) -> Option<String> {
         return Some(match (lo == hi, layers.len()) {
             (true, 1) => format!("+{lo} train-mode {}", plural(lo)),
             (true, n) => format!(
-                "+{lo} train-mode {} each (identical counter deltas in all {n} layers: the whole sub-model ran the same forwards)",
-                plural(lo)
+                "+{lo} train-mode {} each (identical counter deltas in {}: the whole sub-model ran the same forwards)",
+                plural(lo),
+                all_layers(n)
             ),
             (false, _) => format!("+{lo} to +{hi} train-mode forwards"),
         });
@@ -137,6 +140,15 @@ fn forwards_phrase(layers: &[&LayerDiff]) -> Option<String> {
                 plural(n as i64)
             )
         })
+}
+
+/// "both layers", "all 5 layers".
+fn all_layers(n: usize) -> String {
+    if n == 2 {
+        "both layers".to_owned()
+    } else {
+        format!("all {n} layers")
+    }
 }
 
 /// "weights unchanged", "3 of 8 weights changed", "no weights".
@@ -188,7 +200,7 @@ fn group(p: &str, layers: &[&LayerDiff], weights: &Weights) -> Group {
         .copied()
         .filter(|l| l.status == dominant)
         .collect();
-    let deltas: HashSet<i64> = layers.iter().filter_map(|l| l.nbt_delta).collect();
+    let forwards: HashSet<i64> = layers.iter().filter_map(|l| l.inference.forwards).collect();
     let clause = Clause {
         p,
         n: layers.len(),
@@ -210,7 +222,7 @@ fn group(p: &str, layers: &[&LayerDiff], weights: &Weights) -> Group {
         prefix: p.to_owned(),
         layers: layers.len(),
         statuses,
-        forwards: (deltas.len() == 1).then(|| *deltas.iter().next().expect("one")),
+        forwards: (forwards.len() == 1).then(|| *forwards.iter().next().expect("one")),
         weights: n_weights,
         weights_changed: n_changed,
         severity: layers
@@ -242,6 +254,25 @@ fn status_word(s: Status) -> &'static str {
     }
 }
 
+/// How to keep a sub-model's BatchNorm out of train mode, and what an inference loop
+/// forgot, in each framework.
+fn advice(convention: Convention) -> (&'static str, &'static str) {
+    match convention {
+        Convention::Pytorch | Convention::Paddle => (
+            "call .eval() on it after model.train(), or freeze its BatchNorm",
+            "forgot model.eval(); call model.eval() before it",
+        ),
+        Convention::Keras => (
+            "call it with training=False, or set trainable=False on it (Keras then runs BatchNorm in inference mode)",
+            "called the model with training=True; call it with training=False",
+        ),
+        Convention::Flax => (
+            "apply it with use_running_average=True and without mutable=['batch_stats']",
+            "applied the model with use_running_average=False; use True",
+        ),
+    }
+}
+
 /// What a verdict is made of.
 struct Clause<'a> {
     p: &'a str,
@@ -261,7 +292,9 @@ impl Clause<'_> {
         let k = of.len();
         let w = &self.weights;
         let fw = forwards_phrase(of).map_or_else(String::new, |f| format!(", {f}"));
-        match status {
+        let convention = of.first().map_or(Convention::Pytorch, |l| l.convention);
+        let (freeze, eval) = advice(convention);
+        let mut text = match status {
             Status::FrozenStatsDrift if of.iter().all(|l| l.nbt_delta == Some(0)) => format!(
                 "{k}/{n} BatchNorm layers changed their statistics with counters unchanged, {w} — the statistics were assigned or loaded from other weights, not updated by forwards; restore A's if {p} was meant to stay frozen"
             ),
@@ -269,10 +302,10 @@ impl Clause<'_> {
                 "{k}/{n} BatchNorm layers updated their statistics{fw}, {w} — {p} was trained (its BatchNorm layers have no affine parameters, or kept them fixed)"
             ),
             Status::FrozenStatsDrift if !self.model_trained => format!(
-                "{k}/{n} BatchNorm layers drifted, weights unchanged{fw} — no weight changed anywhere in the model, yet BatchNorm ran in train mode: an evaluation or inference loop forgot model.eval(); call model.eval() before it"
+                "{k}/{n} BatchNorm layers drifted, weights unchanged{fw} — no weight changed anywhere in the model: forwards ran in train mode without training, as in an evaluation or inference loop that {eval}"
             ),
             Status::FrozenStatsDrift => format!(
-                "{k}/{n} BatchNorm layers drifted, weights unchanged{fw} — the frozen {p} ran in train mode; call .eval() on it after model.train(), or freeze its BatchNorm"
+                "{k}/{n} BatchNorm layers drifted, weights unchanged{fw} — the frozen {p} ran in train mode; {freeze}"
             ),
             Status::Trained => format!(
                 "{k}/{n} BatchNorm layers trained (affine parameters and statistics changed){fw}, {w} — {p} was trained"
@@ -280,7 +313,7 @@ impl Clause<'_> {
             Status::AffineOnly => format!(
                 "{k}/{n} BatchNorm layers changed their affine parameters but kept their statistics, {w} — gradients reached {p} while its BatchNorm ran in eval mode: a leaked requires_grad, unless {p} was fine-tuned with frozen BatchNorm on purpose"
             ),
-            Status::StatsReset => self.reset_text(),
+            Status::StatsReset => self.reset_text(convention),
             Status::Incompatible => format!(
                 "{k}/{n} BatchNorm layers differ in channel count, convention or affine setting — a different architecture; their values are not compared"
             ),
@@ -296,28 +329,65 @@ impl Clause<'_> {
             Status::Unchanged if self.weights_changed > 0 => format!(
                 "{k}/{n} BatchNorm layers unchanged, {w} — trained with its BatchNorm frozen in eval mode"
             ),
-            Status::Unchanged if w == "no other weights" => {
-                format!("{k}/{n} BatchNorm layers unchanged")
-            }
-            Status::Unchanged => format!(
+            Status::Unchanged if of.iter().all(|l| l.nbt_a.is_none()) => format!(
+                "{k}/{n} BatchNorm layers unchanged, {w} — frozen; without counters, whether it ran in train mode cannot be told (FrozenBatchNorm2d never moves)"
+            ),
+            Status::Unchanged if self.weights_changed == 0 && w != "no other weights" => format!(
                 "{k}/{n} BatchNorm layers unchanged, weights unchanged — frozen, with its BatchNorm kept in eval mode"
             ),
+            Status::Unchanged => format!("{k}/{n} BatchNorm layers unchanged"),
+        };
+        let inconsistent: Vec<&LayerDiff> = of
+            .iter()
+            .copied()
+            .filter(|l| l.inference.consistent == Some(false) && l.nbt_delta.is_some_and(|d| d > 0))
+            .collect();
+        if let Some(first) = inconsistent.first().filter(|_| status != Status::Unchanged) {
+            let momentum = first.inference.momentum;
+            text.push_str(&format!(
+                "; {} moved further than momentum {} allows{} (see its notes; --momentum)",
+                if inconsistent.len() == 1 {
+                    first.name.clone()
+                } else {
+                    format!("{} layers", inconsistent.len())
+                },
+                momentum,
+                match (momentum, first.inference.momentum_min) {
+                    (Momentum::Value(_), Some(m)) if inconsistent.len() == 1 => {
+                        format!(": its momentum is at least {m:.4}")
+                    }
+                    _ => String::new(),
+                }
+            ));
         }
+        text
     }
 
-    fn reset_text(&self) -> String {
+    fn reset_text(&self, convention: Convention) -> String {
         let Clause { p, n, of, .. } = *self;
         let k = of.len();
         let w = &self.weights;
         let recount = of
             .iter()
             .find_map(|l| l.nbt_a.zip(l.nbt_b).filter(|(a, b)| b < a && *b > 0));
-        match recount {
-            Some((from, to)) => format!(
-                "{k}/{n} BatchNorm layers had their statistics reset and re-estimated over {to} forwards (counter {from} → {to}), {w} — torch.optim.swa_utils.update_bn or precise-BN; expected after SWA, wrong if {p} was meant to keep its pretrained statistics"
+        let same = of.iter().all(|l| l.nbt_b == of[0].nbt_b);
+        let together = if same && k > 1 {
+            format!(
+                " (identical counter deltas in {}: re-estimated together)",
+                all_layers(k)
+            )
+        } else {
+            String::new()
+        };
+        match (recount, convention) {
+            (Some((from, to)), _) => format!(
+                "{k}/{n} BatchNorm layers had their statistics reset and re-estimated over {to} forwards (counter {from} → {to}){together}, {w} — torch.optim.swa_utils.update_bn or precise-BN; expected after SWA, wrong if {p} was meant to keep its pretrained statistics"
             ),
-            None => format!(
+            (None, Convention::Pytorch | Convention::Paddle) => format!(
                 "{k}/{n} BatchNorm layers had their statistics reset to mean 0, variance 1 and never re-estimated, {w} — reset_running_stats() or a re-created layer; restore A's statistics or re-estimate them"
+            ),
+            (None, _) => format!(
+                "{k}/{n} BatchNorm layers had their statistics reset to mean 0, variance 1 and never re-estimated, {w} — re-created or re-initialised variables; restore A's statistics or re-estimate them"
             ),
         }
     }
