@@ -1,6 +1,8 @@
 //! `bnaudit explain` against PyTorch's recordings (tests/fixtures/explain, made by gen.py
 //! with the capture plugin): replay, best mode, implied batch statistics, and the errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -8,50 +10,17 @@ use bnaudit::audit::explain::{ExplainLayer, ExplainReport, Inputs, ModeName, Sou
 use bnaudit::audit::{ExplainOptions, explain};
 use bnaudit::bn::Momentum;
 use bnaudit::checkpoint::{Checkpoint, ReadMode};
+use common::{expected, numbers, open, path, rel_err};
 use predicates::prelude::*;
 use serde_json::{Value, json};
-
-fn path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/explain")
-        .join(name)
-}
-
-fn open(name: &str) -> Checkpoint {
-    Checkpoint::open(path(name), ReadMode::Mmap).expect("fixture opens")
-}
-
-fn expected() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path("expected.json")).expect("read"))
-        .expect("JSON")
-}
 
 fn run(b: &str, acts: Option<&str>, options: &ExplainOptions) -> ExplainReport {
     let acts = acts.map(open);
     explain(&open("a.safetensors"), &open(b), acts.as_ref(), options).expect("explains")
 }
 
-fn numbers(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("list")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
-}
-
 fn mode(l: &ExplainLayer, m: ModeName) -> &bnaudit::audit::explain::ModeResult {
     l.modes.iter().find(|r| r.mode == m).expect("every mode")
-}
-
-/// Largest error relative to the largest magnitude of `expected`.
-fn rel_err(ours: &[f64], expected: &[f64]) -> f64 {
-    assert_eq!(ours.len(), expected.len());
-    let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    ours.iter()
-        .zip(expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
-        / scale
 }
 
 #[test]

@@ -2,29 +2,17 @@
 //! gen.py there): every mode's output, the running statistics train mode leaves, for
 //! BatchNorm1d (N×C and N×C×L), 2d (momentum 0.1 and None, affine or not) and 3d.
 
-use std::path::PathBuf;
+mod common;
 
 use bnaudit::audit::ls::layer_values;
 use bnaudit::bn::{
     self, BatchNorm, BnLayer, Convention, ForwardError, LayerValues, Mode, Momentum, RunningStats,
     UpdateRule,
 };
-use bnaudit::checkpoint::{Checkpoint, ReadMode};
+use bnaudit::checkpoint::Checkpoint;
+use common::{expected, numbers, open, rel_err};
 use ndarray::{ArrayD, Axis};
 use serde_json::Value;
-
-fn fixture(name: &str) -> Checkpoint {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/explain")
-        .join(name);
-    Checkpoint::open(path, ReadMode::Mmap).expect("fixture opens")
-}
-
-fn expected() -> Value {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/explain/expected.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("expected.json")).expect("JSON")
-}
 
 fn tensor(ckpt: &Checkpoint, key: &str) -> ArrayD<f32> {
     let t = ckpt.get(key).unwrap_or_else(|| panic!("{key} in fixture"));
@@ -51,6 +39,16 @@ fn running(v: &LayerValues, l: &BnLayer) -> RunningStats {
     }
 }
 
+/// The layer with A's affine parameters under PyTorch's rule.
+fn pytorch(v: &LayerValues, momentum: Momentum) -> BatchNorm<'_> {
+    BatchNorm {
+        eps: 1e-5,
+        weight: v.weight.as_deref(),
+        bias: v.bias.as_deref(),
+        rule: UpdateRule::new(Convention::Pytorch, momentum),
+    }
+}
+
 fn momentum(layer: &Value) -> Momentum {
     layer["momentum"]
         .as_f64()
@@ -65,17 +63,6 @@ fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Largest error relative to the largest magnitude of `expected` (norm-wise: a channel whose
-/// value is near 0 still carries the rounding of the larger values it came from).
-fn rel_err(ours: &[f64], expected: &[f64]) -> f64 {
-    let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    ours.iter()
-        .zip(expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
-
 fn as_f64(a: &ArrayD<f32>) -> Vec<f64> {
     a.iter().map(|&v| f64::from(v)).collect()
 }
@@ -83,10 +70,10 @@ fn as_f64(a: &ArrayD<f32>) -> Vec<f64> {
 #[test]
 fn every_mode_matches_pytorch() {
     let (a, b, train, modes) = (
-        fixture("a.safetensors"),
-        fixture("b.safetensors"),
-        fixture("train.safetensors"),
-        fixture("modes.safetensors"),
+        open("a.safetensors"),
+        open("b.safetensors"),
+        open("train.safetensors"),
+        open("modes.safetensors"),
     );
     let exp = expected();
     let layers = exp["layers"].as_object().expect("layers");
@@ -98,9 +85,7 @@ fn every_mode_matches_pytorch() {
         let expect = |mode: &str| tensor(&modes, &format!("{name}.{mode}"));
         let bn_a = BatchNorm {
             eps: e["eps"].as_f64().expect("eps"),
-            weight: va.weight.as_deref(),
-            bias: va.bias.as_deref(),
-            rule: UpdateRule::new(Convention::Pytorch, momentum(e)),
+            ..pytorch(&va, momentum(e))
         };
         let bn_b = BatchNorm {
             weight: vb.weight.as_deref(),
@@ -141,21 +126,16 @@ fn large_batch_on_every_thread_matches_pytorch() {
     // normalised output is PyTorch's repeated; at 230 400 values it spans several parallel
     // tasks of the engine.
     let (a, train, modes) = (
-        fixture("a.safetensors"),
-        fixture("train.safetensors"),
-        fixture("modes.safetensors"),
+        open("a.safetensors"),
+        open("train.safetensors"),
+        open("modes.safetensors"),
     );
     let (_, va) = layer(&a, "backbone.1");
     let x = tensor(&train, "backbone.1.input.0");
     let reps = 256;
     let views = vec![x.view(); reps];
     let big = ndarray::concatenate(Axis(0), &views).expect("same shapes");
-    let bn = BatchNorm {
-        eps: 1e-5,
-        weight: va.weight.as_deref(),
-        bias: va.bias.as_deref(),
-        rule: UpdateRule::new(Convention::Pytorch, Momentum::Value(0.1)),
-    };
+    let bn = pytorch(&va, Momentum::Value(0.1));
     let y = bn.forward(big.view(), Mode::TrainNoTrack).expect("forward");
     let expect = tensor(&modes, "backbone.1.train_no_track");
     let expect_views = vec![expect.view(); reps];
@@ -168,18 +148,16 @@ fn large_batch_on_every_thread_matches_pytorch() {
 fn keras_rule_folds_the_biased_variance() {
     // Keras and Flax fold the biased batch variance; the mean update is PyTorch's.
     let (a, train, modes) = (
-        fixture("a.safetensors"),
-        fixture("train.safetensors"),
-        fixture("modes.safetensors"),
+        open("a.safetensors"),
+        open("train.safetensors"),
+        open("modes.safetensors"),
     );
     let exp = expected();
     let (la, va) = layer(&a, "backbone.1");
     let x = tensor(&train, "backbone.1.input.0");
     let bn = BatchNorm {
-        eps: 1e-5,
-        weight: va.weight.as_deref(),
-        bias: va.bias.as_deref(),
         rule: UpdateRule::new(Convention::Keras, Momentum::Value(0.1)),
+        ..pytorch(&va, Momentum::Value(0.1))
     };
     let mut stats = running(&va, &la);
     stats.num_batches_tracked = None;
@@ -189,12 +167,7 @@ fn keras_rule_folds_the_biased_variance() {
         .expect("train");
     // The output does not depend on how the running variance is updated.
     assert!(max_abs_diff(&y, &tensor(&modes, "backbone.1.train")) <= 1e-5);
-    let biased: Vec<f64> = exp["layers"]["backbone.1"]["batches"][0]["var_biased"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|v| v.as_f64().expect("number"))
-        .collect();
+    let biased = numbers(&exp["layers"]["backbone.1"]["batches"][0]["var_biased"]);
     let folded: Vec<f64> = a_var
         .iter()
         .zip(&biased)
@@ -211,16 +184,11 @@ fn keras_rule_folds_the_biased_variance() {
 
 #[test]
 fn one_value_per_channel_is_refused_in_training() {
-    let (a, train) = (fixture("a.safetensors"), fixture("train.safetensors"));
+    let (a, train) = (open("a.safetensors"), open("train.safetensors"));
     let (la, va) = layer(&a, "head.1");
     let x = tensor(&train, "head.1.input.0");
     let one = x.slice_axis(Axis(0), (0..1).into()).to_owned();
-    let torch = BatchNorm {
-        eps: 1e-5,
-        weight: va.weight.as_deref(),
-        bias: va.bias.as_deref(),
-        rule: UpdateRule::new(Convention::Pytorch, Momentum::Value(0.1)),
-    };
+    let torch = pytorch(&va, Momentum::Value(0.1));
     let mut stats = running(&va, &la);
     let before = stats.clone();
     for mode in [
@@ -251,7 +219,7 @@ fn one_value_per_channel_is_refused_in_training() {
 
 #[test]
 fn strided_input_equals_contiguous() {
-    let (a, train) = (fixture("a.safetensors"), fixture("train.safetensors"));
+    let (a, train) = (open("a.safetensors"), open("train.safetensors"));
     let (_, va) = layer(&a, "vol.1");
     let x = tensor(&train, "vol.1.input.0");
     // Channels-last storage seen through a permuted view: same logical tensor.
@@ -262,12 +230,7 @@ fn strided_input_equals_contiguous() {
         .to_owned();
     let strided = stored.view().permuted_axes(vec![0, 4, 1, 2, 3]);
     assert!(strided.as_slice().is_none());
-    let bn = BatchNorm {
-        eps: 1e-5,
-        weight: va.weight.as_deref(),
-        bias: va.bias.as_deref(),
-        rule: UpdateRule::new(Convention::Pytorch, Momentum::Value(0.1)),
-    };
+    let bn = pytorch(&va, Momentum::Value(0.1));
     assert_eq!(
         bn.forward(strided, Mode::TrainNoTrack).expect("strided"),
         bn.forward(x.view(), Mode::TrainNoTrack)

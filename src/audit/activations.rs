@@ -172,20 +172,8 @@ impl<'c> Activations<'c> {
             ArrayD::from_shape_vec(shape, v).expect("header sizes were checked on open")
         }
         Ok(match t.dtype {
-            Dtype::F64 => Values::F64(array(
-                shape,
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                    .collect(),
-            )),
-            Dtype::F32 => Values::F32(array(
-                shape,
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect(),
-            )),
+            Dtype::F64 => Values::F64(array(shape, from_le(&bytes, f64::from_le_bytes))),
+            Dtype::F32 => Values::F32(array(shape, from_le(&bytes, f32::from_le_bytes))),
             // Narrower floats are exact in f32.
             other => Values::F32(array(
                 shape,
@@ -198,6 +186,14 @@ impl<'c> Activations<'c> {
             )),
         })
     }
+}
+
+/// Little-endian values of `N` bytes each.
+fn from_le<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| f(c.try_into().expect("chunk of N bytes")))
+        .collect()
 }
 
 /// `(layer, "input" | "output", i)` of a key `<layer>.input.<i>`.

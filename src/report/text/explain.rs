@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use super::table;
 use crate::audit::explain::{
     ExplainLayer, ExplainReport, ImpliedBatch, Inputs, ModeResult, Source,
 };
@@ -115,39 +116,28 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
             }
         );
     }
-    match &l.inputs {
+    let on = match &l.inputs {
         Inputs::Captured {
             forwards,
             train_forwards,
             with_outputs,
-        } => {
-            let _ = writeln!(
-                out,
-                "{}",
-                style.dim(&format!(
-                    "  modes on {forwards} captured forward(s), {train_forwards} in train mode, {with_outputs} with recorded outputs:"
-                ))
-            );
-        }
+        } => format!(
+            "{forwards} captured forward(s), {train_forwards} in train mode, {with_outputs} with recorded outputs"
+        ),
         Inputs::Synthetic {
             seed,
             samples,
             drawn_from,
-        } => {
-            let _ = writeln!(
-                out,
-                "{}",
-                style.dim(&format!(
-                    "  modes on {samples} synthetic samples drawn from {} (seed {seed}):",
-                    if *drawn_from == "implied_batch" {
-                        "the implied batch"
-                    } else {
-                        "A's running statistics"
-                    }
-                ))
-            );
-        }
-    }
+        } => format!(
+            "{samples} synthetic samples drawn from {} (seed {seed})",
+            if *drawn_from == "implied_batch" {
+                "the implied batch"
+            } else {
+                "A's running statistics"
+            }
+        ),
+    };
+    let _ = writeln!(out, "{}", style.dim(&format!("  modes on {on}:")));
     if !l.modes.is_empty() {
         modes_table(out, &l.modes, style);
     }
@@ -229,29 +219,9 @@ fn modes_table(out: &mut String, modes: &[ModeResult], style: Style) {
             ]
         })
         .collect();
-    let mut width = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 7]| {
-        let mut s = String::from("    ");
-        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
-            let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
-            if i < 3 {
-                s.push_str(cell);
-                s.push_str(&pad);
-            } else {
-                s.push_str(&pad);
-                s.push_str(cell);
-            }
-            s.push_str("  ");
-        }
-        s.trim_end().to_owned()
-    };
-    let _ = writeln!(out, "{}", style.dim(&line(header)));
-    for row in &rows {
-        let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
+    for (i, line) in table(header, &rows, 3).into_iter().enumerate() {
+        // Nested under the layer: two more spaces than a top-level table.
+        let line = format!("  {line}");
+        let _ = writeln!(out, "{}", if i == 0 { style.dim(&line) } else { line });
     }
 }
