@@ -33,6 +33,7 @@ Examples:
   bnaudit ls model.safetensors
   bnaudit diff pretrained.safetensors finetuned.safetensors
   bnaudit ls --format json --output layers.json ckpt_dir/
+  bnaudit explain pretrained.safetensors finetuned.safetensors --activations acts.safetensors
   bnaudit demo";
 
 /// The `bnaudit` command line.
