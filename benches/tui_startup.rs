@@ -108,7 +108,7 @@ fn main() {
 
     let start = Instant::now();
     let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("open");
-    let session = Session::new(open(&a), Some(open(&b)));
+    let session = Session::new(open(&a), Some(open(&b)), None);
     let reports = session.reports().expect("ls");
     let app = App::new(reports, Theme { color: true }, Rect::new(0, 0, 120, 40));
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("terminal");

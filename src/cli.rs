@@ -56,6 +56,10 @@ pub struct Cli {
     #[arg(value_name = "CHECKPOINT", num_args = 1..=2)]
     pub checkpoints: Vec<PathBuf>,
 
+    /// Activation file for the bare `bnaudit A B` form (as `view --activations`).
+    #[arg(long, value_name = "FILE")]
+    pub activations: Option<PathBuf>,
+
     /// Options of the bare `bnaudit A [B]` form.
     #[command(flatten)]
     pub view: OutputArgs,
@@ -66,7 +70,9 @@ pub struct Cli {
 pub enum Command {
     /// Show one checkpoint, or the difference of two.
     ///
-    /// Prints the text report: the `ls` report of one checkpoint, the `diff` report of two.
+    /// On a terminal: the interactive UI (Overview, Layers, Detail, Tensors; `?` lists the
+    /// keys). Otherwise, or with --format json or --output, the report: `ls` of one
+    /// checkpoint, `diff` of two.
     View(ViewArgs),
     /// Show the bundled example: a pretrained CNN and a fine-tune whose frozen backbone was
     /// left in train mode.
@@ -169,6 +175,11 @@ pub struct ViewArgs {
     /// The checkpoint(s).
     #[arg(value_name = "CHECKPOINT", required = true, num_args = 1..=2)]
     pub checkpoints: Vec<PathBuf>,
+
+    /// Activation file of the capture plugin: the UI's Detail shows `explain` on the
+    /// captured inputs (modes, replay); as text, the `explain` report follows the diff.
+    #[arg(long, value_name = "FILE")]
+    pub activations: Option<PathBuf>,
 
     /// Output options.
     #[command(flatten)]

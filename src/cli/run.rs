@@ -103,9 +103,11 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             show_diff(&report, &args.output)?;
             Ok(u8::from(args.exit_code && report.summary.changed))
         }
-        Some(Command::View(args)) => view(&args.checkpoints, &args.output),
-        Some(Command::Demo(args)) => view(&demo_paths(), &args.output),
-        None => view(&cli.checkpoints, &cli.view),
+        Some(Command::View(args)) => {
+            view(&args.checkpoints, args.activations.as_deref(), &args.output)
+        }
+        Some(Command::Demo(args)) => view(&demo_paths(), None, &args.output),
+        None => view(&cli.checkpoints, cli.activations.as_deref(), &cli.view),
     }
 }
 
@@ -147,12 +149,21 @@ fn show_diff(report: &audit::DiffReport, output: &OutputArgs) -> Result<u8, Fail
 }
 
 /// `view`: the terminal UI when writing text to a terminal; else the diff report of a
-/// pair, the `ls` report of one checkpoint.
-fn view(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
+/// pair (then, with an activation file, the explain report), the `ls` report of one
+/// checkpoint.
+fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Result<u8, Failure> {
+    if activations.is_some() && paths.len() != 2 {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--activations needs two checkpoints (A and B)"
+        )));
+    }
     if interactive(output) {
-        return ui(paths, output);
+        return ui(paths, activations, output);
     }
     if let [a, b] = paths {
+        if let Some(acts) = activations {
+            return view_explained(a, b, acts, output);
+        }
         let report = diff(a, b, &DiffOptions::default(), output)?;
         return show_diff(&report, output);
     }
@@ -170,6 +181,25 @@ fn view(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
     })
 }
 
+/// `view A B --activations FILE` as text: the diff report, then the explain report.
+fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Result<u8, Failure> {
+    if output.format == Format::Json {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "view --activations has no JSON form: use `bnaudit diff` and `bnaudit explain` with --format json"
+        )));
+    }
+    let report = diff(a, b, &DiffOptions::default(), output)?;
+    let (a, b, acts) = (open(a, output)?, open(b, output)?, open(acts, output)?);
+    let explained = audit::explain(&a, &b, Some(&acts), &ExplainOptions::default())?;
+    emit(output, |_, style| {
+        Ok(format!(
+            "{}\n{}",
+            report::text::diff(&report, style),
+            report::text::explain(&explained, style)
+        ))
+    })
+}
+
 /// Whether `view` and `demo` start the UI: text for a terminal, no `--output`.
 fn interactive(output: &OutputArgs) -> bool {
     output.format == Format::Text && output.output.is_none() && std::io::stdout().is_terminal()
@@ -177,7 +207,7 @@ fn interactive(output: &OutputArgs) -> bool {
 
 /// Opens the checkpoints and their `ls` reports (input errors exit 3 before the screen
 /// changes), then runs the UI.
-fn ui(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
+fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Result<u8, Failure> {
     let mut opened = paths
         .iter()
         .map(|p| open(p, output))
@@ -188,7 +218,8 @@ fn ui(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
         None
     };
     let a = opened.remove(0);
-    let session = tui::Session::new(a, b);
+    let activations = activations.map(|p| open(p, output)).transpose()?;
+    let session = tui::Session::new(a, b, activations);
     let reports = session.reports()?;
     let theme = tui::Theme {
         color: match output.color {

@@ -9,13 +9,15 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
-use super::format::{fit_middle, wrap};
-use super::layout::{Areas, inner};
+use super::format::{fit_middle, wrapped};
+use super::layout::Areas;
 use super::model::{Job, LayerRow};
 use super::state::{App, Pane};
 use super::theme::{flag_meaning, status_label, status_meaning, status_symbol};
-use super::ui::pane;
+use super::ui::{pane, side_pane};
+use crate::audit::ChannelSeries;
 use crate::audit::diff::Momentum;
+use crate::audit::explain::{ExplainLayer, Inputs, Source};
 use crate::bn::Role;
 use crate::report::{num, opt_num};
 
@@ -49,14 +51,7 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
         ),
         None => " Detail ".to_owned(),
     };
-    let side = pane(app, Pane::Side, title);
-    let lines = side_lines(app, usize::from(inner(areas.side).width));
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(side)
-            .scroll((app.side_scroll as u16, 0)),
-        areas.side,
-    );
+    side_pane(frame, app, areas.side, &title);
 }
 
 /// Plots that fit in `area`: columns and rows of the grid.
@@ -79,6 +74,17 @@ fn layout_main(app: &App) -> Rect {
     super::layout::areas(app.size, super::state::Screen::Detail, app.pair(), 0).main
 }
 
+/// Points `(channel, value)` of the finite values.
+fn points<'a>(values: impl IntoIterator<Item = &'a f64>) -> Vec<(f64, f64)> {
+    values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, y)| y.is_finite())
+        .map(|(i, &y)| (i as f64, y))
+        .collect()
+}
+
+/// The plots of the layer Detail shows: its tensors, then what explain adds.
 fn plot_list(app: &App) -> Vec<Plot> {
     let Some(row) = app.detail_row() else {
         return Vec::new();
@@ -86,14 +92,7 @@ fn plot_list(app: &App) -> Vec<Plot> {
     let Some(Ok(channels)) = app.reports.channels.get(&row.name) else {
         return Vec::new();
     };
-    let theme = app.theme;
-    let points = |v: &[f64]| -> Vec<(f64, f64)> {
-        v.iter()
-            .enumerate()
-            .filter(|(_, y)| y.is_finite())
-            .map(|(i, &y)| (i as f64, y))
-            .collect()
-    };
+    let explained = app.reports.layer_explain(row);
     let mut out = Vec::new();
     for role in [
         Role::RunningMean,
@@ -101,56 +100,93 @@ fn plot_list(app: &App) -> Vec<Plot> {
         Role::Weight,
         Role::Bias,
     ] {
-        let Some(s) = channels.get(role) else {
-            continue;
-        };
-        let mut series = Vec::new();
-        match (&s.delta, app.detail.delta) {
-            (Some(d), true) => series.push(Series {
-                name: "B−A",
-                points: points(d),
-                style: theme.series_b(),
-                marker: Marker::Braille,
-                graph: GraphType::Bar,
-            }),
-            _ => {
-                if let Some(a) = &s.a {
-                    series.push(Series {
-                        name: "A",
-                        points: points(a),
-                        style: theme.series_a(),
-                        marker: Marker::Braille,
-                        graph: GraphType::Line,
-                    });
-                }
-                if let Some(b) = &s.b {
-                    // Without colour B is drawn as dots so the two series stay apart.
-                    series.push(Series {
-                        name: "B",
-                        points: points(b),
-                        style: theme.series_b(),
-                        marker: if theme.color {
-                            Marker::Braille
-                        } else {
-                            Marker::Dot
-                        },
-                        graph: if theme.color {
-                            GraphType::Line
-                        } else {
-                            GraphType::Scatter
-                        },
-                    });
-                }
-            }
+        if let Some(plot) = channels.get(role).and_then(|s| tensor_plot(app, role, s)) {
+            out.push(plot);
         }
-        if !series.is_empty() {
+        // How much the outputs move matters more than the affine parameters: right after
+        // the statistics.
+        if let (Role::RunningVar, Some(e)) = (role, explained) {
+            let rms: Vec<f64> = e
+                .impact
+                .rms_change
+                .iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect();
             out.push(Plot {
-                title: role.as_str(),
-                series,
+                title: "impact (output std)",
+                series: vec![Series {
+                    name: "B vs A",
+                    points: points(&rms),
+                    style: app.theme.series_b(),
+                    marker: Marker::Braille,
+                    graph: GraphType::Bar,
+                }],
+            });
+        }
+    }
+    if let Some(ib) = explained.and_then(|e| e.implied_batch.as_ref()) {
+        for (title, values) in [
+            ("implied batch mean", &ib.mean),
+            ("implied batch var", &ib.var),
+        ] {
+            out.push(Plot {
+                title,
+                series: vec![Series {
+                    name: "batch",
+                    points: points(values),
+                    style: app.theme.series_b(),
+                    marker: Marker::Braille,
+                    graph: GraphType::Line,
+                }],
             });
         }
     }
     out
+}
+
+/// A tensor's plot: A and B overlaid, or B − A.
+fn tensor_plot(app: &App, role: Role, s: &ChannelSeries) -> Option<Plot> {
+    let theme = app.theme;
+    let mut series = Vec::new();
+    match (&s.delta, app.detail.delta) {
+        (Some(d), true) => series.push(Series {
+            name: "B−A",
+            points: points(d),
+            style: theme.series_b(),
+            marker: Marker::Braille,
+            graph: GraphType::Bar,
+        }),
+        _ => {
+            if let Some(a) = &s.a {
+                series.push(Series {
+                    name: "A",
+                    points: points(a),
+                    style: theme.series_a(),
+                    marker: Marker::Braille,
+                    graph: GraphType::Line,
+                });
+            }
+            if let Some(b) = &s.b {
+                // Without colour B is drawn as dots so the two series stay apart.
+                let (marker, graph) = if theme.color {
+                    (Marker::Braille, GraphType::Line)
+                } else {
+                    (Marker::Dot, GraphType::Scatter)
+                };
+                series.push(Series {
+                    name: "B",
+                    points: points(b),
+                    style: theme.series_b(),
+                    marker,
+                    graph,
+                });
+            }
+        }
+    }
+    (!series.is_empty()).then(|| Plot {
+        title: role.as_str(),
+        series,
+    })
 }
 
 fn plots(frame: &mut Frame, app: &App, area: Rect) {
@@ -279,6 +315,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     };
     let mut lines = verdict_lines(app, row, width);
     lines.extend(flag_lines(app, row, width));
+    lines.extend(explain_lines(app, row, width));
     lines.push(Line::default());
     lines.extend(stats_lines(app, row));
     lines
@@ -317,9 +354,7 @@ pub fn verdict_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'stati
                 status_label(d.status),
                 status_meaning(d.status)
             );
-            for l in wrap(&head, width, 2) {
-                lines.push(Line::from(Span::styled(l, theme.status(d.status))));
-            }
+            lines.extend(wrapped(&head, width, 2, theme.status(d.status)));
             let inf = &d.inference;
             let mut facts = Vec::new();
             match (inf.forwards, inf.forwards_min) {
@@ -340,13 +375,9 @@ pub fn verdict_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'stati
                     if c { "consistent" } else { "NOT consistent" }
                 ));
             }
-            for l in wrap(&facts.join(" · "), width, 2) {
-                lines.push(Line::from(l));
-            }
+            lines.extend(wrapped(&facts.join(" · "), width, 2, Style::new()));
             for note in &inf.notes {
-                for l in wrap(&format!("· {note}"), width, 2) {
-                    lines.push(Line::from(Span::styled(l, theme.dim())));
-                }
+                lines.extend(wrapped(&format!("· {note}"), width, 2, theme.dim()));
             }
         }
         (Job::Running(_), None) => lines.push(Line::from(Span::styled(
@@ -428,9 +459,208 @@ fn flag_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'static>> {
         app.theme.heading(),
     ))];
     for f in flags {
-        for l in wrap(&format!("! {}: {}", f.as_str(), flag_meaning(f)), width, 2) {
-            lines.push(Line::from(Span::styled(l, app.theme.warning())));
+        lines.extend(wrapped(
+            &format!("! {}: {}", f.as_str(), flag_meaning(f)),
+            width,
+            2,
+            app.theme.warning(),
+        ));
+    }
+    lines
+}
+
+/// Where explain's momentum or eps came from.
+fn source(s: Source) -> &'static str {
+    match s {
+        Source::Activations => "activation file",
+        Source::Option => "option",
+        Source::Convention => "convention",
+    }
+}
+
+/// What `explain` found for the layer: its verdict, impact, implied batch, replay and, on
+/// captured inputs, the modes table.
+fn explain_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'static>> {
+    let theme = app.theme;
+    let r = &app.reports;
+    let mut lines = Vec::new();
+    let text = |lines: &mut Vec<Line<'static>>, s: String, style: Style| {
+        lines.extend(wrapped(&s, width, 2, style));
+    };
+    let e = match (&r.explain, r.layer_explain(row)) {
+        (_, Some(e)) => e,
+        (Job::Running(_), None) if r.is_pair() => {
+            text(&mut lines, "explain: running…".to_owned(), theme.dim());
+            return lines;
         }
+        (Job::Failed(msg), None) => {
+            text(&mut lines, format!("explain failed: {msg}"), theme.error());
+            return lines;
+        }
+        _ => return lines,
+    };
+    lines.push(Line::default());
+    lines.push(Line::from(Span::styled("explain", theme.heading())));
+    text(&mut lines, e.verdict.clone(), Style::new());
+    text(
+        &mut lines,
+        format!(
+            "momentum {} ({}) · eps {} ({})",
+            e.momentum,
+            source(e.momentum_source),
+            num(e.eps),
+            source(e.eps_source)
+        ),
+        theme.dim(),
+    );
+    if let Some(w) = e.impact.worst.first() {
+        let rest: Vec<String> = e.impact.worst[1..]
+            .iter()
+            .map(|w| format!("{} ({})", w.channel, opt_num(w.rms_change)))
+            .collect();
+        let then = if rest.is_empty() {
+            String::new()
+        } else {
+            format!("; then {}", rest.join(", "))
+        };
+        text(
+            &mut lines,
+            format!(
+                "impact: channel {} moves by {} output std (mean shift {}, scale ×{}){then}",
+                w.channel,
+                opt_num(w.rms_change),
+                opt_num(w.mean_shift),
+                opt_num(w.scale_ratio)
+            ),
+            Style::new(),
+        );
+    }
+    if let Some(ib) = &e.implied_batch {
+        let what = if ib.exact {
+            "one forward, exact".to_owned()
+        } else {
+            format!("{} forwards, weighted average", ib.forwards)
+        };
+        let negative = if ib.negative_var_channels.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = ib
+                .negative_var_channels
+                .iter()
+                .map(usize::to_string)
+                .collect();
+            format!(" · negative variance in channels {}", list.join(", "))
+        };
+        text(
+            &mut lines,
+            format!(
+                "implied batch: {what}, {} variance (plotted){negative}",
+                ib.var_kind
+            ),
+            Style::new(),
+        );
+    }
+    if let Some(rp) = &e.replay {
+        text(
+            &mut lines,
+            format!(
+                "replay of {} batches from A: max error mean {}, var {} · {}",
+                rp.batches,
+                num(rp.max_abs_err_mean),
+                num(rp.max_abs_err_var),
+                if rp.explains_b {
+                    "explains B"
+                } else {
+                    "does NOT explain B"
+                }
+            ),
+            if rp.explains_b {
+                Style::new()
+            } else {
+                theme.warning()
+            },
+        );
+    }
+    match &e.inputs {
+        Inputs::Captured {
+            forwards,
+            train_forwards,
+            with_outputs,
+        } => {
+            text(
+                &mut lines,
+                format!(
+                    "modes on {forwards} captured forwards ({train_forwards} in train mode, \
+                     {with_outputs} with outputs):"
+                ),
+                theme.dim(),
+            );
+            lines.extend(modes_table(app, e, width));
+        }
+        Inputs::Synthetic { samples, .. } => text(
+            &mut lines,
+            format!(
+                "modes: re-run on {samples} synthetic samples; view … --activations FILE \
+                 re-runs them on captured inputs"
+            ),
+            theme.dim(),
+        ),
+    }
+    for note in &e.notes {
+        lines.extend(wrapped(&format!("· {note}"), width, 2, theme.dim()));
+    }
+    lines
+}
+
+/// The modes table: output mean and std of each mode and its error against the recorded
+/// outputs; the best mode marked.
+fn modes_table(app: &App, e: &ExplainLayer, width: usize) -> Vec<Line<'static>> {
+    let vs_train = width >= 60;
+    let mut header = format!(
+        "  {:14} {:3} {:>9} {:>9} {:>9}",
+        "mode", "upd", "out mean", "out std", "max|err|"
+    );
+    if vs_train {
+        header.push_str(&format!(" {:>9}", "vs train"));
+    }
+    let mut lines = vec![Line::from(Span::styled(header, app.theme.heading()))];
+    for m in &e.modes {
+        let best = e.best_mode == Some(m.mode);
+        let mut row = format!(
+            "{}{:14} {:3} {:>9} {:>9} {:>9}",
+            if best { "▶ " } else { "  " },
+            m.mode.as_str(),
+            if m.updates { "yes" } else { "no" },
+            opt_num(m.output.map(|o| o.mean)),
+            opt_num(m.output.map(|o| o.std)),
+            opt_num(m.max_abs_err)
+        );
+        if vs_train {
+            row.push_str(&format!(" {:>9}", opt_num(m.max_abs_diff_vs_train)));
+        }
+        let style = if best {
+            app.theme.heading()
+        } else {
+            Style::new()
+        };
+        lines.push(Line::from(Span::styled(row, style)));
+    }
+    if let (Some(best), Some(reproduced)) = (e.best_mode, e.reproduced) {
+        let text = format!(
+            "▶ best mode {} {} the recorded outputs",
+            best.as_str(),
+            if reproduced {
+                "reproduces"
+            } else {
+                "comes closest to, but does not reproduce,"
+            }
+        );
+        let style = if reproduced {
+            Style::new()
+        } else {
+            app.theme.warning()
+        };
+        lines.extend(wrapped(&text, width, 2, style));
     }
     lines
 }

@@ -48,6 +48,14 @@ pub fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
         .collect()
 }
 
+/// `text` wrapped to `width` columns (continuations indented by `indent`), as styled lines.
+pub fn wrapped(text: &str, width: usize, indent: usize, style: Style) -> Vec<Line<'static>> {
+    wrap(text, width, indent)
+        .into_iter()
+        .map(|l| Line::from(Span::styled(l, style)))
+        .collect()
+}
+
 /// `name` as spans, the characters at `positions` in `matched` style.
 pub fn highlighted(name: &str, positions: &[usize], base: Style, matched: Style) -> Line<'static> {
     if positions.is_empty() {

@@ -1,6 +1,7 @@
 //! Work off the UI thread: the full comparison of two checkpoints, which reads every byte
-//! of both and can take minutes on multi-gigabyte files. Progress and the report come back
-//! over a channel; the UI keeps answering keys meanwhile.
+//! of both and can take minutes on multi-gigabyte files, then `explain` (which re-runs
+//! BatchNorm on the captured or synthetic inputs). Progress and the reports come back over
+//! a channel; the UI keeps answering keys meanwhile.
 
 use std::io;
 use std::sync::Arc;
@@ -12,14 +13,17 @@ use super::model::Progress;
 use super::runner::Message;
 use super::session::Session;
 use crate::audit::diff::{DiffOptions, diff};
+use crate::audit::explain::{ExplainOptions, explain};
 
-/// Starts comparing A and B in the background when there are two checkpoints.
+/// Starts comparing and explaining A and B in the background when there are two
+/// checkpoints.
 pub fn spawn(session: &Session, options: DiffOptions, tx: Sender<Message>) -> io::Result<()> {
     let Some(b) = &session.b else {
         return Ok(());
     };
     let a = Arc::clone(&session.a.checkpoint);
     let b = Arc::clone(&b.checkpoint);
+    let activations = session.activations.clone();
     thread::Builder::new()
         .name("bnaudit-diff".to_owned())
         .spawn(move || {
@@ -33,6 +37,10 @@ pub fn spawn(session: &Session, options: DiffOptions, tx: Sender<Message>) -> io
             };
             let report = diff(&a, &b, &options, Some(&progress));
             let _ = tx.send(Message::Diff(Box::new(report.map_err(|e| e.to_string()))));
+            let explained = explain(&a, &b, activations.as_deref(), &ExplainOptions::default());
+            let _ = tx.send(Message::Explain(Box::new(
+                explained.map_err(|e| e.to_string()),
+            )));
         })?;
     Ok(())
 }

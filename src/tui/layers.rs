@@ -5,16 +5,15 @@
 use ratatui::Frame;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
 
 use super::detail;
 use super::format::{fit_middle, highlighted};
-use super::layout::{Areas, inner};
+use super::layout::Areas;
 use super::model::LayerColumn;
 use super::search::Fuzzy;
 use super::state::{App, Entry, GroupEntry, LayerFilter, Pane};
 use super::theme::{compact_counts, status_severity};
-use super::ui::{Column, ListRow, list_table, pane};
+use super::ui::{Column, ListRow, list_table, pane, side_pane};
 
 /// Draws the Layers screen.
 pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
@@ -87,14 +86,7 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
         v.cursor,
         &row,
     );
-    let side = pane(app, Pane::Side, " Selected ");
-    let lines = side_lines(app, usize::from(inner(areas.side).width));
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(side)
-            .scroll((app.side_scroll as u16, 0)),
-        areas.side,
-    );
+    side_pane(frame, app, areas.side, " Selected ");
 }
 
 /// The table's title: counts, sort, filter, scope and search.

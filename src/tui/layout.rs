@@ -68,7 +68,7 @@ pub fn areas(size: Rect, screen: Screen, pair: bool, groups: usize) -> Areas {
         }
         Screen::Detail if size.width >= WIDE => {
             let [main, side] =
-                Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)])
+                Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
                     .areas(body);
             (Rect::default(), main, side)
         }

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::audit::diff::{DiffReport, Group, LayerDiff, Status, TensorChange, TensorDiff};
+use crate::audit::explain::{ExplainLayer, ExplainReport};
 use crate::audit::{LayerChannels, LsLayer, LsReport, TensorEntry};
 use crate::bn::{Flag, Role};
 use crate::report::{self, opt_num};
@@ -62,6 +63,8 @@ pub struct Reports {
     pub b: Option<LsReport>,
     /// The diff of A and B, computed in the background.
     pub diff: Job<DiffReport>,
+    /// `explain` of A and B (with the activation file, if any), after the diff.
+    pub explain: Job<ExplainReport>,
     /// Per-channel values of layers (or why they could not be read), read when the Detail
     /// screen first shows them.
     pub channels: BTreeMap<String, Result<LayerChannels, String>>,
@@ -74,6 +77,7 @@ impl Reports {
             a,
             b: None,
             diff: Job::Absent,
+            explain: Job::Absent,
             channels: BTreeMap::new(),
         }
     }
@@ -84,6 +88,7 @@ impl Reports {
             a,
             b: Some(b),
             diff: Job::Running(Progress::default()),
+            explain: Job::Running(Progress::default()),
             channels: BTreeMap::new(),
         }
     }
@@ -118,6 +123,11 @@ impl Reports {
     /// The diff's verdict on a row.
     pub fn layer_diff(&self, row: &LayerRow) -> Option<&LayerDiff> {
         Some(&self.diff()?.layers[row.diff?])
+    }
+
+    /// The explanation of a row's layer, when explain covered it.
+    pub fn layer_explain(&self, row: &LayerRow) -> Option<&ExplainLayer> {
+        Some(&self.explain.ready()?.layers[row.explain?])
     }
 
     /// The row's layer as ls saw it, B's side first (the checkpoint under audit).
@@ -179,6 +189,10 @@ impl Reports {
         }
         for (i, d) in self.diff().iter().flat_map(|d| d.layers.iter().enumerate()) {
             add(&d.name, &|r| r.diff = Some(i));
+        }
+        let explained = self.explain.ready().into_iter();
+        for (i, e) in explained.flat_map(|e| e.layers.iter().enumerate()) {
+            add(&e.name, &|r| r.explain = Some(i));
         }
         rows.into_values().collect()
     }
@@ -267,6 +281,8 @@ pub struct LayerRow {
     pub b: Option<usize>,
     /// Index into the diff's layers.
     pub diff: Option<usize>,
+    /// Index into the explain report's layers.
+    pub explain: Option<usize>,
 }
 
 /// One tensor: where it is in A, B and the diff.
@@ -380,6 +396,9 @@ pub enum LayerColumn {
     DeltaMean,
     /// Largest |Δ running_var| over channels (`|Δvar|`).
     DeltaVar,
+    /// Largest change of eval outputs from A's statistics to B's, in output standard
+    /// deviations (explain's `impact.max_rms_change`).
+    Impact,
     /// Whether weight or bias changed.
     Affine,
     /// Health flags (sorted by count).
@@ -398,12 +417,13 @@ impl LayerColumn {
     ];
 
     /// The columns of a pair's table.
-    pub const PAIR: [LayerColumn; 7] = [
+    pub const PAIR: [LayerColumn; 8] = [
         LayerColumn::Name,
         LayerColumn::Status,
         LayerColumn::Counter,
         LayerColumn::DeltaMean,
         LayerColumn::DeltaVar,
+        LayerColumn::Impact,
         LayerColumn::Affine,
         LayerColumn::Flags,
     ];
@@ -425,6 +445,7 @@ impl LayerColumn {
             LayerColumn::Var => "running_var",
             LayerColumn::DeltaMean => "|Δmean|",
             LayerColumn::DeltaVar => "|Δvar|",
+            LayerColumn::Impact => "impact",
             LayerColumn::Affine => "affine",
             LayerColumn::Flags => "flags",
         }
@@ -437,6 +458,7 @@ impl LayerColumn {
             LayerColumn::Status => 0,
             LayerColumn::DeltaMean => 1,
             LayerColumn::DeltaVar => 2,
+            LayerColumn::Impact => 3,
             LayerColumn::Flags => 3,
             LayerColumn::Var => 4,
             LayerColumn::Counter => 5,
@@ -470,6 +492,11 @@ impl LayerColumn {
             }
         };
         match self {
+            LayerColumn::Impact => match (r.layer_explain(row), &r.explain) {
+                (Some(e), _) => opt_num(e.impact.max_rms_change),
+                (None, Job::Running(_)) => "…".to_owned(),
+                _ => "-".to_owned(),
+            },
             LayerColumn::Name => row.name.clone(),
             LayerColumn::Status => match diff {
                 Some(d) => format!(
@@ -539,6 +566,7 @@ impl LayerColumn {
             LayerColumn::Var => num(stat(Role::RunningVar).and_then(|s| s.min)),
             LayerColumn::DeltaMean => num(diff.and_then(|d| d.max_abs_diff.running_mean)),
             LayerColumn::DeltaVar => num(diff.and_then(|d| d.max_abs_diff.running_var)),
+            LayerColumn::Impact => num(r.layer_explain(row).and_then(|e| e.impact.max_rms_change)),
             LayerColumn::Affine => SortKey::Text(diff.map(affine_changed).unwrap_or_default()),
             LayerColumn::Flags => num(Some(r.flags(row).len() as f64)),
         }

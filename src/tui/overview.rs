@@ -2,15 +2,16 @@
 //! first (or, for one checkpoint, its sub-models), and the selected verdict in full.
 
 use ratatui::Frame;
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph};
 
-use super::format::{fit_end, fit_middle, wrap};
+use super::format::{fit_end, fit_middle, wrapped};
 use super::layout::{Areas, inner};
 use super::model::{GroupRow, Job};
 use super::state::{App, Pane};
 use super::theme::{change_rank, compact_counts, severity_symbol, status_symbol};
-use super::ui::{Column, ListRow, list_table, pane};
+use super::ui::{Column, ListRow, list_table, pane, side_pane};
 use crate::audit::CheckpointSummary;
 use crate::audit::diff::{DiffReport, LayerDiff};
 use crate::report::{self, opt_num};
@@ -49,22 +50,17 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
         }
         (Job::Failed(e), true) => {
             let block = pane(app, Pane::Main, " Verdicts ");
-            let lines: Vec<Line> = wrap(&format!("The comparison failed: {e}"), width, 0)
-                .into_iter()
-                .map(|l| Line::from(Span::styled(l, app.theme.error())))
-                .collect();
+            let lines = wrapped(
+                &format!("The comparison failed: {e}"),
+                width,
+                0,
+                app.theme.error(),
+            );
             frame.render_widget(Paragraph::new(lines).block(block), areas.main);
         }
         _ => groups(frame, app, areas),
     }
-    let side = pane(app, Pane::Side, " Selected ");
-    let lines = side_lines(app, usize::from(inner(areas.side).width));
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(side)
-            .scroll((app.side_scroll as u16, 0)),
-        areas.side,
-    );
+    side_pane(frame, app, areas.side, " Selected ");
 }
 
 /// One line per checkpoint, then what the diff found (or the layer count).
@@ -291,9 +287,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         Some(g) => {
             let head = format!("{} {}", severity_symbol(g.severity), g.prefix);
             lines.push(Line::from(Span::styled(head, theme.severity(g.severity))));
-            for l in wrap(&g.verdict, width, 0) {
-                lines.push(Line::from(l));
-            }
+            lines.extend(wrapped(&g.verdict, width, 0, Style::new()));
             lines.push(Line::from(theme.counts(&g.statuses)));
             // Its layers, biggest drift first, as the Layers screen sorts them.
             let mut layers: Vec<_> = app
@@ -366,9 +360,12 @@ fn metadata(app: &App, width: usize) -> Vec<Line<'static>> {
     let c = &app.reports.a.checkpoint;
     let mut lines = Vec::new();
     for w in &c.warnings {
-        for l in wrap(&format!("warning: {w}"), width, 2) {
-            lines.push(Line::from(Span::styled(l, app.theme.warning())));
-        }
+        lines.extend(wrapped(
+            &format!("warning: {w}"),
+            width,
+            2,
+            app.theme.warning(),
+        ));
     }
     for (k, v) in &c.metadata {
         lines.push(Line::from(vec![

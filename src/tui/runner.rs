@@ -12,12 +12,13 @@ use ratatui::crossterm::execute;
 use ratatui::layout::Rect;
 
 use super::events;
-use super::model::{Progress, Reports};
+use super::model::{Job, Progress, Reports};
 use super::session::Session;
 use super::state::App;
 use super::theme::Theme;
 use super::ui;
 use crate::audit::diff::{DiffOptions, DiffReport};
+use crate::audit::explain::ExplainReport;
 
 /// What the background thread reports.
 pub enum Message {
@@ -25,6 +26,8 @@ pub enum Message {
     Progress(Progress),
     /// The comparison finished, or failed with a message.
     Diff(Box<Result<DiffReport, String>>),
+    /// The explanation finished, or failed with a message.
+    Explain(Box<Result<ExplainReport, String>>),
 }
 
 /// Restores the terminal when dropped: on quit, on error, and while unwinding.
@@ -99,12 +102,17 @@ fn event_loop(
             match rx.try_recv() {
                 Ok(Message::Progress(p)) => app.on_progress(p),
                 Ok(Message::Diff(d)) => app.on_diff(*d),
+                Ok(Message::Explain(e)) => app.on_explain(*e),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     listening = false;
                     // The worker ended without a report: it panicked.
-                    if matches!(app.reports.diff, super::model::Job::Running(_)) {
-                        app.on_diff(Err("the comparison stopped unexpectedly".to_owned()));
+                    let lost = || "the background work stopped unexpectedly".to_owned();
+                    if matches!(app.reports.diff, Job::Running(_)) {
+                        app.on_diff(Err(lost()));
+                    }
+                    if matches!(app.reports.explain, Job::Running(_)) {
+                        app.on_explain(Err(lost()));
                     }
                 }
             }

@@ -31,14 +31,17 @@ pub struct Session {
     pub a: Side,
     /// Checkpoint B.
     pub b: Option<Side>,
+    /// Activation file of the capture plugin, for `explain`.
+    pub activations: Option<Arc<Checkpoint>>,
 }
 
 impl Session {
-    /// Wraps opened checkpoints.
-    pub fn new(a: Checkpoint, b: Option<Checkpoint>) -> Session {
+    /// Wraps opened checkpoints (and an opened activation file).
+    pub fn new(a: Checkpoint, b: Option<Checkpoint>, activations: Option<Checkpoint>) -> Session {
         Session {
             a: Side::new(a),
             b: b.map(Side::new),
+            activations: activations.map(Arc::new),
         }
     }
 

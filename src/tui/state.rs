@@ -16,6 +16,7 @@ use super::theme::{Theme, status_rank};
 use super::{detail, ui};
 use crate::audit::LayerChannels;
 use crate::audit::diff::{DiffReport, Status, TensorChange};
+use crate::audit::explain::ExplainReport;
 use crate::bn::Flag;
 
 /// The screens, in tab order.
@@ -460,6 +461,15 @@ impl App {
             self.layers.entries.clear();
             self.detail.layer = None;
         }
+        self.rebuild();
+    }
+
+    /// The explanation finished (or failed with a message).
+    pub fn on_explain(&mut self, explain: Result<ExplainReport, String>) {
+        self.reports.explain = match explain {
+            Ok(e) => Job::Ready(e),
+            Err(e) => Job::Failed(e),
+        };
         self.rebuild();
     }
 

@@ -4,14 +4,13 @@
 use ratatui::Frame;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
 
-use super::format::{fit_middle, highlighted, wrap};
-use super::layout::{Areas, inner};
+use super::format::{fit_middle, highlighted, wrapped};
+use super::layout::Areas;
 use super::model::{TensorColumn, shape};
 use super::search::Fuzzy;
 use super::state::{App, Pane, TensorFilter};
-use super::ui::{Column, ListRow, list_table, pane};
+use super::ui::{Column, ListRow, list_table, pane, side_pane};
 use crate::report::{bytes, opt_num};
 
 /// Draws the Tensors screen.
@@ -81,13 +80,7 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
         v.cursor,
         &row,
     );
-    let lines = side_lines(app, usize::from(inner(areas.side).width));
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(pane(app, Pane::Side, " Selected "))
-            .scroll((app.side_scroll as u16, 0)),
-        areas.side,
-    );
+    side_pane(frame, app, areas.side, " Selected ");
 }
 
 /// The selected tensor in full: name, each side, the change, its BatchNorm layer.
@@ -100,10 +93,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             theme.dim(),
         ))];
     };
-    let mut lines: Vec<Line> = wrap(&t.name, width, 2)
-        .into_iter()
-        .map(|l| Line::from(Span::styled(l, theme.heading())))
-        .collect();
+    let mut lines = wrapped(&t.name, width, 2, theme.heading());
     let side = |tag: &str, e: Option<&crate::audit::TensorEntry>| match e {
         Some(e) => format!(
             "{tag}{} {} · {}{}",

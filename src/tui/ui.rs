@@ -93,9 +93,17 @@ pub fn file_name(path: &str) -> &str {
 
 fn footer(frame: &mut Frame, app: &App, area: Rect) {
     let theme = app.theme;
-    let gauge_width = match &app.reports.diff {
-        Job::Running(_) => 30.min(area.width / 2),
-        Job::Failed(_) => 24.min(area.width / 2),
+    // Right: the comparison's gauge, then explain's state.
+    let status: Option<Span> = match (&app.reports.diff, &app.reports.explain) {
+        (Job::Running(_), _) => None,
+        (Job::Failed(_), _) => Some(Span::styled("✗ comparison failed", theme.error())),
+        (_, Job::Running(_)) => Some(Span::styled("explaining…", theme.dim())),
+        (_, Job::Failed(_)) => Some(Span::styled("✗ explain failed", theme.error())),
+        _ => None,
+    };
+    let gauge_width = match (&app.reports.diff, &status) {
+        (Job::Running(_), _) => 30.min(area.width / 2),
+        (_, Some(s)) => s.width() as u16,
         _ => 0,
     };
     let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(gauge_width)])
@@ -151,14 +159,40 @@ fn footer(frame: &mut Frame, app: &App, area: Rect) {
                 .unfilled_style(theme.dim());
             frame.render_widget(gauge, right);
         }
-        Job::Failed(_) => {
-            frame.render_widget(
-                Line::from(Span::styled("✗ comparison failed", theme.error())),
-                right,
-            );
+        _ => {
+            if let Some(status) = status {
+                frame.render_widget(Line::from(status), right);
+            }
         }
-        _ => {}
     }
+}
+
+/// Draws the side pane of the current screen: its text scrolled, and where the text does
+/// not fit, the lines shown out of how many in the title.
+pub fn side_pane(frame: &mut Frame, app: &App, area: Rect, title: &str) {
+    let inner = layout::inner(area);
+    let lines = side_lines(app, inner.width);
+    let height = usize::from(inner.height);
+    let scroll = app.side_scroll.min(lines.len().saturating_sub(height));
+    let mut spans = vec![Span::raw(title.to_owned())];
+    if lines.len() > height {
+        let last = (scroll + height).min(lines.len());
+        let hint = if app.focus == Pane::Side {
+            "↑↓"
+        } else {
+            "Tab ↓"
+        };
+        spans.push(Span::styled(
+            format!("─ {}-{last} of {} · {hint} ", scroll + 1, lines.len()),
+            app.theme.dim(),
+        ));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(pane(app, Pane::Side, Line::from(spans)))
+            .scroll((scroll as u16, 0)),
+        area,
+    );
 }
 
 /// A pane's border, highlighted when it has the focus.

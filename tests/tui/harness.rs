@@ -1,7 +1,7 @@
 //! A UI without a terminal: the real session and state, driven by key events, drawn into
 //! ratatui's TestBackend.
 
-use bnaudit::audit::{DiffOptions, diff};
+use bnaudit::audit::{DiffOptions, ExplainOptions, diff, explain};
 use bnaudit::checkpoint::{Checkpoint, ReadMode};
 use bnaudit::tui::{App, Session, Theme, events, ui};
 use ratatui::Terminal;
@@ -15,6 +15,12 @@ pub const PRETRAINED: &str = "assets/demo/pretrained.safetensors";
 pub const FINETUNED: &str = "assets/demo/finetuned.safetensors";
 /// A single checkpoint with layers of every kind and health flags.
 pub const ZOO: &str = "tests/fixtures/ls/torch_zoo.safetensors";
+/// A pair recorded by PyTorch around three captured train-mode forwards.
+pub const EXPLAIN_A: &str = "tests/fixtures/explain/a.safetensors";
+/// B of that pair.
+pub const EXPLAIN_B: &str = "tests/fixtures/explain/b.safetensors";
+/// The capture plugin's activation file of those forwards.
+pub const EXPLAIN_ACTS: &str = "tests/fixtures/explain/train.safetensors";
 
 /// A UI over real checkpoints.
 pub struct Harness {
@@ -28,19 +34,31 @@ fn open(path: &str) -> Checkpoint {
 }
 
 impl Harness {
-    /// The demo pair with its diff done, in a `width`×`height` terminal.
+    /// The demo pair with its diff and explanation done, in a `width`×`height` terminal.
     pub fn pair(width: u16, height: u16) -> Harness {
-        let mut h = Harness::pending(width, height);
-        let report = {
-            let b = h.session.b.as_ref().expect("pair");
-            diff(
-                &h.session.a.checkpoint,
-                &b.checkpoint,
-                &DiffOptions::default(),
-                None,
-            )
-        };
-        h.app.on_diff(report.map_err(|e| e.to_string()));
+        Harness::explained(PRETRAINED, FINETUNED, None, width, height)
+    }
+
+    /// A pair (and an activation file) with the background work done as the runner's
+    /// worker does it: the diff, then explain.
+    pub fn explained(
+        a: &str,
+        b: &str,
+        activations: Option<&str>,
+        width: u16,
+        height: u16,
+    ) -> Harness {
+        let session = Session::new(open(a), Some(open(b)), activations.map(open));
+        let mut h = Harness::new(session, width, height);
+        let (a, b) = (
+            &h.session.a.checkpoint,
+            &h.session.b.as_ref().expect("pair").checkpoint,
+        );
+        let report = diff(a, b, &DiffOptions::default(), None).map_err(|e| e.to_string());
+        let acts = h.session.activations.as_deref();
+        let explained = explain(a, b, acts, &ExplainOptions::default()).map_err(|e| e.to_string());
+        h.app.on_diff(report);
+        h.app.on_explain(explained);
         h.fulfil();
         h
     }
@@ -48,7 +66,7 @@ impl Harness {
     /// The demo pair while the comparison still runs.
     pub fn pending(width: u16, height: u16) -> Harness {
         Harness::new(
-            Session::new(open(PRETRAINED), Some(open(FINETUNED))),
+            Session::new(open(PRETRAINED), Some(open(FINETUNED)), None),
             width,
             height,
         )
@@ -56,7 +74,7 @@ impl Harness {
 
     /// One checkpoint.
     pub fn single(path: &str, width: u16, height: u16) -> Harness {
-        Harness::new(Session::new(open(path), None), width, height)
+        Harness::new(Session::new(open(path), None, None), width, height)
     }
 
     fn new(session: Session, width: u16, height: u16) -> Harness {

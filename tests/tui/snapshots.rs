@@ -3,7 +3,7 @@
 use ratatui::crossterm::event::KeyCode;
 use ratatui::style::Color;
 
-use super::harness::{Harness, ZOO};
+use super::harness::{EXPLAIN_A, EXPLAIN_ACTS, EXPLAIN_B, Harness, ZOO};
 use bnaudit::tui::model::Progress;
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
@@ -26,6 +26,20 @@ fn pair_screens() {
         insta::assert_snapshot!(format!("pair_tensors_{w}x{h}"), ui.screen());
         ui.key(KeyCode::Char('?'));
         insta::assert_snapshot!(format!("pair_help_{w}x{h}"), ui.screen());
+    }
+}
+
+#[test]
+fn detail_with_captured_activations() {
+    for (w, h) in SIZES {
+        let mut ui = Harness::explained(EXPLAIN_A, EXPLAIN_B, Some(EXPLAIN_ACTS), w, h);
+        ui.key(KeyCode::Char('2'));
+        ui.key(KeyCode::Enter);
+        insta::assert_snapshot!(format!("activations_detail_{w}x{h}"), ui.screen());
+        // The facts pane scrolls to the modes table.
+        ui.key(KeyCode::Tab);
+        ui.key(KeyCode::PageDown);
+        insta::assert_snapshot!(format!("activations_detail_scrolled_{w}x{h}"), ui.screen());
     }
 }
 
