@@ -58,7 +58,7 @@ fn write(path: &Path, big_bytes: u64, poke: Option<u64>, shift: f32) {
         );
     }
     let mut text = serde_json::to_string(&header).expect("header");
-    while (8 + text.len()) % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let file = File::create(path).expect("create");
