@@ -7,13 +7,12 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 
 use super::detail;
-use super::format::{fit_middle, highlighted};
+use super::format::fit_middle;
 use super::layout::Areas;
 use super::model::LayerColumn;
-use super::search::Fuzzy;
 use super::state::{App, Entry, GroupEntry, LayerFilter, Pane};
 use super::theme::{compact_counts, status_severity};
-use super::ui::{Column, ListRow, list_table, pane, side_pane};
+use super::ui::{Column, ListRow, NameCells, list_table, pane, side_pane};
 
 /// Draws the Layers screen.
 pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
@@ -22,24 +21,14 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
     let cols = LayerColumn::all(pair);
     let columns: Vec<Column> = cols
         .iter()
-        .map(|&c| Column {
-            title: format!(
-                "{}{}",
-                c.title(pair),
-                match (c == v.sort, v.descending) {
-                    (false, _) => "",
-                    (true, true) => "↓",
-                    (true, false) => "↑",
-                }
-            ),
-            right: c.numeric(),
-            fill: c == LayerColumn::Name,
-            drop: c.drop(),
+        .map(|&c| {
+            let sorted = (c == v.sort).then_some(v.descending);
+            let fill = c == LayerColumn::Name;
+            Column::sortable(c.title(pair), sorted, c.numeric(), fill, c.drop())
         })
         .collect();
     // Matches are marked in the flat table, where the full name is shown.
-    let fuzzy =
-        std::cell::RefCell::new((!v.query.is_empty() && !v.tree).then(|| Fuzzy::new(&v.query)));
+    let names = NameCells::new(app, &v.query, !v.tree);
     let row = |i: usize, fill: usize| -> ListRow {
         match &v.entries[i] {
             Entry::Group(g) => group_row(app, g, cols, fill),
@@ -53,21 +42,10 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
                 let cells = cols
                     .iter()
                     .map(|&c| {
-                        if c != LayerColumn::Name {
-                            return Line::from(c.cell(&app.reports, layer));
-                        }
-                        let indent = "  ".repeat(*depth);
-                        let room = fill.saturating_sub(indent.len());
-                        let shown = fit_middle(label, room);
-                        let mut f = fuzzy.borrow_mut();
-                        match f.as_mut() {
-                            Some(f) if shown == *label && fill != usize::MAX => highlighted(
-                                &shown,
-                                &f.positions(&shown),
-                                style,
-                                app.theme.matched(),
-                            ),
-                            _ => Line::from(format!("{indent}{shown}")),
+                        if c == LayerColumn::Name {
+                            names.cell(2 * depth, label, fill, style)
+                        } else {
+                            Line::from(c.cell(&app.reports, layer))
                         }
                     })
                     .collect();

@@ -90,11 +90,11 @@ pub fn areas(size: Rect, screen: Screen, pair: bool, groups: usize) -> Areas {
 
 /// The rows of a bordered table with one header line: where data rows are drawn.
 pub fn table_rows(main: Rect) -> Rect {
+    let inside = inner(main);
     Rect {
-        x: main.x + 1,
-        y: main.y + 2,
-        width: main.width.saturating_sub(2),
-        height: main.height.saturating_sub(3),
+        y: inside.y + 1,
+        height: inside.height.saturating_sub(1),
+        ..inside
     }
 }
 

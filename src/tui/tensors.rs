@@ -5,12 +5,11 @@ use ratatui::Frame;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 
-use super::format::{fit_middle, highlighted, wrapped};
+use super::format::wrapped;
 use super::layout::Areas;
 use super::model::{TensorColumn, shape};
-use super::search::Fuzzy;
 use super::state::{App, Pane, TensorFilter};
-use super::ui::{Column, ListRow, list_table, pane, side_pane};
+use super::ui::{Column, ListRow, NameCells, list_table, pane, side_pane};
 use crate::report::{bytes, opt_num};
 
 /// Draws the Tensors screen.
@@ -19,22 +18,13 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
     let cols = TensorColumn::all(app.pair());
     let columns: Vec<Column> = cols
         .iter()
-        .map(|&c| Column {
-            title: format!(
-                "{}{}",
-                c.title(),
-                match (c == v.sort, v.descending) {
-                    (false, _) => "",
-                    (true, true) => "↓",
-                    (true, false) => "↑",
-                }
-            ),
-            right: c.numeric(),
-            fill: c == TensorColumn::Name,
-            drop: c.drop(),
+        .map(|&c| {
+            let sorted = (c == v.sort).then_some(v.descending);
+            let fill = c == TensorColumn::Name;
+            Column::sortable(c.title(), sorted, c.numeric(), fill, c.drop())
         })
         .collect();
-    let fuzzy = std::cell::RefCell::new((!v.query.is_empty()).then(|| Fuzzy::new(&v.query)));
+    let names = NameCells::new(app, &v.query, true);
     let row = |i: usize, fill: usize| -> ListRow {
         let t = &app.tensor_rows[v.entries[i]];
         let style = app
@@ -44,15 +34,10 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
         let cells = cols
             .iter()
             .map(|&c| {
-                if c != TensorColumn::Name {
-                    return Line::from(c.cell(&app.reports, t));
-                }
-                let shown = fit_middle(&t.name, fill);
-                match fuzzy.borrow_mut().as_mut() {
-                    Some(f) if shown == t.name && fill != usize::MAX => {
-                        highlighted(&shown, &f.positions(&shown), style, app.theme.matched())
-                    }
-                    _ => Line::from(shown),
+                if c == TensorColumn::Name {
+                    names.cell(0, &t.name, fill, style)
+                } else {
+                    Line::from(c.cell(&app.reports, t))
                 }
             })
             .collect();

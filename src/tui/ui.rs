@@ -7,9 +7,10 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, LineGauge, Paragraph, Row, Table, TableState};
 
-use super::format::{fit_middle, width};
+use super::format::{fit_middle, highlighted, width};
 use super::layout::{self, MIN_SIZE};
 use super::model::Job;
+use super::search::Fuzzy;
 use super::state::{App, Cursor, Pane, Screen};
 use super::{detail, help, layers, overview, tensors};
 
@@ -219,6 +220,61 @@ pub struct Column {
     /// When the fill column gets too narrow, columns are hidden, highest `drop` first;
     /// 0 is never hidden.
     pub drop: u8,
+}
+
+impl Column {
+    /// A column whose header shows ↓ or ↑ when the list is sorted by it.
+    pub fn sortable(
+        title: &str,
+        sorted: Option<bool>,
+        right: bool,
+        fill: bool,
+        drop: u8,
+    ) -> Column {
+        let arrow = match sorted {
+            None => "",
+            Some(true) => "↓",
+            Some(false) => "↑",
+        };
+        Column {
+            title: format!("{title}{arrow}"),
+            right,
+            fill,
+            drop,
+        }
+    }
+}
+
+/// Names in the fill column: fitted to its width and, when shown whole, with the search's
+/// matches marked.
+pub struct NameCells {
+    fuzzy: std::cell::RefCell<Option<Fuzzy>>,
+    matched: Style,
+}
+
+impl NameCells {
+    /// Marks matches of `query` (none when empty or `mark` is false).
+    pub fn new(app: &App, query: &str, mark: bool) -> NameCells {
+        NameCells {
+            fuzzy: std::cell::RefCell::new((mark && !query.is_empty()).then(|| Fuzzy::new(query))),
+            matched: app.theme.matched(),
+        }
+    }
+
+    /// `name` after `indent` spaces, fitted into `fill` columns.
+    pub fn cell(&self, indent: usize, name: &str, fill: usize, style: Style) -> Line<'static> {
+        let pad = " ".repeat(indent);
+        let shown = fit_middle(name, fill.saturating_sub(indent));
+        match self.fuzzy.borrow_mut().as_mut() {
+            // Sizing passes `usize::MAX`: no marks needed there.
+            Some(f) if shown == name && fill != usize::MAX => {
+                let mut line = highlighted(&shown, &f.positions(&shown), style, self.matched);
+                line.spans.insert(0, Span::raw(pad));
+                line
+            }
+            _ => Line::from(format!("{pad}{shown}")),
+        }
+    }
 }
 
 /// One row of a list table: its cells and a style for the whole row.

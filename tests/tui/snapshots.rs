@@ -18,6 +18,10 @@ fn pair_screens() {
         ui.key(KeyCode::Char('t'));
         insta::assert_snapshot!(format!("pair_layers_tree_{w}x{h}"), ui.screen());
         ui.key(KeyCode::Char('t'));
+        ui.key(KeyCode::Char('/'));
+        ui.type_str("l2bn");
+        insta::assert_snapshot!(format!("pair_layers_search_{w}x{h}"), ui.screen());
+        ui.key(KeyCode::Esc);
         ui.key(KeyCode::Enter);
         insta::assert_snapshot!(format!("pair_detail_{w}x{h}"), ui.screen());
         ui.key(KeyCode::Char('d'));
