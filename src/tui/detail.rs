@@ -600,8 +600,8 @@ fn explain_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'static>> 
         Inputs::Synthetic { samples, .. } => text(
             &mut lines,
             format!(
-                "modes: re-run on {samples} synthetic samples; view … --activations FILE \
-                 re-runs them on captured inputs"
+                "modes re-ran on {samples} synthetic samples: an activation file \
+                 (view A B --activations FILE) re-runs them on captured inputs"
             ),
             theme.dim(),
         ),

@@ -41,7 +41,7 @@ pub const KEYS: &[(&str, &str)] = &[
         "mouse",
         "wheel scrolls, click selects, click again opens, click a tab",
     ),
-    ("?", "this help"),
+    ("?", "the key list"),
     (
         "Esc",
         "close, cancel, clear the search and filters, back from Detail; quit",

@@ -319,3 +319,19 @@ fn one_checkpoint_filters_by_health_flag() {
         assert!(!layer.flags.is_empty());
     }
 }
+
+/// The README's key table says what the help overlay says.
+#[test]
+fn readme_lists_every_key_of_the_help() {
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    let section = readme
+        .split("### Keys")
+        .nth(1)
+        .expect("README has a Keys section");
+    for (_, what) in bnaudit::tui::help::KEYS {
+        assert!(
+            section.contains(what),
+            "README misses the key doing: {what}"
+        );
+    }
+}
