@@ -78,20 +78,26 @@ fn event_loop(
     rx: &Receiver<Message>,
 ) -> io::Result<()> {
     let mut listening = true;
+    // Draw only when something changed: an idle UI costs no CPU.
+    let mut dirty = true;
     loop {
         if let Some(row) = app.wanted_channels() {
             let name = row.name.clone();
             let channels = session.channels(row).map_err(|e| e.to_string());
             app.on_channels(name, channels);
         }
-        terminal.draw(|frame| ui::render(frame, app))?;
-        // Wait briefly for input so that background progress still redraws.
+        if dirty {
+            terminal.draw(|frame| ui::render(frame, app))?;
+            dirty = false;
+        }
+        // Wait briefly for input so that background progress still shows.
         if event::poll(Duration::from_millis(100))? {
             // Take every pending event before the next frame so key repeat never lags.
             loop {
                 let event = event::read()?;
                 if let Some(action) = events::action(&event, app.editing.is_some()) {
                     app.apply(action);
+                    dirty = true;
                 }
                 if app.quit || !event::poll(Duration::ZERO)? {
                     break;
@@ -99,10 +105,8 @@ fn event_loop(
             }
         }
         while listening {
-            match rx.try_recv() {
-                Ok(Message::Progress(p)) => app.on_progress(p),
-                Ok(Message::Diff(d)) => app.on_diff(*d),
-                Ok(Message::Explain(e)) => app.on_explain(*e),
+            let message = match rx.try_recv() {
+                Ok(m) => m,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     listening = false;
@@ -114,8 +118,16 @@ fn event_loop(
                     if matches!(app.reports.explain, Job::Running(_)) {
                         app.on_explain(Err(lost()));
                     }
+                    dirty = true;
+                    break;
                 }
+            };
+            match message {
+                Message::Progress(p) => app.on_progress(p),
+                Message::Diff(d) => app.on_diff(*d),
+                Message::Explain(e) => app.on_explain(*e),
             }
+            dirty = true;
         }
         if app.quit {
             return Ok(());

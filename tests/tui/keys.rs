@@ -335,3 +335,39 @@ fn readme_lists_every_key_of_the_help() {
         );
     }
 }
+
+/// A checkpoint without BatchNorm layers: every screen draws and every key is harmless.
+#[test]
+fn no_batchnorm_layer_is_fine() {
+    let mut ui = Harness::single("tests/fixtures/ls/dtypes.safetensors", 80, 24);
+    assert!(
+        ui.screen()
+            .contains("No BatchNorm layer in this checkpoint.")
+    );
+    for key in ['2', 'j', 't', 's', 'f', '3', 'l', '4', 'G', '/', 'x'] {
+        ui.key(KeyCode::Char(key));
+        ui.screen();
+    }
+    // Esc cancels the search typed last; every tensor is listed.
+    ui.key(KeyCode::Esc);
+    ui.key(KeyCode::Enter);
+    assert_eq!(ui.app.tensors.entries.len(), 15);
+    assert!(!ui.app.quit);
+}
+
+/// A comparison that fails says so where the verdicts would be, and the UI goes on.
+#[test]
+fn failed_comparison_is_shown() {
+    let mut ui = Harness::pending(100, 30);
+    ui.app
+        .on_diff(Err("b.safetensors: truncated tensor data".to_owned()));
+    let screen = ui.screen();
+    assert!(screen.contains("The comparison failed: b.safetensors: truncated tensor data"));
+    assert!(screen.contains("✗ comparison failed"));
+    ui.key(KeyCode::Char('2'));
+    assert_eq!(
+        listed(&ui).len(),
+        21,
+        "layers still listed from the headers"
+    );
+}
