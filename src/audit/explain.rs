@@ -366,14 +366,14 @@ pub fn explain(
     } else {
         changed_layers(&side_a, &side_b, &mut notes)?
     };
+    let context = Context {
+        acts: captured.as_ref(),
+        options,
+    };
     let mut layers = Vec::with_capacity(chosen.len());
     for (name, cap) in chosen {
         let la = side_a.layer(&name, captured.as_ref())?;
         let lb = side_b.layer(&name, captured.as_ref())?;
-        let context = Context {
-            acts: captured.as_ref(),
-            options,
-        };
         layers.push(context.layer(&name, (a, la), (b, lb), cap)?);
     }
     Ok(ExplainReport {
