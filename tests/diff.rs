@@ -638,3 +638,84 @@ fn identical_checkpoints() {
             .all(|l| l["status"] == "unchanged" && l["inference"]["consistent"] == true)
     );
 }
+
+/// Pairs of different architectures: layers on one side only, a channel count and an
+/// affine setting that differ.
+#[test]
+fn architecture_changes() {
+    let f = fixtures();
+    let status = |report: &Value, name: &str| {
+        report["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no layer {name}"))["status"]
+            .clone()
+    };
+    let (code, r) = diff_json(
+        &f.join("frozen_train_mode/a.safetensors"),
+        &f.join("bn1d_3d/a.safetensors"),
+        &["--exit-code"],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(status(&r, "backbone.stem.bn"), "only_in_a");
+    assert_eq!(status(&r, "backbone.bn"), "only_in_b");
+    // BatchNorm2d(8) in A, BatchNorm1d(6) in B.
+    assert_eq!(status(&r, "head.bn"), "incompatible");
+    let (_, r) = diff_json(
+        &f.join("frozen_train_mode/a.safetensors"),
+        &f.join("affine_false/a.safetensors"),
+        &[],
+    );
+    assert_eq!(status(&r, "backbone.stem.bn"), "incompatible");
+    let verdicts: Vec<&str> = r["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["verdict"].as_str().expect("verdict"))
+        .collect();
+    assert!(
+        verdicts.iter().any(|v| v.contains("affine setting")),
+        "{verdicts:?}"
+    );
+}
+
+/// `bnaudit demo` shows the diff of the bundled pair, whose generator fine-tuned the head
+/// for FINETUNE_STEPS steps with the backbone frozen but in train mode.
+#[test]
+fn demo_shows_the_diff_of_the_pair() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let script = std::fs::read_to_string(demo.join("gen_demo.py")).expect("gen_demo.py");
+    let steps: i64 = script
+        .lines()
+        .find_map(|l| l.strip_prefix("FINETUNE_STEPS = "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FINETUNE_STEPS in gen_demo.py");
+    let out = bnaudit().arg("demo").output().expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "no progress line when not a terminal"
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let direct = bnaudit()
+        .arg("diff")
+        .arg(demo.join("pretrained.safetensors"))
+        .arg(demo.join("finetuned.safetensors"))
+        .output()
+        .expect("runs");
+    assert_eq!(text, String::from_utf8(direct.stdout).expect("utf-8"));
+    let backbone = text
+        .lines()
+        .find(|l| l.contains("backbone: "))
+        .expect("a backbone verdict");
+    assert!(
+        backbone.contains("BatchNorm layers drifted, weights unchanged"),
+        "{backbone}"
+    );
+    assert!(
+        backbone.contains(&format!("+{steps} train-mode forwards each")),
+        "{backbone}"
+    );
+}

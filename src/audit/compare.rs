@@ -18,7 +18,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
 
 /// Bytes compared per chunk (per side): small enough to stay in cache next to its twin,
 /// large enough that the per-chunk cost (two reads, one queue step) is negligible.
-pub const CHUNK_BYTES: u64 = 1 << 20;
+pub const CHUNK_BYTES: u64 = 1 << 18;
 
 /// How far values may differ and still count as equal, as `numpy.isclose`:
 /// `|a - b| <= atol + rtol * |b|`. Both zero (the default) means bit-identical.

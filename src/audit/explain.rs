@@ -366,14 +366,14 @@ pub fn explain(
     } else {
         changed_layers(&side_a, &side_b, &mut notes)?
     };
+    let context = Context {
+        acts: captured.as_ref(),
+        options,
+    };
     let mut layers = Vec::with_capacity(chosen.len());
     for (name, cap) in chosen {
         let la = side_a.layer(&name, captured.as_ref())?;
         let lb = side_b.layer(&name, captured.as_ref())?;
-        let context = Context {
-            acts: captured.as_ref(),
-            options,
-        };
         layers.push(context.layer(&name, (a, la), (b, lb), cap)?);
     }
     Ok(ExplainReport {
@@ -711,6 +711,13 @@ impl Context<'_, '_> {
             a: &a.stats,
             b: &b.stats,
         };
+        let runs = match (cap, self.acts) {
+            (Some(cap), Some(acts)) => self.captured(name, &pair, acts, cap)?,
+            _ => self
+                .synthetic(name, implied_batch.as_ref(), &pair)
+                .map_err(|e| ExplainError::input(ckpt_a.path(), format!("layer {name:?}: {e}")))?,
+        };
+        notes.extend(runs.notes);
         let mut layer = ExplainLayer {
             name: name.to_owned(),
             convention: la.convention,
@@ -726,22 +733,14 @@ impl Context<'_, '_> {
             stats_changed,
             impact,
             implied_batch,
-            inputs: Inputs::Captured {
-                forwards: 0,
-                train_forwards: 0,
-                with_outputs: 0,
-            },
-            modes: Vec::new(),
-            best_mode: None,
-            reproduced: None,
-            replay: None,
+            inputs: runs.inputs,
+            modes: runs.modes,
+            best_mode: runs.best_mode,
+            reproduced: runs.reproduced,
+            replay: runs.replay,
             verdict: String::new(),
             notes,
         };
-        match (cap, self.acts) {
-            (Some(cap), Some(acts)) => self.captured(&mut layer, &pair, acts, cap)?,
-            _ => self.synthetic(&mut layer, &pair),
-        }
         layer.verdict = verdict(&layer);
         Ok(layer)
     }
@@ -749,13 +748,13 @@ impl Context<'_, '_> {
     /// Every mode on the captured inputs, compared with the recorded outputs; the replay.
     fn captured(
         &self,
-        layer: &mut ExplainLayer,
+        name: &str,
         pair: &Pair<'_>,
         acts: &Activations<'_>,
         cap: &CapturedLayer,
-    ) -> Result<(), ExplainError> {
+    ) -> Result<Runs, ExplainError> {
         let path = acts.path();
-        let c = layer.channels as usize;
+        let c = pair.a.mean.len();
         let mut replay = pair.a.clone();
         let mut accs: HashMap<Kind, Acc> = HashMap::new();
         let (mut train_forwards, mut with_outputs, mut single) = (0, 0, false);
@@ -777,8 +776,8 @@ impl Context<'_, '_> {
                 return Err(ExplainError::input(
                     &path,
                     format!(
-                        "{key}: shape {shape:?} has {} channels, layer {:?} has {c}",
-                        shape[1], layer.name
+                        "{key}: shape {shape:?} has {} channels, layer {name:?} has {c}",
+                        shape[1]
                     ),
                 ));
             }
@@ -831,79 +830,107 @@ impl Context<'_, '_> {
                 }
             }
         }
-        if single {
-            layer.notes.push(
+        let notes = if single {
+            vec![
                 "Some eval-mode forwards hold one value per channel: batch statistics do not exist for them, so the batch modes skip them."
                     .to_owned(),
-            );
-        }
-        layer.inputs = Inputs::Captured {
-            forwards: cap.forwards.len(),
-            train_forwards,
-            with_outputs,
+            ]
+        } else {
+            Vec::new()
         };
-        layer.modes = modes(&accs);
-        if with_outputs > 0 {
-            let (best, reproduced) = best_mode(&layer.modes, cap, out_dtype);
-            layer.best_mode = best;
-            layer.reproduced = reproduced;
-        }
-        layer.replay = Some(compare_replay(&replay, pair.b, train_forwards));
-        Ok(())
+        let modes = modes(&accs);
+        let (best_mode, reproduced) = if with_outputs > 0 {
+            best_mode(&modes, cap, out_dtype)
+        } else {
+            (None, None)
+        };
+        Ok(Runs {
+            inputs: Inputs::Captured {
+                forwards: cap.forwards.len(),
+                train_forwards,
+                with_outputs,
+            },
+            modes,
+            best_mode,
+            reproduced,
+            replay: Some(compare_replay(&replay, pair.b, train_forwards)),
+            notes,
+        })
     }
 
     /// Every mode on seeded normal inputs with the implied batch's (or A's) statistics.
-    fn synthetic(&self, layer: &mut ExplainLayer, pair: &Pair<'_>) {
-        let (mean, var, drawn_from) = match &layer.implied_batch {
+    fn synthetic(
+        &self,
+        name: &str,
+        implied: Option<&ImpliedBatch>,
+        pair: &Pair<'_>,
+    ) -> Result<Runs, ForwardError> {
+        let (mean, var, drawn_from) = match implied {
             Some(ib) if ib.mean.iter().chain(&ib.var).all(|v| v.is_finite()) => {
                 (&ib.mean, &ib.var, "implied_batch")
             }
             _ => (&pair.a.mean, &pair.a.var, "running_a"),
         };
-        let seed = self.options.seed ^ fnv1a(&layer.name);
-        layer.inputs = Inputs::Synthetic {
-            seed: self.options.seed,
-            samples: SYNTHETIC_SAMPLES,
-            drawn_from,
+        let mut runs = Runs {
+            inputs: Inputs::Synthetic {
+                seed: self.options.seed,
+                samples: SYNTHETIC_SAMPLES,
+                drawn_from,
+            },
+            modes: Vec::new(),
+            best_mode: None,
+            reproduced: None,
+            replay: None,
+            notes: Vec::new(),
         };
-        let c = mean.len();
-        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
-        let dists: Vec<Option<Normal<f64>>> = mean
+        let Some(dists) = mean
             .iter()
             .zip(var)
             .map(|(&m, &v)| Normal::new(m, v.max(0.0).sqrt()).ok())
-            .collect();
-        if dists.iter().any(Option::is_none) {
-            layer.notes.push(
+            .collect::<Option<Vec<Normal<f64>>>>()
+        else {
+            runs.notes.push(
                 "Non-finite statistics: no synthetic inputs can be drawn, so no mode was re-run."
                     .to_owned(),
             );
-            return;
-        }
+            return Ok(runs);
+        };
+        let c = dists.len();
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
         let data: Vec<f64> = (0..SYNTHETIC_SAMPLES * c)
-            .map(|i| dists[i % c].expect("checked above").sample(&mut rng))
+            .map(|i| dists[i % c].sample(&mut rng))
             .collect();
         let x = Values::F64(
             ndarray::ArrayD::from_shape_vec(vec![SYNTHETIC_SAMPLES, c], data)
                 .expect("length is samples × channels"),
         );
         let mut updated = pair.a.clone();
-        let outputs = [
-            (Kind::Batch, run(pair.bn_a, &x, Mode::Train(&mut updated))),
-            (Kind::EvalA, run(pair.bn_a, &x, Mode::Eval(pair.a))),
-            (Kind::EvalB, run(pair.bn_b, &x, Mode::Eval(pair.b))),
-        ];
-        let train = outputs[0].1.as_ref().ok().cloned();
+        let train = run(pair.bn_a, &x, Mode::Train(&mut updated))?;
+        let eval_a = run(pair.bn_a, &x, Mode::Eval(pair.a))?;
+        let eval_b = run(pair.bn_b, &x, Mode::Eval(pair.b))?;
         let mut accs = HashMap::new();
-        for (kind, out) in outputs {
-            if let Ok(out) = out {
-                accs.entry(kind)
-                    .or_insert_with(Acc::default)
-                    .add(&out, None, train.as_deref());
-            }
+        for (kind, out) in [
+            (Kind::Batch, &train),
+            (Kind::EvalA, &eval_a),
+            (Kind::EvalB, &eval_b),
+        ] {
+            accs.entry(kind)
+                .or_insert_with(Acc::default)
+                .add(out, None, Some(&train));
         }
-        layer.modes = modes(&accs);
+        runs.modes = modes(&accs);
+        Ok(runs)
     }
+}
+
+/// What re-running the modes found.
+struct Runs {
+    inputs: Inputs,
+    modes: Vec<ModeResult>,
+    best_mode: Option<ModeName>,
+    reproduced: Option<bool>,
+    replay: Option<Replay>,
+    notes: Vec<String>,
 }
 
 /// Both sides' layers as the forward pass needs them.
