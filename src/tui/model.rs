@@ -110,6 +110,16 @@ impl Reports {
         })
     }
 
+    /// A name listed before the diff aligned A's and B's names, as the rows name it now.
+    pub fn realigned<'a>(&self, name: &'a str) -> &'a str {
+        let (strip_a, strip_b) = self.strips();
+        [strip_b, strip_a]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .find_map(|p| name.strip_prefix(p))
+            .unwrap_or(name)
+    }
+
     /// A's layer of a row.
     pub fn layer_a(&self, row: &LayerRow) -> Option<&LsLayer> {
         row.a.map(|i| &self.a.layers[i])

@@ -511,14 +511,31 @@ impl App {
 
     /// Rebuilds rows from the reports and re-applies sort, filters and search.
     fn rebuild(&mut self) {
+        // Remember the selections by name: the entries index the rows being replaced, and
+        // the diff may have aligned the names since.
+        let r = &self.reports;
+        let keep_layer = self
+            .selected_layer_id()
+            .map(|(group, name)| (group, r.realigned(&name).to_owned()));
+        let keep_tensor = self
+            .selected_tensor()
+            .map(|t| r.realigned(&t.name).to_owned());
+        let keep_detail = self
+            .detail
+            .layer
+            .as_deref()
+            .map(|name| r.realigned(name).to_owned());
+        self.layers.entries.clear();
+        self.tensors.entries.clear();
+        self.detail.layer = keep_detail;
         self.layer_rows = self.reports.layer_rows();
         self.tensor_rows = self.reports.tensor_rows();
         self.groups = self.reports.group_rows();
         let height = self.list_height(Screen::Overview);
         self.overview
             .select(self.overview.selected, self.groups.len(), height);
-        self.refresh_layers();
-        self.refresh_tensors();
+        self.refresh_layers_keeping(keep_layer);
+        self.refresh_tensors_keeping(keep_tensor);
         if self.detail_row().is_none() {
             self.detail.layer = None;
         }
@@ -529,10 +546,19 @@ impl App {
 
     /// Recomputes the Layers entries, keeping the selected entry selected.
     fn refresh_layers(&mut self) {
-        let keep = self.selected_entry().map(|e| {
+        self.refresh_layers_keeping(self.selected_layer_id());
+    }
+
+    /// Identity of the selected Layers entry: (is a module, name).
+    fn selected_layer_id(&self) -> Option<(bool, String)> {
+        self.selected_entry().map(|e| {
             let (g, name) = e.id(&self.layer_rows);
             (g, name.to_owned())
-        });
+        })
+    }
+
+    /// Recomputes the Layers entries, selecting `keep` if it is still listed.
+    fn refresh_layers_keeping(&mut self, keep: Option<(bool, String)>) {
         let mut fuzzy = Fuzzy::new(&self.layers.query);
         let r = &self.reports;
         let v = &self.layers;
@@ -580,7 +606,11 @@ impl App {
 
     /// Recomputes the Tensors entries, keeping the selected tensor selected.
     fn refresh_tensors(&mut self) {
-        let keep = self.selected_tensor().map(|t| t.name.clone());
+        self.refresh_tensors_keeping(self.selected_tensor().map(|t| t.name.clone()));
+    }
+
+    /// Recomputes the Tensors entries, selecting the tensor named `keep` if it is listed.
+    fn refresh_tensors_keeping(&mut self, keep: Option<String>) {
         let mut fuzzy = Fuzzy::new(&self.tensors.query);
         let r = &self.reports;
         let v = &self.tensors;

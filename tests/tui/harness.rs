@@ -65,11 +65,23 @@ impl Harness {
 
     /// The demo pair while the comparison still runs.
     pub fn pending(width: u16, height: u16) -> Harness {
-        Harness::new(
-            Session::new(open(PRETRAINED), Some(open(FINETUNED)), None),
-            width,
-            height,
-        )
+        Harness::pending_pair(PRETRAINED, FINETUNED, width, height)
+    }
+
+    /// A pair while the comparison still runs.
+    pub fn pending_pair(a: &str, b: &str, width: u16, height: u16) -> Harness {
+        Harness::new(Session::new(open(a), Some(open(b)), None), width, height)
+    }
+
+    /// Delivers the diff, as the background worker does when it finishes.
+    pub fn finish_diff(&mut self) {
+        let (a, b) = (
+            &self.session.a.checkpoint,
+            &self.session.b.as_ref().expect("pair").checkpoint,
+        );
+        let report = diff(a, b, &DiffOptions::default(), None).map_err(|e| e.to_string());
+        self.app.on_diff(report);
+        self.fulfil();
     }
 
     /// One checkpoint.

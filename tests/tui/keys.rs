@@ -371,3 +371,43 @@ fn failed_comparison_is_shown() {
         "layers still listed from the headers"
     );
 }
+
+/// Names aligned by the diff (`module.` stripped from B) merge the rows listed before it;
+/// the selection survives by name and nothing indexes the old rows.
+#[test]
+fn diff_arriving_realigns_rows_under_the_selection() {
+    let dir = "tests/fixtures/diff/ddp_prefix";
+    let (a, b) = (
+        format!("{dir}/a.safetensors"),
+        format!("{dir}/b.safetensors"),
+    );
+    let mut ui = Harness::pending_pair(&a, &b, 100, 30);
+    ui.key(KeyCode::Char('2'));
+    assert_eq!(
+        listed(&ui).len(),
+        12,
+        "A's and B's names apart before alignment"
+    );
+    ui.key(KeyCode::Char('/'));
+    ui.type_str("backbone.0.1");
+    ui.key(KeyCode::Enter);
+    ui.key(KeyCode::Esc);
+    // The last row selected, on the Layers screen, when the diff arrives.
+    ui.key(KeyCode::End);
+    let last = listed(&ui)[11].clone();
+    ui.finish_diff();
+    let names = listed(&ui);
+    let selected = ui.app.layers.cursor.selected;
+    assert_eq!(
+        names[selected],
+        last.trim_start_matches("module."),
+        "the same layer stays selected"
+    );
+    assert_eq!(names.len(), 6, "one row per aligned layer: {names:?}");
+    assert!(names.iter().all(|n| !n.starts_with("module.")));
+    assert_eq!(ui.app.tensor_rows.len(), 39);
+    ui.screen();
+    ui.key(KeyCode::Char('2'));
+    ui.key(KeyCode::Enter);
+    assert!(ui.screen().contains("running_mean"));
+}
