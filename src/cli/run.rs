@@ -152,6 +152,11 @@ fn show_diff(report: &audit::DiffReport, output: &OutputArgs) -> Result<u8, Fail
 /// pair (then, with an activation file, the explain report), the `ls` report of one
 /// checkpoint.
 fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Result<u8, Failure> {
+    if paths.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no checkpoint given: bnaudit A [B], bnaudit demo, or bnaudit --help"
+        )));
+    }
     if activations.is_some() && paths.len() != 2 {
         return Err(Failure::usage(anyhow::anyhow!(
             "--activations needs two checkpoints (A and B)"

@@ -70,3 +70,11 @@ fn unreadable_activation_file_is_an_input_error() {
         .code(3)
         .stderr(predicate::str::contains("no/such.safetensors"));
 }
+
+#[test]
+fn no_checkpoint_is_a_usage_error() {
+    bnaudit()
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no checkpoint given"));
+}
