@@ -10,9 +10,9 @@ use super::detail;
 use super::format::fit_middle;
 use super::layout::Areas;
 use super::model::LayerColumn;
-use super::state::{App, Entry, GroupEntry, LayerFilter, Pane};
+use super::state::{App, Entry, GroupEntry, LayerFilter};
 use super::theme::{compact_counts, status_severity};
-use super::ui::{Column, ListRow, NameCells, list_table, pane, side_pane};
+use super::ui::{Column, ListRow, NameCells, list_table, side_pane};
 
 /// Draws the Layers screen.
 pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
@@ -57,8 +57,7 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
     list_table(
         frame,
         app,
-        areas.main,
-        pane(app, Pane::Main, title),
+        &title,
         &columns,
         v.entries.len(),
         v.cursor,

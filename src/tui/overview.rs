@@ -58,7 +58,7 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
             );
             frame.render_widget(Paragraph::new(lines).block(block), areas.main);
         }
-        _ => groups(frame, app, areas),
+        _ => groups(frame, app),
     }
     side_pane(frame, app, areas.side, " Selected ");
 }
@@ -159,7 +159,7 @@ fn diff_summary(app: &App, d: &DiffReport) -> Vec<Line<'static>> {
     vec![Line::from(layers), Line::from(tensors)]
 }
 
-fn groups(frame: &mut Frame, app: &App, areas: &Areas) {
+fn groups(frame: &mut Frame, app: &App) {
     let theme = app.theme;
     let r = &app.reports;
     let title = if app.pair() {
@@ -254,8 +254,7 @@ fn groups(frame: &mut Frame, app: &App, areas: &Areas) {
     list_table(
         frame,
         app,
-        areas.main,
-        pane(app, Pane::Main, title),
+        &title,
         &columns,
         app.groups.len(),
         app.overview,

@@ -8,8 +8,8 @@ use ratatui::text::{Line, Span};
 use super::format::wrapped;
 use super::layout::Areas;
 use super::model::{TensorColumn, shape};
-use super::state::{App, Pane, TensorFilter};
-use super::ui::{Column, ListRow, NameCells, list_table, pane, side_pane};
+use super::state::{App, TensorFilter};
+use super::ui::{Column, ListRow, NameCells, list_table, side_pane};
 use crate::report::{bytes, opt_num};
 
 /// Draws the Tensors screen.
@@ -58,8 +58,7 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
     list_table(
         frame,
         app,
-        areas.main,
-        pane(app, Pane::Main, title),
+        &title,
         &columns,
         v.entries.len(),
         v.cursor,

@@ -285,19 +285,20 @@ pub struct ListRow {
     pub style: Style,
 }
 
-/// Draws a bordered table of `len` rows, building only the visible ones with
-/// `row(index, fill_width)`; the builder fits its fill column's text into `fill_width`.
-#[allow(clippy::too_many_arguments)]
+/// Draws the main pane as a table titled `title` of `len` rows, building only the visible
+/// ones with `row(index, fill_width)`; the builder fits its fill column's text into
+/// `fill_width`.
 pub fn list_table(
     frame: &mut Frame,
     app: &App,
-    area: Rect,
-    block: Block,
+    title: &str,
     columns: &[Column],
     len: usize,
     cursor: Cursor,
     row: &dyn Fn(usize, usize) -> ListRow,
 ) {
+    let area = app.areas().main;
+    let block = pane(app, Pane::Main, title.to_owned());
     let inner = layout::table_rows(area);
     let height = usize::from(inner.height);
     let shown = cursor.offset..len.min(cursor.offset + height);
