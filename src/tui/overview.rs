@@ -254,7 +254,7 @@ fn groups(frame: &mut Frame, app: &App) {
     list_table(
         frame,
         app,
-        &title,
+        title,
         &columns,
         app.groups.len(),
         app.overview,
