@@ -4,6 +4,7 @@
 
 pub mod diff;
 pub mod ls;
+pub mod scope;
 
 pub use ls::{CheckpointSummary, LsLayer, LsOptions, LsReport, TensorEntry, ls};
 
