@@ -2,6 +2,7 @@
 //!
 //! Reports hold every number a renderer shows; `report` and `tui` only present them.
 
+pub mod check;
 pub mod config;
 pub mod diff;
 pub mod ls;

@@ -1,6 +1,10 @@
 //! Plain-text reports for people: headline first, then compact aligned tables.
 
+mod check;
+
 use std::fmt::Write;
+
+pub use check::{alignment_line, check, compared_line, headline, scope_line, target};
 
 use super::{Style, bytes, opt_num};
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
