@@ -1,10 +1,14 @@
 //! Command-line definitions (clap derive) and their dispatch.
 
+mod progress;
 mod run;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::audit::DiffOptions;
+use crate::bn::Momentum;
 
 pub use run::{Failure, run};
 
@@ -27,6 +31,7 @@ Exit codes: 0 success (check: no violation), 1 check found violations, 2 usage e
 
 Examples:
   bnaudit ls model.safetensors
+  bnaudit diff pretrained.safetensors finetuned.safetensors
   bnaudit ls --format json --output layers.json ckpt_dir/
   bnaudit demo";
 
@@ -60,13 +65,94 @@ pub struct Cli {
 pub enum Command {
     /// Show one checkpoint, or the difference of two.
     ///
-    /// Prints the text report (the `ls` report of one checkpoint).
+    /// Prints the text report: the `ls` report of one checkpoint, the `diff` report of two.
     View(ViewArgs),
     /// Show the bundled example: a pretrained CNN and a fine-tune whose frozen backbone was
     /// left in train mode.
     Demo(DemoArgs),
     /// List the BatchNorm layers of a checkpoint with statistics and health flags.
     Ls(LsArgs),
+    /// Classify what changed between two checkpoints, layer by layer, and why.
+    ///
+    /// Every tensor is compared (bit-identical unless --atol/--rtol; across dtypes after
+    /// rounding to the narrower one). Every BatchNorm layer gets a status (unchanged,
+    /// frozen_stats_drift, trained, affine_only, stats_reset, only_in_a, only_in_b,
+    /// incompatible) and the update rule's inference: train-mode forwards from the counter,
+    /// the fraction of A's statistics retained, and whether B's statistics are consistent
+    /// with it. Verdicts by sub-model come first.
+    Diff(DiffArgs),
+}
+
+/// Arguments of `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The checkpoint before (A).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+
+    /// The checkpoint after (B).
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+
+    /// Comparison options.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+
+    /// Exit with status 1 when something changed (a cast alone is not a change).
+    #[arg(long)]
+    pub exit_code: bool,
+
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How two checkpoints are compared (`diff`, `check`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct CompareArgs {
+    /// Strip PREFIX from A's tensor names instead of detecting a wrapper prefix
+    /// (`module.` of DDP, `_orig_mod.` of torch.compile, `model.`); "" strips nothing.
+    #[arg(long, value_name = "PREFIX")]
+    pub strip_prefix_a: Option<String>,
+
+    /// Strip PREFIX from B's tensor names instead of detecting it.
+    #[arg(long, value_name = "PREFIX")]
+    pub strip_prefix_b: Option<String>,
+
+    /// Absolute tolerance: values count as equal when |a - b| <= atol + rtol·|b|.
+    #[arg(long, value_name = "FLOAT", default_value_t = 0.0, value_parser = tolerance)]
+    pub atol: f64,
+
+    /// Relative tolerance (see --atol); both 0 means bit-identical.
+    #[arg(long, value_name = "FLOAT", default_value_t = 0.0, value_parser = tolerance)]
+    pub rtol: f64,
+
+    /// Momentum to assume for every layer, in PyTorch's sense (new = (1-m)·old + m·batch),
+    /// or `cma` for momentum=None; default: each convention's (PyTorch 0.1, Keras and Flax
+    /// 0.01).
+    #[arg(long, value_name = "FLOAT|cma")]
+    pub momentum: Option<Momentum>,
+}
+
+impl CompareArgs {
+    /// The options of the diff use case.
+    pub fn options(&self) -> DiffOptions {
+        DiffOptions {
+            strip_prefix_a: self.strip_prefix_a.clone(),
+            strip_prefix_b: self.strip_prefix_b.clone(),
+            atol: self.atol,
+            rtol: self.rtol,
+            momentum: self.momentum,
+        }
+    }
+}
+
+/// A tolerance: a finite number, zero or more.
+fn tolerance(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a finite number >= 0")),
+    }
 }
 
 /// Arguments of `view`.

@@ -2,12 +2,15 @@
 //!
 //! Reports hold every number a renderer shows; `report` and `tui` only present them.
 
+pub mod align;
 pub mod check;
+pub mod compare;
 pub mod config;
 pub mod diff;
 pub mod ls;
 pub mod scope;
 
+pub use diff::{DiffOptions, DiffReport, diff};
 pub use ls::{CheckpointSummary, LsLayer, LsOptions, LsReport, TensorEntry, ls};
 
 /// Version of the JSON reports' schema (`schema_version`).

@@ -116,16 +116,31 @@ impl SafetensorsFile {
             }
             None => {
                 let mut buf = vec![0u8; len as usize];
-                self.file.read_exact_at(&mut buf, start).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        self.truncated(tensor, end)
-                    } else {
-                        CheckpointError::new(&self.path, Problem::io("cannot read", e))
-                    }
-                })?;
+                self.read_into(tensor, offset, &mut buf)?;
                 Ok(Cow::Owned(buf))
             }
         }
+    }
+
+    /// Fills `buf` with the bytes of `tensor` starting `offset` bytes into it, with a
+    /// positioned read whatever the read mode: streaming comparisons reuse fixed buffers so
+    /// that resident memory stays bounded (mapped pages, once touched, count towards it).
+    pub fn read_into(
+        &self,
+        tensor: &HeaderTensor,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        let len = buf.len() as u64;
+        debug_assert!(offset + len <= tensor.end - tensor.start);
+        let start = self.header.data_start + tensor.start + offset;
+        self.file.read_exact_at(buf, start).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.truncated(tensor, start + len)
+            } else {
+                CheckpointError::new(&self.path, Problem::io("cannot read", e))
+            }
+        })
     }
 
     /// All bytes of `tensor`.

@@ -202,6 +202,18 @@ impl Checkpoint {
         file.read(entry, offset, len)
     }
 
+    /// Fills `buf` with bytes of a tensor starting `offset` bytes into it, with a positioned
+    /// read into the caller's buffer (see [`SafetensorsFile::read_into`]).
+    pub fn read_into(
+        &self,
+        t: &TensorInfo,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        let (file, entry) = self.entry(t);
+        file.read_into(entry, offset, buf)
+    }
+
     /// The tensor's values as `f64`, or `None` when its dtype cannot be decoded.
     pub fn values(&self, t: &TensorInfo) -> Result<Option<Vec<f64>>, CheckpointError> {
         Ok(t.dtype.decode(&self.bytes(t)?))

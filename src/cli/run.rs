@@ -3,8 +3,9 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use super::progress::ProgressLine;
 use super::{Cli, ColorChoice, Command, Format, OutputArgs};
-use crate::audit::{self, LsOptions};
+use crate::audit::{self, DiffOptions, LsOptions};
 use crate::checkpoint::{Checkpoint, CheckpointError, ReadMode};
 use crate::report::{self, Style};
 
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Ls(a)) => &a.output,
         Some(Command::View(a)) => &a.output,
         Some(Command::Demo(a)) => &a.output,
+        Some(Command::Diff(a)) => &a.output,
         None => &cli.view,
     };
     if matches!(
@@ -67,6 +69,11 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 _ => Ok(report::text::ls(&report, style)),
             })
         }
+        Some(Command::Diff(args)) => {
+            let report = diff(&args.a, &args.b, &args.compare.options(), &args.output)?;
+            show_diff(&report, &args.output)?;
+            Ok(u8::from(args.exit_code && report.summary.changed))
+        }
         Some(Command::View(args)) => view(&args.checkpoints, &args.output),
         Some(Command::Demo(args)) => view(&demo_paths(), &args.output),
         None => view(&cli.checkpoints, &cli.view),
@@ -82,8 +89,40 @@ pub fn demo_paths() -> Vec<PathBuf> {
     ]
 }
 
-/// `view`: the text report of each checkpoint.
+/// Opens both checkpoints and diffs them, with a progress line on a terminal.
+fn diff(
+    a: &Path,
+    b: &Path,
+    options: &DiffOptions,
+    output: &OutputArgs,
+) -> Result<audit::DiffReport, Failure> {
+    let (a, b) = (open(a, output)?, open(b, output)?);
+    let line = ProgressLine::on_stderr();
+    let update = |done, total| {
+        if let Some(l) = &line {
+            l.update(done, total);
+        }
+    };
+    let report = audit::diff(&a, &b, options, Some(&update));
+    if let Some(l) = &line {
+        l.finish();
+    }
+    Ok(report?)
+}
+
+fn show_diff(report: &audit::DiffReport, output: &OutputArgs) -> Result<u8, Failure> {
+    emit(output, |format, style| match format {
+        Format::Json => Ok(report::json::render(report)),
+        _ => Ok(report::text::diff(report, style)),
+    })
+}
+
+/// `view`: the diff report of a pair, the `ls` report of one checkpoint.
 fn view(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
+    if let [a, b] = paths {
+        let report = diff(a, b, &DiffOptions::default(), output)?;
+        return show_diff(&report, output);
+    }
     let reports = paths
         .iter()
         .map(|p| audit::ls(&open(p, output)?, LsOptions::default()).map_err(Failure::from))

@@ -1,10 +1,12 @@
 //! Plain-text reports for people: headline first, then compact aligned tables.
 
 mod check;
+mod diff;
 
 use std::fmt::Write;
 
 pub use check::{alignment_line, check, compared_line, headline, scope_line, target};
+pub use diff::diff;
 
 use super::{Style, bytes, opt_num};
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
