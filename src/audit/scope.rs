@@ -72,16 +72,31 @@ impl Patterns {
 
     /// Whether some pattern matches `name` or one of its module prefixes.
     pub fn covers(&self, name: &str) -> bool {
-        if self.is_empty() {
-            return false;
+        !self.is_empty() && prefixes(&normalise(name)).any(|p| self.set.is_match(p))
+    }
+
+    /// The patterns that cover none of `names`: a typo in a CI gate's scope must not pass
+    /// silently.
+    pub fn unmatched<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Vec<&str> {
+        let mut hit = vec![false; self.written.len()];
+        let mut found = Vec::new();
+        for name in names {
+            if hit.iter().all(|&h| h) {
+                break;
+            }
+            for prefix in prefixes(&normalise(name)) {
+                self.set.matches_into(prefix, &mut found);
+                for &i in &found {
+                    hit[i] = true;
+                }
+            }
         }
-        let mapped = normalise(name);
-        // Each prefix ending before a separator, then the whole name.
-        mapped
-            .match_indices(SEP)
-            .map(|(i, _)| &mapped[..i])
-            .chain(std::iter::once(mapped.as_str()))
-            .any(|prefix| self.set.is_match(prefix))
+        self.written
+            .iter()
+            .zip(hit)
+            .filter(|(_, h)| !h)
+            .map(|(p, _)| p.as_str())
+            .collect()
     }
 }
 
@@ -89,6 +104,13 @@ impl Serialize for Patterns {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.written.serialize(s)
     }
+}
+
+/// Each module prefix of a normalised name, ending before a separator, then the name.
+fn prefixes(name: &str) -> impl Iterator<Item = &str> {
+    name.match_indices(SEP)
+        .map(|(i, _)| &name[..i])
+        .chain(std::iter::once(name))
 }
 
 fn compile(key: &'static str, pattern: &str) -> Result<Glob, PatternError> {
@@ -240,6 +262,14 @@ mod tests {
         assert!(!scope.is_frozen("head.fc.weight"));
         assert!(scope.allows_stats("backbone.layer1.0.bn1.running_var"));
         assert!(!scope.allows_stats("backbone.layer1.0.bn2.running_var"));
+    }
+
+    #[test]
+    fn unmatched_patterns_are_listed() {
+        let p = patterns(&["backbone", "backbon", "**.bn9", "head.*"]);
+        let names = ["backbone.bn1.weight", "head.fc.bias"];
+        assert_eq!(p.unmatched(names), vec!["backbon", "**.bn9"]);
+        assert_eq!(p.unmatched([]).len(), 4);
     }
 
     #[test]
