@@ -327,7 +327,11 @@ fn tensor_violation(f: &Frozen<'_>) -> Option<(ViolationKind, String)> {
         )),
         TensorChange::ShapeChanged => Some((
             ViolationKind::FrozenShapeChanged,
-            format!("shape {} in A, {} in B", shape(&d.shape_a), shape(&d.shape_b)),
+            format!(
+                "shape {} in A, {} in B",
+                shape(&d.shape_a),
+                shape(&d.shape_b)
+            ),
         )),
         // Statistics are judged per layer, with the counter.
         TensorChange::Changed if is_buffer(f.role) => None,
@@ -388,12 +392,14 @@ pub(crate) fn evaluate(
 ) -> Evaluation {
     let layers: HashMap<&str, &LayerDiff> =
         diff.layers.iter().map(|l| (l.name.as_str(), l)).collect();
-    let mut modules: BTreeMap<&str, (bool, Vec<Frozen<'_>>)> = BTreeMap::new();
+    let mut modules: BTreeMap<String, (bool, Vec<Frozen<'_>>)> = BTreeMap::new();
     for d in diff.tensors.iter().filter(|d| is_frozen(scope, &d.name)) {
         let member = members.get(&d.name);
         let role = member.map(|m| m.role);
-        let module = member.map_or_else(|| parent(&d.name), |m| m.layer.as_str());
-        let entry = modules.entry(module).or_insert((member.is_some(), Vec::new()));
+        let module = member.map_or_else(|| bn::module_name(parent(&d.name)), |m| m.layer.clone());
+        let entry = modules
+            .entry(module)
+            .or_insert((member.is_some(), Vec::new()));
         entry.1.push(Frozen {
             diff: d,
             role,
@@ -416,22 +422,22 @@ pub(crate) fn evaluate(
         if !drifted.is_empty() {
             found.push(Violation {
                 kind: ViolationKind::FrozenStatsDrift,
-                layer: (*name).to_owned(),
+                layer: name.clone(),
                 tensor: None,
-                detail: stats_drift_detail(&drifted, layers.get(name).copied()),
+                detail: stats_drift_detail(&drifted, layers.get(name.as_str()).copied()),
             });
         }
         for f in frozen {
             if let Some((kind, detail)) = tensor_violation(f) {
                 found.push(Violation {
                     kind,
-                    layer: (*name).to_owned(),
+                    layer: name.clone(),
                     tensor: Some(f.diff.name.clone()),
                     detail,
                 });
             }
         }
-        found.extend(health_by_layer.remove(name).unwrap_or_default());
+        found.extend(health_by_layer.remove(name.as_str()).unwrap_or_default());
         found.sort_by(|x, y| (x.kind, &x.tensor).cmp(&(y.kind, &y.tensor)));
         out.compared.tensors += frozen.len();
         out.compared.bytes += frozen
@@ -442,7 +448,7 @@ pub(crate) fn evaluate(
             })
             .sum::<u64>();
         out.modules.push(CheckedModule {
-            name: (*name).to_owned(),
+            name: name.clone(),
             batchnorm: *batchnorm,
             allow_stats: frozen.iter().any(|f| f.stats_allowed),
             tensors: frozen.len(),
@@ -506,12 +512,12 @@ pub fn check(
             })
         })
         .collect();
-    let in_b: HashMap<&str, &TensorInfo> =
-        aligned.b.iter().map(|t| (t.name.as_str(), t)).collect();
+    let in_b: HashMap<&str, &TensorInfo> = aligned.b.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut health = Vec::new();
-    for layer in layers_b.into_iter().filter(|l| {
-        is_frozen(scope, &l.keys.running_mean) || is_frozen(scope, &l.keys.running_var)
-    }) {
+    for layer in layers_b
+        .into_iter()
+        .filter(|l| is_frozen(scope, &l.keys.running_mean) || is_frozen(scope, &l.keys.running_var))
+    {
         let values = layer_values_in(b, &layer, |k| in_b.get(k).copied())?;
         health.push((layer, values));
     }

@@ -195,7 +195,10 @@ mod tests {
         let own = dir.path().join(CONFIG_FILE);
         std::fs::write(&own, "frozen = [\"backbone\"]\nfrozn = [\"head\"]\n").unwrap();
         let msg = load(&own).unwrap_err().to_string();
-        assert!(msg.contains("bnaudit.toml:2:1: unknown field `frozn`"), "{msg}");
+        assert!(
+            msg.contains("bnaudit.toml:2:1: unknown field `frozn`"),
+            "{msg}"
+        );
         let py = dir.path().join(PYPROJECT_FILE);
         std::fs::write(&py, "[tool.bnaudit]\ntrainabel = []\n").unwrap();
         let msg = load(&py).unwrap_err().to_string();
@@ -205,7 +208,10 @@ mod tests {
         );
         std::fs::write(&own, "frozen = \"backbone\"\n").unwrap();
         let msg = load(&own).unwrap_err().to_string();
-        assert!(msg.contains("bnaudit.toml:1:10: ") && msg.contains("sequence"), "{msg}");
+        assert!(
+            msg.contains("bnaudit.toml:1:10: ") && msg.contains("sequence"),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'), "one line: {msg}");
     }
 

@@ -72,10 +72,7 @@ mod tests {
     #[test]
     fn escapes_as_the_runner_expects() {
         assert_eq!(escape_data("50% done\r\nnext"), "50%25 done%0D%0Anext");
-        assert_eq!(
-            escape_property("bnaudit: a, b\n"),
-            "bnaudit%3A a%2C b%0A"
-        );
+        assert_eq!(escape_property("bnaudit: a, b\n"), "bnaudit%3A a%2C b%0A");
         // `%` first, so an escape sequence in the input is itself escaped, not decoded.
         assert_eq!(escape_data("%0A"), "%250A");
     }
