@@ -18,7 +18,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
 
 /// Bytes compared per chunk (per side): small enough to stay in cache next to its twin,
 /// large enough that the per-chunk cost (two reads, one queue step) is negligible.
-pub const CHUNK_BYTES: u64 = 1 << 20;
+pub const CHUNK_BYTES: u64 = 1 << 18;
 
 /// How far values may differ and still count as equal, as `numpy.isclose`:
 /// `|a - b| <= atol + rtol * |b|`. Both zero (the default) means bit-identical.
@@ -226,9 +226,9 @@ impl Plan {
                 d.nonfinite_changed = Some(acc.nonfinite);
                 d.max_abs_diff = Some(acc.max_abs);
                 d.rel_l2 = match (acc.sum_sq_diff, acc.sum_sq_a) {
-                    (diff, _) if diff == 0.0 => Some(0.0),
+                    (0.0, _) => Some(0.0),
                     // Relative to nothing: undefined rather than infinite.
-                    (_, norm) if norm == 0.0 => None,
+                    (_, 0.0) => None,
                     (diff, norm) => Some((diff / norm).sqrt()),
                 };
             }

@@ -178,7 +178,8 @@ pub struct Group {
     pub layers: usize,
     /// Count of each status.
     pub statuses: BTreeMap<Status, usize>,
-    /// The counter delta when every layer of the group with a counter has the same one.
+    /// Train-mode forwards (`inference.forwards`) when every layer of the group that counts
+    /// them has the same number.
     pub forwards: Option<i64>,
     /// Tensors under the prefix other than running statistics and counters (weights,
     /// biases, affine parameters, other buffers).

@@ -130,11 +130,7 @@ fn forwards_phrase(layers: &[&LayerDiff]) -> Option<String> {
             (true, n) => format!(
                 "+{lo} train-mode {} each (identical counter deltas in {}: the whole sub-model ran the same forwards)",
                 plural(lo),
-                if n == 2 {
-                    "both layers".to_owned()
-                } else {
-                    format!("all {n} layers")
-                }
+                all_layers(n)
             ),
             (false, _) => format!("+{lo} to +{hi} train-mode forwards"),
         });
@@ -149,6 +145,15 @@ fn forwards_phrase(layers: &[&LayerDiff]) -> Option<String> {
                 plural(n as i64)
             )
         })
+}
+
+/// "both layers", "all 5 layers".
+fn all_layers(n: usize) -> String {
+    if n == 2 {
+        "both layers".to_owned()
+    } else {
+        format!("all {n} layers")
+    }
 }
 
 /// "weights unchanged", "3 of 8 weights changed", "no weights".
@@ -200,7 +205,7 @@ fn group(p: &str, layers: &[&LayerDiff], weights: &Weights) -> Group {
         .copied()
         .filter(|l| l.status == dominant)
         .collect();
-    let deltas: HashSet<i64> = layers.iter().filter_map(|l| l.nbt_delta).collect();
+    let forwards: HashSet<i64> = layers.iter().filter_map(|l| l.inference.forwards).collect();
     let clause = Clause {
         p,
         n: layers.len(),
@@ -222,7 +227,7 @@ fn group(p: &str, layers: &[&LayerDiff], weights: &Weights) -> Group {
         prefix: p.to_owned(),
         layers: layers.len(),
         statuses,
-        forwards: (deltas.len() == 1).then(|| *deltas.iter().next().expect("one")),
+        forwards: (forwards.len() == 1).then(|| *forwards.iter().next().expect("one")),
         weights: n_weights,
         weights_changed: n_changed,
         severity: layers
@@ -370,9 +375,18 @@ impl Clause<'_> {
         let recount = of
             .iter()
             .find_map(|l| l.nbt_a.zip(l.nbt_b).filter(|(a, b)| b < a && *b > 0));
+        let same = of.iter().all(|l| l.nbt_b == of[0].nbt_b);
+        let together = if same && k > 1 {
+            format!(
+                " (identical counter deltas in {}: re-estimated together)",
+                all_layers(k)
+            )
+        } else {
+            String::new()
+        };
         match (recount, convention) {
             (Some((from, to)), _) => format!(
-                "{k}/{n} BatchNorm layers had their statistics reset and re-estimated over {to} forwards (counter {from} → {to}), {w} — torch.optim.swa_utils.update_bn or precise-BN; expected after SWA, wrong if {p} was meant to keep its pretrained statistics"
+                "{k}/{n} BatchNorm layers had their statistics reset and re-estimated over {to} forwards (counter {from} → {to}){together}, {w} — torch.optim.swa_utils.update_bn or precise-BN; expected after SWA, wrong if {p} was meant to keep its pretrained statistics"
             ),
             (None, Convention::Pytorch | Convention::Paddle) => format!(
                 "{k}/{n} BatchNorm layers had their statistics reset to mean 0, variance 1 and never re-estimated, {w} — reset_running_stats() or a re-created layer; restore A's statistics or re-estimate them"

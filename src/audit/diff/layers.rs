@@ -281,15 +281,15 @@ fn notes(layer: &LayerDiff, convention: Convention, d: &Drift) -> Vec<String> {
     let counters = layer.nbt_a.zip(layer.nbt_b);
     let mut notes = Vec::new();
     let updated = layer.status != Status::Unchanged && !d.is_reset();
-    if let (Some((a, b)), true) = (counters, updated) {
-        if b > a {
-            notes.push(format!(
+    if let (Some((a, b)), true) = (counters, updated)
+        && b > a
+    {
+        notes.push(format!(
                 "num_batches_tracked went from {a} to {b}: {} train-mode forward{}, after which B keeps {}.",
                 b - a,
                 if b - a == 1 { "" } else { "s" },
                 retention(m, b - a, a, d.retained.unwrap_or(1.0))
             ));
-        }
     }
     for s in &d.signatures {
         notes.push(match *s {
