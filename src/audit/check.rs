@@ -38,18 +38,18 @@ pub enum CheckError {
     Input(#[from] CheckpointError),
     /// Frozen patterns that name nothing: the gate would pass without checking them.
     #[error(
-        "frozen pattern{} {} match{} no tensor of A or B (after removing the wrapper prefixes {}); \
-         check the spelling, or see `bnaudit ls --all`",
+        "frozen pattern{} {} match{} no tensor of A or B{aligned}; check the spelling, or \
+         list the names with `bnaudit ls --all`",
         if patterns.len() == 1 { "" } else { "s" },
         patterns.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
-        if patterns.len() == 1 { "es" } else { "" },
-        prefixes
+        if patterns.len() == 1 { "es" } else { "" }
     )]
     UnmatchedPatterns {
         /// The patterns.
         patterns: Vec<String>,
-        /// The prefixes stripped, for the message.
-        prefixes: String,
+        /// Which wrapper prefixes were removed before matching, e.g. ` (names matched
+        /// without B's prefix "module.")`; empty when none was.
+        aligned: String,
     },
 }
 
@@ -166,19 +166,22 @@ fn parent(name: &str) -> &str {
 
 /// A BatchNorm layer's tensor: which layer, in which role.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Member {
+struct Member {
     /// The layer's (aligned) name.
-    pub layer: String,
+    layer: String,
     /// The tensor's role in it.
-    pub role: Role,
+    role: Role,
 }
 
 /// What the evaluation of a diff against the scope found.
 #[derive(Debug, Default)]
-pub(crate) struct Evaluation {
-    pub violations: Vec<Violation>,
-    pub modules: Vec<CheckedModule>,
-    pub compared: Compared,
+struct Evaluation {
+    /// Every violation, by module.
+    violations: Vec<Violation>,
+    /// Every frozen module.
+    modules: Vec<CheckedModule>,
+    /// Totals.
+    compared: Compared,
 }
 
 /// A frozen tensor with what we know about it.
@@ -384,7 +387,7 @@ fn health_violations(layer: &str, keys: &BnKeys, values: &LayerValues) -> Vec<Vi
 ///
 /// `members` maps aligned tensor names of BatchNorm layers (of A or B) to their layer and
 /// role; `health` holds B's frozen BatchNorm layers (aligned keys) with their values.
-pub(crate) fn evaluate(
+fn evaluate(
     scope: &Scope,
     diff: &DiffReport,
     members: &HashMap<String, Member>,
@@ -484,9 +487,18 @@ pub fn check(
     let unmatched = scope.frozen.unmatched(names.iter().map(String::as_str));
     if !unmatched.is_empty() {
         let al = &aligned.alignment;
+        let stripped: Vec<String> = [("A", &al.strip_a), ("B", &al.strip_b)]
+            .into_iter()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(side, p)| format!("{side}'s prefix {p:?}"))
+            .collect();
         return Err(CheckError::UnmatchedPatterns {
             patterns: unmatched.into_iter().map(str::to_owned).collect(),
-            prefixes: format!("{:?} and {:?}", al.strip_a, al.strip_b),
+            aligned: if stripped.is_empty() {
+                String::new()
+            } else {
+                format!(" (names matched without {})", stripped.join(" and "))
+            },
         });
     }
     let report = diff::diff_aligned(
