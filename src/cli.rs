@@ -223,7 +223,8 @@ pub struct CheckArgs {
     #[arg(value_name = "B")]
     pub b: PathBuf,
 
-    /// Modules that must not change (repeatable; several patterns may follow one flag).
+    /// Modules that must not change. Several patterns may follow one flag, so give A and B
+    /// first (or end the list with `--`).
     #[arg(long, value_name = "PATTERN", num_args = 1..)]
     pub frozen: Vec<String>,
 
