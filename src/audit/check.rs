@@ -290,10 +290,10 @@ fn magnitude(d: &TensorDiff) -> String {
 fn changed_detail(d: &TensorDiff) -> String {
     let n = elements(&d.shape_b);
     let mut detail = match d.changed_elements {
-        Some(k) => format!("{k} of {n} elements changed"),
-        None => "values changed".to_owned(),
+        Some(k) => format!("{k} of {n} elements changed, {}", magnitude(d)),
+        // Sub-byte and complex dtypes are compared as bytes only.
+        None => format!("bytes differ ({} values are not decoded)", dtype(d.dtype_b)),
     };
-    detail.push_str(&format!(", {}", magnitude(d)));
     if let Some(r) = d.rel_l2 {
         detail.push_str(&format!(", relative L2 {}", num(r)));
     }
