@@ -322,12 +322,16 @@ impl Clause<'_> {
             Status::Incompatible => format!(
                 "{k}/{n} BatchNorm layers differ in channel count, convention or affine setting — a different architecture; their values are not compared"
             ),
-            Status::OnlyInA => format!(
-                "{k}/{n} BatchNorm layers only in A — removed in B, or renamed (see the alignment; --strip-prefix-a/-b force it)"
-            ),
-            Status::OnlyInB => format!(
-                "{k}/{n} BatchNorm layers only in B — added in B, or renamed (see the alignment; --strip-prefix-a/-b force it)"
-            ),
+            Status::OnlyInA | Status::OnlyInB => {
+                let (side, what) = if status == Status::OnlyInA {
+                    ("A", "removed in B")
+                } else {
+                    ("B", "added in B")
+                };
+                format!(
+                    "{k}/{n} BatchNorm layers only in {side} — {what}, or renamed (see the alignment; --strip-prefix-a/-b force it)"
+                )
+            }
             Status::Unchanged if counters_moved(of) => format!(
                 "{k}/{n} BatchNorm layers kept bit-identical statistics but their counters moved{fw} — train-mode forwards with momentum 0 (harmless), or statistics restored afterwards"
             ),

@@ -49,7 +49,7 @@ pub fn diff(report: &DiffReport, style: Style) -> String {
     out.push('\n');
     verdicts(&mut out, &report.groups, style);
     layers(&mut out, report, style);
-    tensors(&mut out, &report.tensors, style);
+    tensors(&mut out, report, style);
     if !report.summary.changed {
         let _ = writeln!(
             out,
@@ -83,6 +83,22 @@ fn verdicts(out: &mut String, groups: &[Group], style: Style) {
         };
         let _ = writeln!(out, "  {} {text}", mark(g.severity, style));
     }
+}
+
+/// "Tensors: 39 (16 unchanged, 23 changed)", bold.
+fn heading<'a>(
+    out: &mut String,
+    style: Style,
+    title: &str,
+    total: usize,
+    counts: impl Iterator<Item = (&'a str, usize)>,
+) {
+    let counts: Vec<String> = counts.map(|(what, n)| format!("{n} {what}")).collect();
+    let _ = writeln!(
+        out,
+        "\n{}",
+        style.bold(&format!("{title}: {total} ({})", counts.join(", ")))
+    );
 }
 
 /// Left-aligns the first `left` columns, right-aligns the rest; two spaces between.
@@ -141,21 +157,12 @@ fn layers(out: &mut String, report: &DiffReport, style: Style) {
     if report.layers.is_empty() {
         return;
     }
-    let counts: Vec<String> = report
+    let counts = report
         .summary
         .statuses
         .iter()
-        .map(|(s, n)| format!("{n} {}", s.as_str()))
-        .collect();
-    let _ = writeln!(
-        out,
-        "\n{}",
-        style.bold(&format!(
-            "BatchNorm layers: {} ({})",
-            report.layers.len(),
-            counts.join(", ")
-        ))
-    );
+        .map(|(s, n)| (s.as_str(), *n));
+    heading(out, style, "BatchNorm layers", report.layers.len(), counts);
     if changed.is_empty() {
         return;
     }
@@ -251,24 +258,14 @@ fn shapes(t: &TensorDiff) -> String {
     }
 }
 
-fn tensors(out: &mut String, tensors: &[TensorDiff], style: Style) {
-    let mut counts = std::collections::BTreeMap::new();
-    for t in tensors {
-        *counts.entry(t.change).or_insert(0usize) += 1;
-    }
-    let summary: Vec<String> = counts
+fn tensors(out: &mut String, report: &DiffReport, style: Style) {
+    let tensors = &report.tensors;
+    let counts = report
+        .summary
+        .tensor_changes
         .iter()
-        .map(|(c, n)| format!("{n} {}", c.as_str()))
-        .collect();
-    let _ = writeln!(
-        out,
-        "\n{}",
-        style.bold(&format!(
-            "Tensors: {} ({})",
-            tensors.len(),
-            summary.join(", ")
-        ))
-    );
+        .map(|(c, n)| (c.as_str(), *n));
+    heading(out, style, "Tensors", tensors.len(), counts);
     // BatchNorm tensors are in the layer table already.
     let changed: Vec<&TensorDiff> = tensors
         .iter()
