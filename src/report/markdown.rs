@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::audit::check::CheckReport;
-use crate::report::text::{alignment_line, compared_line, headline, scope_line};
+use crate::report::text::{alignment, compared_line, headline, scope_line};
 
 /// Makes `s` safe inside a table cell: pipes escaped, line breaks flattened.
 fn cell(s: &str) -> String {
@@ -33,9 +33,7 @@ pub fn render(report: &CheckReport) -> String {
         report.diff.a.path, report.diff.b.path
     );
     let _ = writeln!(out, "- scope: {}", scope_line(report));
-    if let Some(line) = alignment_line(report) {
-        let _ = writeln!(out, "- {line}");
-    }
+    let _ = writeln!(out, "- {}", alignment(&report.diff.alignment));
     let _ = writeln!(out, "- {}", compared_line(report));
     if !report.diff.groups.is_empty() {
         let _ = writeln!(out, "\n**Verdicts**\n");

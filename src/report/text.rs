@@ -5,8 +5,8 @@ mod diff;
 
 use std::fmt::Write;
 
-pub use check::{alignment_line, check, compared_line, headline, scope_line, target};
-pub use diff::diff;
+pub use check::{check, compared_line, headline, scope_line, target};
+pub use diff::{alignment, diff};
 
 use super::{Style, bytes, opt_num};
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};

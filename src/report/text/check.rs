@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use super::checkpoint_line;
+use super::diff::{alignment, verdicts};
 use crate::audit::check::{CheckReport, Violation};
-use crate::audit::diff::{Group, Severity};
 use crate::audit::scope::Patterns;
 use crate::report::{Style, bytes};
 
@@ -56,38 +56,9 @@ pub fn compared_line(report: &CheckReport) -> String {
     )
 }
 
-/// How names were aligned, when a prefix was stripped.
-pub fn alignment_line(report: &CheckReport) -> Option<String> {
-    let a = &report.diff.alignment;
-    let quote = |p: &str| {
-        if p.is_empty() {
-            "nothing".to_owned()
-        } else {
-            format!("`{p}`")
-        }
-    };
-    (!a.strip_a.is_empty() || !a.strip_b.is_empty()).then(|| {
-        format!(
-            "names aligned by stripping {} from A and {} from B{}",
-            quote(&a.strip_a),
-            quote(&a.strip_b),
-            if a.detected { " (detected)" } else { "" }
-        )
-    })
-}
-
 /// Where a violation is: the tensor, or the layer for a layer-wide one.
 pub fn target(v: &Violation) -> &str {
     v.tensor.as_deref().unwrap_or(&v.layer)
-}
-
-fn paint_group(g: &Group, style: Style) -> String {
-    match g.severity {
-        Severity::Problem => style.red(&g.verdict),
-        Severity::Warning => style.yellow(&g.verdict),
-        Severity::Info => g.verdict.clone(),
-        Severity::Unchanged => style.green(&g.verdict),
-    }
 }
 
 /// Renders the `check` report for people.
@@ -106,15 +77,11 @@ pub fn check(report: &CheckReport, style: Style) -> String {
     let _ = writeln!(out, "  A  {}", checkpoint_line(&report.diff.a));
     let _ = writeln!(out, "  B  {}", checkpoint_line(&report.diff.b));
     let _ = writeln!(out, "  {}", scope_line(report));
-    if let Some(line) = alignment_line(report) {
-        let _ = writeln!(out, "  {line}");
-    }
+    let _ = writeln!(out, "  {}", style.dim(&alignment(&report.diff.alignment)));
     let _ = writeln!(out, "  {}", compared_line(report));
     if !report.diff.groups.is_empty() {
-        let _ = writeln!(out, "\n{}", style.bold("Verdicts"));
-        for g in &report.diff.groups {
-            let _ = writeln!(out, "  {}", paint_group(g, style));
-        }
+        out.push('\n');
+        verdicts(&mut out, &report.diff.groups, style);
     }
     if !report.violations.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("Violations"));
