@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::SCHEMA_VERSION;
 use super::compare::Progress;
 use super::diff::{self, DiffOptions, DiffReport, LayerDiff, TensorChange, TensorDiff};
-use super::ls::layer_values_in;
 use super::scope::Scope;
 use crate::bn::{self, BnKeys, BnLayer, LayerValues, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
@@ -386,7 +385,8 @@ fn health_violations(layer: &str, keys: &BnKeys, values: &LayerValues) -> Vec<Vi
 /// Judges the diff of the frozen tensors.
 ///
 /// `members` maps aligned tensor names of BatchNorm layers (of A or B) to their layer and
-/// role; `health` holds B's frozen BatchNorm layers (aligned keys) with their values.
+/// role; `health` holds B's frozen BatchNorm layers (aligned keys) with their running
+/// statistics.
 fn evaluate(
     scope: &Scope,
     diff: &DiffReport,
@@ -530,7 +530,15 @@ pub fn check(
         .into_iter()
         .filter(|l| is_frozen(scope, &l.keys.running_mean) || is_frozen(scope, &l.keys.running_var))
     {
-        let values = layer_values_in(b, &layer, |k| in_b.get(k).copied())?;
+        let read = |key: &str| match in_b.get(key) {
+            Some(t) => b.read_values(t),
+            None => Ok(None),
+        };
+        let values = LayerValues {
+            running_mean: read(&layer.keys.running_mean)?,
+            running_var: read(&layer.keys.running_var)?,
+            ..LayerValues::default()
+        };
         health.push((layer, values));
     }
     let evaluation = evaluate(scope, &report, &members, &health);

@@ -117,18 +117,8 @@ pub struct TensorEntry {
 
 /// Reads and decodes every tensor of `layer`.
 pub fn layer_values(ckpt: &Checkpoint, layer: &BnLayer) -> Result<LayerValues, CheckpointError> {
-    layer_values_in(ckpt, layer, |k| ckpt.get(k))
-}
-
-/// Reads and decodes every tensor of `layer`, whose keys `find` looks up (for names that
-/// differ from the checkpoint's, as aligned names do).
-pub fn layer_values_in<'c>(
-    ckpt: &Checkpoint,
-    layer: &BnLayer,
-    find: impl Fn(&str) -> Option<&'c TensorInfo>,
-) -> Result<LayerValues, CheckpointError> {
     let read = |role: Role| -> Result<Option<Vec<f64>>, CheckpointError> {
-        match layer.keys.get(role).and_then(&find) {
+        match layer.keys.get(role).and_then(|k| ckpt.get(k)) {
             Some(t) => ckpt.values(t),
             None => Ok(None),
         }
