@@ -10,27 +10,21 @@ Usage: python benches/check_bench.py [DIR] [--runs N]   (needs a release build, 
 diff_bench.py does)
 """
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from diff_bench import bench, binary  # noqa: E402
+from diff_bench import bench, binary, pair_and_runs  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("dir", nargs="?", default="/tmp/bnaudit-bench")
-    p.add_argument("--runs", type=int, default=5)
-    args = p.parse_args()
-    a = os.path.join(args.dir, "a.safetensors")
-    b = os.path.join(args.dir, "b.safetensors")
+    a, b, runs = pair_and_runs()
     check = [binary(), "check", a, b, "--frozen"]
     ours = {
         "check (whole model)": check + ["backbone", "head"],
         "check --frozen backbone": check + ["backbone"],
     }
-    bench(a, b, ours, args.runs)
+    bench(a, b, ours, runs)
 
 
 if __name__ == "__main__":

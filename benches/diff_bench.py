@@ -53,14 +53,18 @@ def measure(cmd):
     return wall, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
-def main():
+def pair_and_runs():
+    """The pair's paths (from DIR) and the number of runs, from the command line."""
     p = argparse.ArgumentParser()
     p.add_argument("dir", nargs="?", default="/tmp/bnaudit-bench")
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
-    a = os.path.join(args.dir, "a.safetensors")
-    b = os.path.join(args.dir, "b.safetensors")
-    bench(a, b, {"bnaudit diff A B": [binary(), "diff", a, b]}, args.runs)
+    return os.path.join(args.dir, "a.safetensors"), os.path.join(args.dir, "b.safetensors"), args.runs
+
+
+def main():
+    a, b, runs = pair_and_runs()
+    bench(a, b, {"bnaudit diff A B": [binary(), "diff", a, b]}, runs)
 
 
 def bench(a, b, ours, runs):
