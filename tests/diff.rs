@@ -719,3 +719,24 @@ fn demo_shows_the_diff_of_the_pair() {
         "{backbone}"
     );
 }
+
+/// The README shows real output of `bnaudit diff` on the demo pair; it must stay real.
+#[test]
+fn readme_shows_the_real_demo_diff() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let marker = "On the demo pair (`bnaudit diff assets/demo/pretrained.safetensors assets/demo/finetuned.safetensors`):\n\n```\n";
+    let start = readme.find(marker).expect("the demo block in README.md") + marker.len();
+    let end = start + readme[start..].find("\n```\n").expect("its end");
+    let out = bnaudit()
+        .current_dir(root)
+        .args([
+            "diff",
+            "assets/demo/pretrained.safetensors",
+            "assets/demo/finetuned.safetensors",
+        ])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(&readme[start..end], text.trim_end_matches('\n'));
+}

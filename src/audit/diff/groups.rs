@@ -147,6 +147,15 @@ fn forwards_phrase(layers: &[&LayerDiff]) -> Option<String> {
         })
 }
 
+/// "BatchNorm layer" or "BatchNorm layers", after a count of `n`.
+fn batchnorm_layers(n: usize) -> &'static str {
+    if n == 1 {
+        "BatchNorm layer"
+    } else {
+        "BatchNorm layers"
+    }
+}
+
 /// "both layers", "all 5 layers".
 fn all_layers(n: usize) -> String {
     if n == 2 {
@@ -161,6 +170,7 @@ fn weights_phrase(weights: usize, changed: usize) -> String {
     match (weights, changed) {
         (0, _) => "no other weights".to_owned(),
         (_, 0) => "weights unchanged".to_owned(),
+        (1, _) => "its 1 weight tensor changed".to_owned(),
         (w, c) => format!("{c} of {w} weight tensors changed"),
     }
 }
@@ -295,32 +305,33 @@ impl Clause<'_> {
     fn text(&self, status: Status) -> String {
         let Clause { p, n, of, .. } = *self;
         let k = of.len();
+        let bn = batchnorm_layers(n);
         let w = &self.weights;
         let fw = forwards_phrase(of).map_or_else(String::new, |f| format!(", {f}"));
         let convention = of.first().map_or(Convention::Pytorch, |l| l.convention);
         let (freeze, eval) = advice(convention);
         let mut text = match status {
             Status::FrozenStatsDrift if of.iter().all(|l| l.nbt_delta == Some(0)) => format!(
-                "{k}/{n} BatchNorm layers changed their statistics with counters unchanged, {w} — the statistics were assigned or loaded from other weights, not updated by forwards; restore A's if {p} was meant to stay frozen"
+                "{k}/{n} {bn} changed their statistics with counters unchanged, {w} — the statistics were assigned or loaded from other weights, not updated by forwards; restore A's if {p} was meant to stay frozen"
             ),
             Status::FrozenStatsDrift if self.weights_changed > 0 => format!(
-                "{k}/{n} BatchNorm layers updated their statistics{fw}, {w} — {p} was trained (its BatchNorm layers have no affine parameters, or kept them fixed)"
+                "{k}/{n} {bn} updated their statistics{fw}, {w} — {p} was trained (its BatchNorm layers have no affine parameters, or kept them fixed)"
             ),
             Status::FrozenStatsDrift if !self.model_trained => format!(
-                "{k}/{n} BatchNorm layers drifted, weights unchanged{fw} — no weight changed anywhere in the model: forwards ran in train mode without training, as in an evaluation or inference loop that {eval}"
+                "{k}/{n} {bn} drifted, weights unchanged{fw} — no weight changed anywhere in the model: forwards ran in train mode without training, as in an evaluation or inference loop that {eval}"
             ),
             Status::FrozenStatsDrift => format!(
-                "{k}/{n} BatchNorm layers drifted, weights unchanged{fw} — the frozen {p} ran in train mode; {freeze}"
+                "{k}/{n} {bn} drifted, weights unchanged{fw} — the frozen {p} ran in train mode; {freeze}"
             ),
             Status::Trained => format!(
-                "{k}/{n} BatchNorm layers trained (affine parameters and statistics changed){fw}, {w} — {p} was trained"
+                "{k}/{n} {bn} trained (affine parameters and statistics changed){fw}, {w} — {p} was trained"
             ),
             Status::AffineOnly => format!(
-                "{k}/{n} BatchNorm layers changed their affine parameters but kept their statistics, {w} — gradients reached {p} while its BatchNorm ran in eval mode: a leaked requires_grad, unless {p} was fine-tuned with frozen BatchNorm on purpose"
+                "{k}/{n} {bn} changed their affine parameters but kept their statistics, {w} — gradients reached {p} while its BatchNorm ran in eval mode: a leaked requires_grad, unless {p} was fine-tuned with frozen BatchNorm on purpose"
             ),
             Status::StatsReset => self.reset_text(convention),
             Status::Incompatible => format!(
-                "{k}/{n} BatchNorm layers differ in channel count, convention or affine setting — a different architecture; their values are not compared"
+                "{k}/{n} {bn} differ in channel count, convention or affine setting — a different architecture; their values are not compared"
             ),
             Status::OnlyInA | Status::OnlyInB => {
                 let (side, what) = if status == Status::OnlyInA {
@@ -329,22 +340,22 @@ impl Clause<'_> {
                     ("B", "added in B")
                 };
                 format!(
-                    "{k}/{n} BatchNorm layers only in {side} — {what}, or renamed (see the alignment; --strip-prefix-a/-b force it)"
+                    "{k}/{n} {bn} only in {side} — {what}, or renamed (see the alignment; --strip-prefix-a/-b force it)"
                 )
             }
             Status::Unchanged if counters_moved(of) => format!(
-                "{k}/{n} BatchNorm layers kept bit-identical statistics but their counters moved{fw} — train-mode forwards with momentum 0 (harmless), or statistics restored afterwards"
+                "{k}/{n} {bn} kept bit-identical statistics but their counters moved{fw} — train-mode forwards with momentum 0 (harmless), or statistics restored afterwards"
             ),
             Status::Unchanged if self.weights_changed > 0 => format!(
-                "{k}/{n} BatchNorm layers unchanged, {w} — trained with its BatchNorm frozen in eval mode"
+                "{k}/{n} {bn} unchanged, {w} — trained with its BatchNorm frozen in eval mode"
             ),
             Status::Unchanged if of.iter().all(|l| l.nbt_a.is_none()) => format!(
-                "{k}/{n} BatchNorm layers unchanged, {w} — frozen; without counters, whether it ran in train mode cannot be told (FrozenBatchNorm2d never moves)"
+                "{k}/{n} {bn} unchanged, {w} — frozen; without counters, whether it ran in train mode cannot be told (FrozenBatchNorm2d never moves)"
             ),
             Status::Unchanged if self.weights_changed == 0 && w != "no other weights" => format!(
-                "{k}/{n} BatchNorm layers unchanged, weights unchanged — frozen, with its BatchNorm kept in eval mode"
+                "{k}/{n} {bn} unchanged, weights unchanged — frozen, with its BatchNorm kept in eval mode"
             ),
-            Status::Unchanged => format!("{k}/{n} BatchNorm layers unchanged"),
+            Status::Unchanged => format!("{k}/{n} {bn} unchanged"),
         };
         let inconsistent: Vec<&LayerDiff> = of
             .iter()
@@ -375,6 +386,7 @@ impl Clause<'_> {
     fn reset_text(&self, convention: Convention) -> String {
         let Clause { p, n, of, .. } = *self;
         let k = of.len();
+        let bn = batchnorm_layers(n);
         let w = &self.weights;
         let recount = of
             .iter()
@@ -390,13 +402,13 @@ impl Clause<'_> {
         };
         match (recount, convention) {
             (Some((from, to)), _) => format!(
-                "{k}/{n} BatchNorm layers had their statistics reset and re-estimated over {to} forwards (counter {from} → {to}){together}, {w} — torch.optim.swa_utils.update_bn or precise-BN; expected after SWA, wrong if {p} was meant to keep its pretrained statistics"
+                "{k}/{n} {bn} had their statistics reset and re-estimated over {to} forwards (counter {from} → {to}){together}, {w} — torch.optim.swa_utils.update_bn or precise-BN; expected after SWA, wrong if {p} was meant to keep its pretrained statistics"
             ),
             (None, Convention::Pytorch | Convention::Paddle) => format!(
-                "{k}/{n} BatchNorm layers had their statistics reset to mean 0, variance 1 and never re-estimated, {w} — reset_running_stats() or a re-created layer; restore A's statistics or re-estimate them"
+                "{k}/{n} {bn} had their statistics reset to mean 0, variance 1 and never re-estimated, {w} — reset_running_stats() or a re-created layer; restore A's statistics or re-estimate them"
             ),
             (None, _) => format!(
-                "{k}/{n} BatchNorm layers had their statistics reset to mean 0, variance 1 and never re-estimated, {w} — re-created or re-initialised variables; restore A's statistics or re-estimate them"
+                "{k}/{n} {bn} had their statistics reset to mean 0, variance 1 and never re-estimated, {w} — re-created or re-initialised variables; restore A's statistics or re-estimate them"
             ),
         }
     }
