@@ -727,3 +727,26 @@ fn ci_formats_are_for_check_only() {
     assert_eq!(code, 2);
     assert!(err.contains("only available for `check`"), "{err}");
 }
+
+/// The README shows the first lines of real `check` output on the demo pair.
+#[test]
+fn readme_shows_the_real_demo_check() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let marker = "On the demo pair (`bnaudit check assets/demo/pretrained.safetensors \
+                  assets/demo/finetuned.safetensors --frozen backbone`, exit code 1), the first \
+                  lines:\n\n```\n";
+    let start = readme.find(marker).expect("the check demo block") + marker.len();
+    let end = start + readme[start..].find("\n  …\n```\n").expect("its end");
+    let (code, out, _) = run(&[
+        "check",
+        "assets/demo/pretrained.safetensors",
+        "assets/demo/finetuned.safetensors",
+        "--frozen",
+        "backbone",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with(&readme[start..end]),
+        "README block is not a prefix of:\n{out}"
+    );
+}
