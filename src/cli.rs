@@ -33,6 +33,7 @@ Examples:
   bnaudit ls model.safetensors
   bnaudit diff pretrained.safetensors finetuned.safetensors
   bnaudit ls --format json --output layers.json ckpt_dir/
+  bnaudit explain pretrained.safetensors finetuned.safetensors --activations acts.safetensors
   bnaudit demo";
 
 /// The `bnaudit` command line.
@@ -72,6 +73,13 @@ pub enum Command {
     Demo(DemoArgs),
     /// List the BatchNorm layers of a checkpoint with statistics and health flags.
     Ls(LsArgs),
+    /// Re-run BatchNorm in every mode and replay the drift from A to B.
+    ///
+    /// With an activation file (written by assets/plugin/bnaudit_capture.py) every mode runs
+    /// on the captured inputs and is compared with the recorded outputs, and A's statistics
+    /// are replayed through the captured train-mode forwards. Without one, the update rule
+    /// implies the batch statistics and synthetic inputs drawn from them are re-run.
+    Explain(ExplainArgs),
     /// Classify what changed between two checkpoints, layer by layer, and why.
     ///
     /// Every tensor is compared (bit-identical unless --atol/--rtol; across dtypes after
@@ -247,6 +255,44 @@ pub struct CheckArgs {
     pub compare: CompareArgs,
 
     /// Output options; check also writes junit, github and markdown.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The checkpoint before (e.g. pretrained).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+
+    /// The checkpoint after (e.g. fine-tuned).
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+
+    /// Activation file of the capture plugin: BatchNorm inputs and outputs to re-run.
+    #[arg(long, value_name = "FILE")]
+    pub activations: Option<PathBuf>,
+
+    /// Explain this layer (repeatable); default: the captured layers, or those whose
+    /// statistics changed.
+    #[arg(long = "layer", value_name = "NAME")]
+    pub layers: Vec<String>,
+
+    /// Momentum in PyTorch's sense (new = (1-m)·old + m·batch), or `cma` for momentum=None;
+    /// overrides the activation file's metadata and the convention's default.
+    #[arg(long, value_name = "M|cma")]
+    pub momentum: Option<crate::bn::Momentum>,
+
+    /// Epsilon; overrides the activation file's metadata and the convention's default.
+    #[arg(long, value_name = "E", value_parser = tolerance)]
+    pub eps: Option<f64>,
+
+    /// Seed of the synthetic inputs drawn when there is no activation file.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Output options.
     #[command(flatten)]
     pub output: OutputArgs,
 }

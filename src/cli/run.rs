@@ -8,8 +8,9 @@ use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs};
 use crate::audit::check::{CheckError, CheckOptions};
 use crate::audit::compare::Progress;
 use crate::audit::config::{self, ScopePatterns};
+use crate::audit::explain::ExplainError;
 use crate::audit::scope::Scope;
-use crate::audit::{self, DiffOptions, LsOptions};
+use crate::audit::{self, DiffOptions, ExplainOptions, LsOptions};
 use crate::checkpoint::{Checkpoint, CheckpointError, ReadMode};
 use crate::report::{self, Style};
 
@@ -46,12 +47,19 @@ impl From<CheckpointError> for Failure {
     }
 }
 
+impl From<ExplainError> for Failure {
+    fn from(e: ExplainError) -> Failure {
+        Failure::input(e)
+    }
+}
+
 /// Runs the command line; `Ok` carries the exit code (0, or 1 for `check` violations).
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let output = match &cli.command {
         Some(Command::Ls(a)) => &a.output,
         Some(Command::View(a)) => &a.output,
         Some(Command::Demo(a)) => &a.output,
+        Some(Command::Explain(a)) => &a.output,
         Some(Command::Diff(a)) => &a.output,
         Some(Command::Check(a)) => &a.output,
         None => &cli.view,
@@ -75,6 +83,26 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             emit(&args.output, |format, style| match format {
                 Format::Json => Ok(report::json::render(&report)),
                 _ => Ok(report::text::ls(&report, style)),
+            })
+        }
+        Some(Command::Explain(args)) => {
+            let a = open(&args.a, &args.output)?;
+            let b = open(&args.b, &args.output)?;
+            let acts = args
+                .activations
+                .as_deref()
+                .map(|p| open(p, &args.output))
+                .transpose()?;
+            let options = ExplainOptions {
+                layers: args.layers.clone(),
+                momentum: args.momentum,
+                eps: args.eps,
+                seed: args.seed,
+            };
+            let report = audit::explain(&a, &b, acts.as_ref(), &options)?;
+            emit(&args.output, |format, style| match format {
+                Format::Json => Ok(report::json::render(&report)),
+                _ => Ok(report::text::explain(&report, style)),
             })
         }
         Some(Command::Diff(args)) => {

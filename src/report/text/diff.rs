@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{checkpoint_line, submodel};
+use super::{checkpoint_line, submodel, table};
 use crate::audit::diff::{
     Alignment, DiffReport, Group, LayerDiff, Severity, Status, TensorChange, TensorDiff,
 };
@@ -101,34 +101,6 @@ fn heading<'a>(
         "\n{}",
         style.bold(&format!("{title}: {total} ({})", counts.join(", ")))
     );
-}
-
-/// Left-aligns the first `left` columns, right-aligns the rest; two spaces between.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]], left: usize) -> Vec<String> {
-    let mut width = header.map(|h| h.chars().count());
-    for row in rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; N]| {
-        let mut s = String::from("  ");
-        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
-            let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
-            if i < left {
-                s.push_str(cell);
-                s.push_str(&pad);
-            } else {
-                s.push_str(&pad);
-                s.push_str(cell);
-            }
-            s.push_str("  ");
-        }
-        s.trim_end().to_owned()
-    };
-    std::iter::once(line(header))
-        .chain(rows.iter().map(|r| line(r.each_ref().map(String::as_str))))
-        .collect()
 }
 
 fn counter(l: &LayerDiff) -> String {
