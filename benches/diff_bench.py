@@ -53,17 +53,27 @@ def measure(cmd):
     return wall, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
-def main():
+def pair_and_runs():
+    """The pair's paths (from DIR) and the number of runs, from the command line."""
     p = argparse.ArgumentParser()
     p.add_argument("dir", nargs="?", default="/tmp/bnaudit-bench")
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
-    a = os.path.join(args.dir, "a.safetensors")
-    b = os.path.join(args.dir, "b.safetensors")
+    return os.path.join(args.dir, "a.safetensors"), os.path.join(args.dir, "b.safetensors"), args.runs
+
+
+def main():
+    a, b, runs = pair_and_runs()
+    bench(a, b, {"bnaudit diff A B": [binary(), "diff", a, b]}, runs)
+
+
+def bench(a, b, ours, runs):
+    """Times the bnaudit commands `ours` (name → argv; the first is held to the targets)
+    against cat and the numpy baseline on the pair `a`, `b`, and prints the figures."""
     size = os.path.getsize(a) + os.path.getsize(b)
     commands = {
         "cat A B > /dev/null": ["cat", a, b],
-        "bnaudit diff A B": [binary(), "diff", a, b],
+        **ours,
         "numpy baseline": [sys.executable, "-c", NUMPY_BASELINE, a, b],
     }
     # Page cache warm-up, so every command reads from memory.
@@ -71,12 +81,13 @@ def main():
         measure(commands["cat A B > /dev/null"])
     results = {}
     for name, cmd in commands.items():
-        runs = [measure(cmd) for _ in range(args.runs)]
-        results[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
-    print(f"two checkpoints, {size / 2**30:.2f} GiB together, {args.runs} runs each (median wall time, peak RSS)")
+        times = [measure(cmd) for _ in range(runs)]
+        results[name] = (statistics.median(r[0] for r in times), max(r[1] for r in times))
+    print(f"two checkpoints, {size / 2**30:.2f} GiB together, {runs} runs each (median wall time, peak RSS)")
     for name, (wall, rss) in results.items():
-        print(f"  {name:22} {wall:7.3f} s  {size / wall / 2**30:6.2f} GiB/s  {rss:8.1f} MiB")
-    ours, ours_rss = results["bnaudit diff A B"]
+        print(f"  {name:24} {wall:7.3f} s  {size / wall / 2**30:6.2f} GiB/s  {rss:8.1f} MiB")
+    subject = next(iter(ours))
+    ours, ours_rss = results[subject]
     cat = results["cat A B > /dev/null"][0]
     numpy = results["numpy baseline"][0]
     checks = [
@@ -85,8 +96,7 @@ def main():
         (f"{ours_rss:.0f} MiB peak RSS (target ≤ 256 MiB)", ours_rss <= 256),
     ]
     for text, ok in checks:
-        print(f"  {'met ' if ok else 'MISSED'}  {text}")
-
+        print(f"  {'met ' if ok else 'MISSED'}  {subject}: {text}")
 
 if __name__ == "__main__":
     main()

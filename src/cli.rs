@@ -95,6 +95,17 @@ pub enum Command {
     /// the fraction of A's statistics retained, and whether B's statistics are consistent
     /// with it. Verdicts by sub-model come first.
     Diff(DiffArgs),
+    /// CI gate: fail when anything in the frozen scope changed between A and B.
+    ///
+    /// Every tensor in scope is compared (BatchNorm statistics, and weights too: a leaked
+    /// requires_grad changes them). Patterns are dot-separated module paths: `*` matches
+    /// within one segment, `**` any number of segments, `[12]` one character of a class; a
+    /// pattern covers the module it names and everything under it. Without --frozen, the
+    /// lists `frozen`, `trainable`, `allow_stats` are read from --config, else bnaudit.toml
+    /// or [tool.bnaudit] in pyproject.toml in the working directory; command-line lists win
+    /// key by key.
+    #[command(after_help = CHECK_AFTER_HELP)]
+    Check(CheckArgs),
 }
 
 /// Arguments of `diff`.
@@ -169,6 +180,16 @@ fn tolerance(s: &str) -> Result<f64, String> {
     }
 }
 
+const CHECK_AFTER_HELP: &str = "\
+Exit codes: 0 no violation, 1 violations, 2 usage or configuration error, 3 unreadable or \
+malformed checkpoint.
+
+Examples:
+  bnaudit check base.safetensors tuned.safetensors --frozen backbone
+  bnaudit check A B --frozen backbone --trainable backbone.layer4 --allow-stats '**.bn1'
+  bnaudit check A B --format github
+  bnaudit check A B --format markdown >> \"$GITHUB_STEP_SUMMARY\"";
+
 /// Arguments of `view`.
 #[derive(Debug, Args)]
 pub struct ViewArgs {
@@ -206,6 +227,45 @@ pub struct LsArgs {
     pub all: bool,
 
     /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The reference checkpoint (before fine-tuning).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+
+    /// The checkpoint to check (after fine-tuning).
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+
+    /// Modules that must not change. Several patterns may follow one flag, so give A and B
+    /// first (or end the list with `--`).
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub frozen: Vec<String>,
+
+    /// Modules carved out of the frozen scope: allowed to change.
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub trainable: Vec<String>,
+
+    /// Frozen modules whose BatchNorm running statistics and counters may move (their
+    /// weights stay frozen).
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub allow_stats: Vec<String>,
+
+    /// Read the pattern lists from FILE (a bnaudit.toml, or a pyproject.toml's
+    /// [tool.bnaudit] table) instead of looking in the working directory.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Comparison options.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+
+    /// Output options; check also writes junit, github and markdown.
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -9,11 +9,11 @@
 mod groups;
 mod layers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
-use super::align::{self, normalise_prefix};
+use super::align::{self, Aligned, normalise_prefix};
 use super::compare::{self, Progress, Tolerance};
 use super::{CheckpointSummary, SCHEMA_VERSION};
 use crate::bn;
@@ -306,18 +306,51 @@ pub fn diff(
     options: &DiffOptions,
     progress: Option<Progress<'_>>,
 ) -> Result<DiffReport, CheckpointError> {
+    let aligned = align_names(a, b, options);
+    diff_aligned(a, b, &aligned, options, &|_| true, progress)
+}
+
+/// Aligns A's and B's names as `options` say (forced prefixes, or detection).
+pub fn align_names(a: &Checkpoint, b: &Checkpoint, options: &DiffOptions) -> Aligned {
     let strip_a = options.strip_prefix_a.as_deref().map(normalise_prefix);
     let strip_b = options.strip_prefix_b.as_deref().map(normalise_prefix);
-    let aligned = align::align(
+    align::align(
         a.tensors(),
         b.tensors(),
         strip_a.as_deref(),
         strip_b.as_deref(),
-    );
-    let mut tensors =
-        compare::compare_tensors(a, b, &aligned.pairs(), options.tolerance(), progress)?;
-    let found_a = bn::discover(&aligned.a);
-    let found_b = bn::discover(&aligned.b);
+    )
+}
+
+/// [`diff`] of the aligned tensors `select` accepts (by aligned name), and of the BatchNorm
+/// layers holding any of them, whole; the other tensors are not read. `check` selects its
+/// scope this way.
+pub fn diff_aligned(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    aligned: &Aligned,
+    options: &DiffOptions,
+    select: &dyn Fn(&str) -> bool,
+    progress: Option<Progress<'_>>,
+) -> Result<DiffReport, CheckpointError> {
+    let all_a = bn::discover(&aligned.a);
+    let all_b = bn::discover(&aligned.b);
+    let selected = |l: &bn::BnLayer| l.keys.iter().any(|(_, k)| select(k));
+    let found_a: Vec<bn::BnLayer> = all_a.iter().filter(|l| selected(l)).cloned().collect();
+    let found_b: Vec<bn::BnLayer> = all_b.iter().filter(|l| selected(l)).cloned().collect();
+    let layer_keys: HashSet<&str> = found_a
+        .iter()
+        .chain(&found_b)
+        .flat_map(|l| l.keys.iter().map(|(_, k)| k))
+        .collect();
+    let all_pairs = aligned.pairs();
+    let total = all_pairs.len();
+    let pairs: Vec<_> = all_pairs
+        .into_iter()
+        .filter(|p| select(&p.name) || layer_keys.contains(p.name.as_str()))
+        .collect();
+    let whole_model = pairs.len() == total;
+    let mut tensors = compare::compare_tensors(a, b, &pairs, options.tolerance(), progress)?;
     let owner: BTreeMap<&str, &str> = found_a
         .iter()
         .chain(&found_b)
@@ -326,15 +359,15 @@ pub fn diff(
     for t in &mut tensors {
         t.bn_layer = owner.get(t.name.as_str()).map(|l| (*l).to_owned());
     }
-    let sides = layers::Sides::new(a, b, &aligned);
+    let sides = layers::Sides::new(a, b, aligned);
     let layers = layers::compare(&sides, &found_a, &found_b, &tensors, options)?;
-    let groups = groups::groups(&layers, &found_a, &found_b, &tensors);
+    let groups = groups::groups(&layers, &found_a, &found_b, &tensors, whole_model);
     let summary = summarise(&layers, &tensors);
     Ok(DiffReport {
         schema_version: SCHEMA_VERSION,
-        a: CheckpointSummary::of(a, found_a.len()),
-        b: CheckpointSummary::of(b, found_b.len()),
-        alignment: aligned.alignment,
+        a: CheckpointSummary::of(a, all_a.len()),
+        b: CheckpointSummary::of(b, all_b.len()),
+        alignment: aligned.alignment.clone(),
         summary,
         groups,
         layers,

@@ -5,10 +5,13 @@
 pub mod activations;
 pub mod align;
 pub mod channels;
+pub mod check;
 pub mod compare;
+pub mod config;
 pub mod diff;
 pub mod explain;
 pub mod ls;
+pub mod scope;
 
 pub use channels::{ChannelSeries, LayerChannels, layer_channels};
 pub use diff::{DiffOptions, DiffReport, diff};

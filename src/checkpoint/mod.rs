@@ -218,4 +218,13 @@ impl Checkpoint {
     pub fn values(&self, t: &TensorInfo) -> Result<Option<Vec<f64>>, CheckpointError> {
         Ok(t.dtype.decode(&self.bytes(t)?))
     }
+
+    /// [`Checkpoint::values`] through a positioned read rather than the map, for a few
+    /// small tensors scattered through a large file: touching one mapped page can make the
+    /// kernel map its whole large folio, megabytes of resident memory per small tensor.
+    pub fn read_values(&self, t: &TensorInfo) -> Result<Option<Vec<f64>>, CheckpointError> {
+        let mut bytes = vec![0; t.bytes as usize];
+        self.read_into(t, 0, &mut bytes)?;
+        Ok(t.dtype.decode(&bytes))
+    }
 }

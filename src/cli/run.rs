@@ -4,8 +4,12 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use super::progress::ProgressLine;
-use super::{Cli, ColorChoice, Command, Format, OutputArgs};
+use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs};
+use crate::audit::check::{CheckError, CheckOptions};
+use crate::audit::compare::Progress;
+use crate::audit::config::{self, ScopePatterns};
 use crate::audit::explain::ExplainError;
+use crate::audit::scope::Scope;
 use crate::audit::{self, DiffOptions, ExplainOptions, LsOptions};
 use crate::checkpoint::{Checkpoint, CheckpointError, ReadMode};
 use crate::report::{self, Style};
@@ -58,12 +62,16 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Demo(a)) => &a.output,
         Some(Command::Explain(a)) => &a.output,
         Some(Command::Diff(a)) => &a.output,
+        Some(Command::Check(a)) => &a.output,
         None => &cli.view,
     };
-    if matches!(
-        output.format,
-        Format::Junit | Format::Github | Format::Markdown
-    ) {
+    let is_check = matches!(cli.command, Some(Command::Check(_)));
+    if !is_check
+        && matches!(
+            output.format,
+            Format::Junit | Format::Github | Format::Markdown
+        )
+    {
         return Err(Failure::usage(anyhow::anyhow!(
             "--format {} is only available for `check`; use text or json",
             format_name(output.format)
@@ -107,6 +115,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             view(&args.checkpoints, args.activations.as_deref(), &args.output)
         }
         Some(Command::Demo(args)) => view(&demo_paths(), None, &args.output),
+        Some(Command::Check(args)) => check(&args),
         None => view(&cli.checkpoints, cli.activations.as_deref(), &cli.view),
     }
 }
@@ -128,17 +137,22 @@ fn diff(
     output: &OutputArgs,
 ) -> Result<audit::DiffReport, Failure> {
     let (a, b) = (open(a, output)?, open(b, output)?);
+    Ok(with_progress(|p| audit::diff(&a, &b, options, p))?)
+}
+
+/// Runs a comparison with a progress line on stderr when it is a terminal.
+fn with_progress<T>(work: impl FnOnce(Option<Progress<'_>>) -> T) -> T {
     let line = ProgressLine::on_stderr();
     let update = |done, total| {
         if let Some(l) = &line {
             l.update(done, total);
         }
     };
-    let report = audit::diff(&a, &b, options, Some(&update));
+    let out = work(line.as_ref().map(|_| &update as Progress<'_>));
     if let Some(l) = &line {
         l.finish();
     }
-    Ok(report?)
+    out
 }
 
 fn show_diff(report: &audit::DiffReport, output: &OutputArgs) -> Result<u8, Failure> {
@@ -236,6 +250,68 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
     tui::run(session, reports, DiffOptions::default(), theme)
         .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))?;
     Ok(0)
+}
+
+/// The frozen scope from the command line over the configuration file, if any.
+fn scope(args: &CheckArgs) -> Result<(Scope, Option<PathBuf>), Failure> {
+    let config = match &args.config {
+        Some(path) => Some(config::load(path).map_err(Failure::usage)?),
+        None => config::discover(Path::new(".")).map_err(Failure::usage)?,
+    };
+    let given = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let cli = ScopePatterns {
+        frozen: given(&args.frozen),
+        trainable: given(&args.trainable),
+        allow_stats: given(&args.allow_stats),
+    };
+    let (patterns, path) = match config {
+        Some(c) => (cli.over(c.patterns), Some(c.path)),
+        None => (cli, None),
+    };
+    let frozen = patterns.frozen.unwrap_or_default();
+    if frozen.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no frozen scope: give --frozen PATTERN, or a `frozen` list in {}",
+            path.as_ref().map_or_else(
+                || "bnaudit.toml or [tool.bnaudit] of pyproject.toml".to_owned(),
+                |p| p.display().to_string()
+            )
+        )));
+    }
+    let scope = Scope::new(
+        &frozen,
+        &patterns.trainable.unwrap_or_default(),
+        &patterns.allow_stats.unwrap_or_default(),
+    )
+    .map_err(Failure::usage)?;
+    Ok((scope, path))
+}
+
+/// `check`: exit 1 when the frozen scope changed.
+fn check(args: &CheckArgs) -> Result<u8, Failure> {
+    let (scope, config) = scope(args)?;
+    let a = open(&args.a, &args.output)?;
+    let b = open(&args.b, &args.output)?;
+    let options = CheckOptions {
+        scope,
+        config,
+        diff: args.compare.options(),
+    };
+    let report =
+        with_progress(|p| audit::check::check(&a, &b, &options, p)).map_err(|e| match e {
+            CheckError::Input(e) => Failure::input(e),
+            e @ CheckError::UnmatchedPatterns { .. } => Failure::usage(e),
+        })?;
+    emit(&args.output, |format, style| {
+        Ok(match format {
+            Format::Text => report::text::check(&report, style),
+            Format::Json => report::json::render(&report),
+            Format::Junit => report::junit::render(&report),
+            Format::Github => report::github::render(&report),
+            Format::Markdown => report::markdown::render(&report),
+        })
+    })?;
+    Ok(if report.passed { 0 } else { 1 })
 }
 
 fn format_name(format: Format) -> String {

@@ -1,11 +1,13 @@
 //! Plain-text reports for people: headline first, then compact aligned tables.
 
+mod check;
 mod diff;
 mod explain;
 
 use std::fmt::Write;
 
-pub use diff::diff;
+pub use check::{check, compared_line, headline, scope_line, target};
+pub use diff::{alignment, diff};
 pub use explain::explain;
 
 use super::{Style, bytes, opt_num};

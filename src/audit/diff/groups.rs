@@ -37,7 +37,8 @@ fn class(status: Status) -> u8 {
 struct Weights {
     /// (module name, changed) of every tensor that is not a running statistic or counter.
     tensors: Vec<(String, bool)>,
-    /// Whether any of them changed anywhere in the model.
+    /// Whether any of them changed anywhere in the model (assumed when not all were
+    /// compared).
     any_changed: bool,
 }
 
@@ -79,14 +80,18 @@ impl Weights {
     }
 }
 
-/// Aggregates `layers` by module prefix, most severe group first.
+/// Aggregates `layers` by module prefix, most severe group first. `whole_model` says
+/// whether `tensors` covers the whole model (not a selection, as `check` makes): only then
+/// can a verdict say that no weight changed anywhere.
 pub(super) fn groups(
     layers: &[LayerDiff],
     found_a: &[BnLayer],
     found_b: &[BnLayer],
     tensors: &[TensorDiff],
+    whole_model: bool,
 ) -> Vec<Group> {
-    let weights = Weights::new(found_a, found_b, tensors);
+    let mut weights = Weights::new(found_a, found_b, tensors);
+    weights.any_changed |= !whole_model;
     let mut top: BTreeMap<&str, Vec<&LayerDiff>> = BTreeMap::new();
     for l in layers {
         top.entry(prefix(&l.name, 1)).or_default().push(l);

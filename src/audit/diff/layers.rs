@@ -19,14 +19,10 @@ struct Side<'a> {
 impl Side<'_> {
     /// Decoded values of the tensor `key`, if present and decodable.
     fn values(&self, key: Option<&str>) -> Result<Option<Vec<f64>>, CheckpointError> {
-        let Some(t) = key.and_then(|k| self.by_name.get(k)) else {
-            return Ok(None);
-        };
-        // A positioned read, not the map: touching one mapped page can make the kernel map
-        // its whole large folio, megabytes of resident memory per small tensor.
-        let mut bytes = vec![0; t.bytes as usize];
-        self.ckpt.read_into(t, 0, &mut bytes)?;
-        Ok(t.dtype.decode(&bytes))
+        match key.and_then(|k| self.by_name.get(k)) {
+            Some(t) => self.ckpt.read_values(t),
+            None => Ok(None),
+        }
     }
 
     /// The layer's counter value.

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::{checkpoint_line, submodel, table};
 use crate::audit::diff::{
-    DiffReport, Group, LayerDiff, Severity, Status, TensorChange, TensorDiff,
+    Alignment, DiffReport, Group, LayerDiff, Severity, Status, TensorChange, TensorDiff,
 };
 use crate::report::{Style, num, opt_num};
 
@@ -20,32 +20,7 @@ pub fn diff(report: &DiffReport, style: Style) -> String {
     for w in report.a.warnings.iter().chain(&report.b.warnings) {
         let _ = writeln!(out, "{}", style.yellow(&format!("warning: {w}")));
     }
-    let al = &report.alignment;
-    let stripped: Vec<String> = [("A", &al.strip_a), ("B", &al.strip_b)]
-        .iter()
-        .filter(|(_, p)| !p.is_empty())
-        .map(|(side, p)| format!("{p:?} stripped from {side}"))
-        .collect();
-    let _ = writeln!(
-        out,
-        "{}",
-        style.dim(&format!(
-            "aligned: {}{}; {} tensors matched, {} only in A, {} only in B",
-            if stripped.is_empty() {
-                "names as they are".to_owned()
-            } else {
-                stripped.join(", ")
-            },
-            match (stripped.is_empty(), al.detected) {
-                (true, _) => "",
-                (false, true) => " (detected)",
-                (false, false) => " (forced)",
-            },
-            al.matched,
-            al.only_a,
-            al.only_b
-        ))
-    );
+    let _ = writeln!(out, "{}", style.dim(&alignment(&report.alignment)));
     out.push('\n');
     verdicts(&mut out, &report.groups, style);
     layers(&mut out, report, style);
@@ -60,6 +35,32 @@ pub fn diff(report: &DiffReport, style: Style) -> String {
     out
 }
 
+/// "aligned: \"module.\" stripped from B (detected); 39 tensors matched, 0 only in A, 0
+/// only in B".
+pub fn alignment(al: &Alignment) -> String {
+    let stripped: Vec<String> = [("A", &al.strip_a), ("B", &al.strip_b)]
+        .iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(side, p)| format!("{p:?} stripped from {side}"))
+        .collect();
+    format!(
+        "aligned: {}{}; {} tensors matched, {} only in A, {} only in B",
+        if stripped.is_empty() {
+            "names as they are".to_owned()
+        } else {
+            stripped.join(", ")
+        },
+        match (stripped.is_empty(), al.detected) {
+            (true, _) => "",
+            (false, true) => " (detected)",
+            (false, false) => " (forced)",
+        },
+        al.matched,
+        al.only_a,
+        al.only_b
+    )
+}
+
 fn mark(severity: Severity, style: Style) -> String {
     match severity {
         Severity::Problem => style.red("✗"),
@@ -69,7 +70,8 @@ fn mark(severity: Severity, style: Style) -> String {
     }
 }
 
-fn verdicts(out: &mut String, groups: &[Group], style: Style) {
+/// The "Verdicts" block: one line per group, marked and coloured by severity.
+pub fn verdicts(out: &mut String, groups: &[Group], style: Style) {
     if groups.is_empty() {
         let _ = writeln!(out, "No BatchNorm layers on either side.");
         return;
