@@ -1,10 +1,14 @@
 //! Command-line definitions (clap derive) and their dispatch.
 
+mod progress;
 mod run;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::audit::DiffOptions;
+use crate::bn::Momentum;
 
 pub use run::{Failure, run};
 
@@ -27,7 +31,9 @@ Exit codes: 0 success (check: no violation), 1 check found violations, 2 usage e
 
 Examples:
   bnaudit ls model.safetensors
+  bnaudit diff pretrained.safetensors finetuned.safetensors
   bnaudit ls --format json --output layers.json ckpt_dir/
+  bnaudit explain pretrained.safetensors finetuned.safetensors --activations acts.safetensors
   bnaudit demo";
 
 /// The `bnaudit` command line.
@@ -50,6 +56,10 @@ pub struct Cli {
     #[arg(value_name = "CHECKPOINT", num_args = 1..=2)]
     pub checkpoints: Vec<PathBuf>,
 
+    /// Activation file for the bare `bnaudit A B` form (as `view --activations`).
+    #[arg(long, value_name = "FILE")]
+    pub activations: Option<PathBuf>,
+
     /// Options of the bare `bnaudit A [B]` form.
     #[command(flatten)]
     pub view: OutputArgs,
@@ -60,14 +70,125 @@ pub struct Cli {
 pub enum Command {
     /// Show one checkpoint, or the difference of two.
     ///
-    /// Prints the text report (the `ls` report of one checkpoint).
+    /// On a terminal: the interactive UI (Overview, Layers, Detail, Tensors; `?` lists the
+    /// keys). Otherwise, or with --format json or --output, the report: `ls` of one
+    /// checkpoint, `diff` of two.
     View(ViewArgs),
     /// Show the bundled example: a pretrained CNN and a fine-tune whose frozen backbone was
     /// left in train mode.
     Demo(DemoArgs),
     /// List the BatchNorm layers of a checkpoint with statistics and health flags.
     Ls(LsArgs),
+    /// Re-run BatchNorm in every mode and replay the drift from A to B.
+    ///
+    /// With an activation file (written by assets/plugin/bnaudit_capture.py) every mode runs
+    /// on the captured inputs and is compared with the recorded outputs, and A's statistics
+    /// are replayed through the captured train-mode forwards. Without one, the update rule
+    /// implies the batch statistics and synthetic inputs drawn from them are re-run.
+    Explain(ExplainArgs),
+    /// Classify what changed between two checkpoints, layer by layer, and why.
+    ///
+    /// Every tensor is compared (bit-identical unless --atol/--rtol; across dtypes after
+    /// rounding to the narrower one). Every BatchNorm layer gets a status (unchanged,
+    /// frozen_stats_drift, trained, affine_only, stats_reset, only_in_a, only_in_b,
+    /// incompatible) and the update rule's inference: train-mode forwards from the counter,
+    /// the fraction of A's statistics retained, and whether B's statistics are consistent
+    /// with it. Verdicts by sub-model come first.
+    Diff(DiffArgs),
+    /// CI gate: fail when anything in the frozen scope changed between A and B.
+    ///
+    /// Every tensor in scope is compared (BatchNorm statistics, and weights too: a leaked
+    /// requires_grad changes them). Patterns are dot-separated module paths: `*` matches
+    /// within one segment, `**` any number of segments, `[12]` one character of a class; a
+    /// pattern covers the module it names and everything under it. Without --frozen, the
+    /// lists `frozen`, `trainable`, `allow_stats` are read from --config, else bnaudit.toml
+    /// or [tool.bnaudit] in pyproject.toml in the working directory; command-line lists win
+    /// key by key.
+    #[command(after_help = CHECK_AFTER_HELP)]
+    Check(CheckArgs),
 }
+
+/// Arguments of `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The checkpoint before (A).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+
+    /// The checkpoint after (B).
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+
+    /// Comparison options.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+
+    /// Exit with status 1 when something changed (a cast alone is not a change).
+    #[arg(long)]
+    pub exit_code: bool,
+
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How two checkpoints are compared (`diff`, `check`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct CompareArgs {
+    /// Strip PREFIX from A's tensor names instead of detecting a wrapper prefix
+    /// (`module.` of DDP, `_orig_mod.` of torch.compile, `model.`); "" strips nothing.
+    #[arg(long, value_name = "PREFIX")]
+    pub strip_prefix_a: Option<String>,
+
+    /// Strip PREFIX from B's tensor names instead of detecting it.
+    #[arg(long, value_name = "PREFIX")]
+    pub strip_prefix_b: Option<String>,
+
+    /// Absolute tolerance: values count as equal when |a - b| <= atol + rtol·|b|.
+    #[arg(long, value_name = "FLOAT", default_value_t = 0.0, value_parser = tolerance)]
+    pub atol: f64,
+
+    /// Relative tolerance (see --atol); both 0 means bit-identical.
+    #[arg(long, value_name = "FLOAT", default_value_t = 0.0, value_parser = tolerance)]
+    pub rtol: f64,
+
+    /// Momentum to assume for every layer, in PyTorch's sense (new = (1-m)·old + m·batch),
+    /// or `cma` for momentum=None; default: each convention's (PyTorch 0.1, Keras and Flax
+    /// 0.01).
+    #[arg(long, value_name = "FLOAT|cma")]
+    pub momentum: Option<Momentum>,
+}
+
+impl CompareArgs {
+    /// The options of the diff use case.
+    pub fn options(&self) -> DiffOptions {
+        DiffOptions {
+            strip_prefix_a: self.strip_prefix_a.clone(),
+            strip_prefix_b: self.strip_prefix_b.clone(),
+            atol: self.atol,
+            rtol: self.rtol,
+            momentum: self.momentum,
+        }
+    }
+}
+
+/// A tolerance: a finite number, zero or more.
+fn tolerance(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a finite number >= 0")),
+    }
+}
+
+const CHECK_AFTER_HELP: &str = "\
+Exit codes: 0 no violation, 1 violations, 2 usage or configuration error, 3 unreadable or \
+malformed checkpoint.
+
+Examples:
+  bnaudit check base.safetensors tuned.safetensors --frozen backbone
+  bnaudit check A B --frozen backbone --trainable backbone.layer4 --allow-stats '**.bn1'
+  bnaudit check A B --format github
+  bnaudit check A B --format markdown >> \"$GITHUB_STEP_SUMMARY\"";
 
 /// Arguments of `view`.
 #[derive(Debug, Args)]
@@ -75,6 +196,11 @@ pub struct ViewArgs {
     /// The checkpoint(s).
     #[arg(value_name = "CHECKPOINT", required = true, num_args = 1..=2)]
     pub checkpoints: Vec<PathBuf>,
+
+    /// Activation file of the capture plugin: the UI's Detail shows `explain` on the
+    /// captured inputs (modes, replay); as text, the `explain` report follows the diff.
+    #[arg(long, value_name = "FILE")]
+    pub activations: Option<PathBuf>,
 
     /// Output options.
     #[command(flatten)]
@@ -99,6 +225,83 @@ pub struct LsArgs {
     /// Also list every other tensor (name, dtype, shape, bytes).
     #[arg(long)]
     pub all: bool,
+
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The reference checkpoint (before fine-tuning).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+
+    /// The checkpoint to check (after fine-tuning).
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+
+    /// Modules that must not change. Several patterns may follow one flag, so give A and B
+    /// first (or end the list with `--`).
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub frozen: Vec<String>,
+
+    /// Modules carved out of the frozen scope: allowed to change.
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub trainable: Vec<String>,
+
+    /// Frozen modules whose BatchNorm running statistics and counters may move (their
+    /// weights stay frozen).
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub allow_stats: Vec<String>,
+
+    /// Read the pattern lists from FILE (a bnaudit.toml, or a pyproject.toml's
+    /// [tool.bnaudit] table) instead of looking in the working directory.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Comparison options.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+
+    /// Output options; check also writes junit, github and markdown.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The checkpoint before (e.g. pretrained).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+
+    /// The checkpoint after (e.g. fine-tuned).
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+
+    /// Activation file of the capture plugin: BatchNorm inputs and outputs to re-run.
+    #[arg(long, value_name = "FILE")]
+    pub activations: Option<PathBuf>,
+
+    /// Explain this layer (repeatable); default: the captured layers, or those whose
+    /// statistics changed.
+    #[arg(long = "layer", value_name = "NAME")]
+    pub layers: Vec<String>,
+
+    /// Momentum in PyTorch's sense (new = (1-m)·old + m·batch), or `cma` for momentum=None;
+    /// overrides the activation file's metadata and the convention's default.
+    #[arg(long, value_name = "M|cma")]
+    pub momentum: Option<crate::bn::Momentum>,
+
+    /// Epsilon; overrides the activation file's metadata and the convention's default.
+    #[arg(long, value_name = "E", value_parser = tolerance)]
+    pub eps: Option<f64>,
+
+    /// Seed of the synthetic inputs drawn when there is no activation file.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
 
     /// Output options.
     #[command(flatten)]

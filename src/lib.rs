@@ -2,10 +2,11 @@
 //!
 //! Layers, each depending only on those before it: [`checkpoint`] (bytes and dtypes),
 //! [`bn`] (BatchNorm domain), [`audit`] (use cases returning serialisable reports),
-//! [`report`] (renderers), and the command line in [`cli`].
+//! [`report`] (renderers) and [`tui`] (the terminal UI), and the command line in [`cli`].
 
 pub mod audit;
 pub mod bn;
 pub mod checkpoint;
 pub mod cli;
 pub mod report;
+pub mod tui;

@@ -1,32 +1,26 @@
 //! `diff`: what changed between two checkpoints, layer by layer, and why.
 //!
 //! The report types below are the JSON contract of DESIGN.md (`diff` section); `check`
-//! embeds a [`DiffReport`] and the TUI presents one.
+//! embeds a [`DiffReport`] and the TUI presents one. [`diff`] builds it: align the names,
+//! compare every tensor ([`super::compare`]), classify every BatchNorm layer and explain it
+//! with the update rule's algebra ([`crate::bn::drift`]), then aggregate verdicts by module
+//! prefix.
 
-use std::collections::BTreeMap;
+mod groups;
+mod layers;
 
-use serde::{Serialize, Serializer};
+use std::collections::{BTreeMap, HashSet};
 
-use super::CheckpointSummary;
+use serde::Serialize;
+
+use super::align::{self, Aligned, normalise_prefix};
+use super::compare::{self, Progress, Tolerance};
+use super::{CheckpointSummary, SCHEMA_VERSION};
+use crate::bn;
+use crate::bn::Convention;
+pub use crate::bn::Momentum;
 use crate::checkpoint::Dtype;
-
-/// Momentum of the running-statistics update in PyTorch's sense, or the cumulative average.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Momentum {
-    /// `new = (1-m)·old + m·batch`.
-    Value(f64),
-    /// `momentum=None`: cumulative moving average with factor `1/num_batches_tracked`.
-    Cma,
-}
-
-impl Serialize for Momentum {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Momentum::Value(m) => s.serialize_f64(*m),
-            Momentum::Cma => s.serialize_str("cma"),
-        }
-    }
-}
+use crate::checkpoint::{Checkpoint, CheckpointError};
 
 /// Options of `diff` (and of the diff inside `check`).
 #[derive(Debug, Clone, Default)]
@@ -54,6 +48,10 @@ pub struct Alignment {
     pub detected: bool,
     /// Tensors whose aligned names matched on both sides.
     pub matched: usize,
+    /// Tensors of A with no counterpart in B after alignment.
+    pub only_a: usize,
+    /// Tensors of B with no counterpart in A after alignment.
+    pub only_b: usize,
 }
 
 /// Classification of one BatchNorm layer (DESIGN's status table).
@@ -76,6 +74,22 @@ pub enum Status {
     OnlyInB,
     /// Channel count or convention differs.
     Incompatible,
+}
+
+impl Status {
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unchanged => "unchanged",
+            Status::FrozenStatsDrift => "frozen_stats_drift",
+            Status::Trained => "trained",
+            Status::AffineOnly => "affine_only",
+            Status::StatsReset => "stats_reset",
+            Status::OnlyInA => "only_in_a",
+            Status::OnlyInB => "only_in_b",
+            Status::Incompatible => "incompatible",
+        }
+    }
 }
 
 /// Per-tensor booleans or numbers of a layer, `null` where the tensor is absent.
@@ -107,6 +121,13 @@ pub struct Inference {
     pub retained: Option<f64>,
     /// Whether B's statistics satisfy the update rule's bounds channel-wise.
     pub consistent: Option<bool>,
+    /// Smallest `B_var / A_var` over channels (A's variance positive), and where.
+    pub var_ratio_min: Option<f64>,
+    /// Channel of `var_ratio_min`.
+    pub var_ratio_channel: Option<usize>,
+    /// When the variance fell further than the assumed momentum allows: the smallest
+    /// momentum that explains it over `forwards` forwards.
+    pub momentum_min: Option<f64>,
     /// Signatures and explanations, one sentence each.
     pub notes: Vec<String>,
 }
@@ -116,6 +137,8 @@ pub struct Inference {
 pub struct LayerDiff {
     /// Aligned module path.
     pub name: String,
+    /// Naming convention (A's, or B's when the layer is only in B).
+    pub convention: Convention,
     /// Classification.
     pub status: Status,
     /// Counter in A.
@@ -155,6 +178,14 @@ pub struct Group {
     pub layers: usize,
     /// Count of each status.
     pub statuses: BTreeMap<Status, usize>,
+    /// Train-mode forwards (`inference.forwards`) when every layer of the group that counts
+    /// them has the same number.
+    pub forwards: Option<i64>,
+    /// Tensors under the prefix other than running statistics and counters (weights,
+    /// biases, affine parameters, other buffers).
+    pub weights: usize,
+    /// How many of those changed (a cast alone excluded).
+    pub weights_changed: usize,
     /// Severity for presentation.
     pub severity: Severity,
     /// One line a person understands at a glance.
@@ -194,11 +225,27 @@ pub enum TensorChange {
     ShapeChanged,
 }
 
+impl TensorChange {
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TensorChange::Unchanged => "unchanged",
+            TensorChange::Changed => "changed",
+            TensorChange::Added => "added",
+            TensorChange::Removed => "removed",
+            TensorChange::DtypeChanged => "dtype_changed",
+            TensorChange::ShapeChanged => "shape_changed",
+        }
+    }
+}
+
 /// One tensor's comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TensorDiff {
     /// Aligned name.
     pub name: String,
+    /// The BatchNorm layer it belongs to, if any.
+    pub bn_layer: Option<String>,
     /// How it differs.
     pub change: TensorChange,
     /// Dtype in A.
@@ -209,11 +256,13 @@ pub struct TensorDiff {
     pub shape_a: Option<Vec<u64>>,
     /// Shape in B.
     pub shape_b: Option<Vec<u64>>,
-    /// Elements that differ.
+    /// Elements that differ beyond the tolerance.
     pub changed_elements: Option<u64>,
-    /// Largest absolute difference.
+    /// Of those, elements where either value is NaN or infinite (not in `max_abs_diff`).
+    pub nonfinite_changed: Option<u64>,
+    /// Largest absolute difference over elements that differ with both values finite.
     pub max_abs_diff: Option<f64>,
-    /// `‖B−A‖₂ / ‖A‖₂`.
+    /// `‖B−A‖₂ / ‖A‖₂`, over finite values; `null` when A is all zeros and B is not.
     pub rel_l2: Option<f64>,
 }
 
@@ -236,4 +285,115 @@ pub struct DiffReport {
     pub layers: Vec<LayerDiff>,
     /// Every tensor.
     pub tensors: Vec<TensorDiff>,
+}
+
+impl DiffOptions {
+    /// The value tolerance in force.
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance {
+            atol: self.atol,
+            rtol: self.rtol,
+        }
+    }
+}
+
+/// Compares checkpoints `a` and `b`: every tensor, every BatchNorm layer, with verdicts.
+///
+/// `progress` is told the bytes compared so far (see [`compare::compare_tensors`]).
+pub fn diff(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    options: &DiffOptions,
+    progress: Option<Progress<'_>>,
+) -> Result<DiffReport, CheckpointError> {
+    let aligned = align_names(a, b, options);
+    diff_aligned(a, b, &aligned, options, &|_| true, progress)
+}
+
+/// Aligns A's and B's names as `options` say (forced prefixes, or detection).
+pub fn align_names(a: &Checkpoint, b: &Checkpoint, options: &DiffOptions) -> Aligned {
+    let strip_a = options.strip_prefix_a.as_deref().map(normalise_prefix);
+    let strip_b = options.strip_prefix_b.as_deref().map(normalise_prefix);
+    align::align(
+        a.tensors(),
+        b.tensors(),
+        strip_a.as_deref(),
+        strip_b.as_deref(),
+    )
+}
+
+/// [`diff`] of the aligned tensors `select` accepts (by aligned name), and of the BatchNorm
+/// layers holding any of them, whole; the other tensors are not read. `check` selects its
+/// scope this way.
+pub fn diff_aligned(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    aligned: &Aligned,
+    options: &DiffOptions,
+    select: &dyn Fn(&str) -> bool,
+    progress: Option<Progress<'_>>,
+) -> Result<DiffReport, CheckpointError> {
+    let all_a = bn::discover(&aligned.a);
+    let all_b = bn::discover(&aligned.b);
+    let selected = |l: &bn::BnLayer| l.keys.iter().any(|(_, k)| select(k));
+    let found_a: Vec<bn::BnLayer> = all_a.iter().filter(|l| selected(l)).cloned().collect();
+    let found_b: Vec<bn::BnLayer> = all_b.iter().filter(|l| selected(l)).cloned().collect();
+    let layer_keys: HashSet<&str> = found_a
+        .iter()
+        .chain(&found_b)
+        .flat_map(|l| l.keys.iter().map(|(_, k)| k))
+        .collect();
+    let all_pairs = aligned.pairs();
+    let total = all_pairs.len();
+    let pairs: Vec<_> = all_pairs
+        .into_iter()
+        .filter(|p| select(&p.name) || layer_keys.contains(p.name.as_str()))
+        .collect();
+    let whole_model = pairs.len() == total;
+    let mut tensors = compare::compare_tensors(a, b, &pairs, options.tolerance(), progress)?;
+    let owner: BTreeMap<&str, &str> = found_a
+        .iter()
+        .chain(&found_b)
+        .flat_map(|l| l.keys.iter().map(move |(_, k)| (k, l.name.as_str())))
+        .collect();
+    for t in &mut tensors {
+        t.bn_layer = owner.get(t.name.as_str()).map(|l| (*l).to_owned());
+    }
+    let sides = layers::Sides::new(a, b, aligned);
+    let layers = layers::compare(&sides, &found_a, &found_b, &tensors, options)?;
+    let groups = groups::groups(&layers, &found_a, &found_b, &tensors, whole_model);
+    let summary = summarise(&layers, &tensors);
+    Ok(DiffReport {
+        schema_version: SCHEMA_VERSION,
+        a: CheckpointSummary::of(a, all_a.len()),
+        b: CheckpointSummary::of(b, all_b.len()),
+        alignment: aligned.alignment.clone(),
+        summary,
+        groups,
+        layers,
+        tensors,
+    })
+}
+
+fn summarise(layers: &[LayerDiff], tensors: &[TensorDiff]) -> DiffSummary {
+    let mut s = DiffSummary {
+        layers: layers.len(),
+        tensors: tensors.len(),
+        ..DiffSummary::default()
+    };
+    for l in layers {
+        *s.statuses.entry(l.status).or_insert(0) += 1;
+    }
+    for t in tensors {
+        *s.tensor_changes.entry(t.change).or_insert(0) += 1;
+    }
+    // A cast alone is not a change; a moved counter is (it is a changed tensor).
+    s.changed = layers.iter().any(|l| l.status != Status::Unchanged)
+        || tensors.iter().any(|t| {
+            !matches!(
+                t.change,
+                TensorChange::Unchanged | TensorChange::DtypeChanged
+            )
+        });
+    s
 }

@@ -2,9 +2,20 @@
 //!
 //! Reports hold every number a renderer shows; `report` and `tui` only present them.
 
+pub mod activations;
+pub mod align;
+pub mod channels;
+pub mod check;
+pub mod compare;
+pub mod config;
 pub mod diff;
+pub mod explain;
 pub mod ls;
+pub mod scope;
 
+pub use channels::{ChannelSeries, LayerChannels, layer_channels};
+pub use diff::{DiffOptions, DiffReport, diff};
+pub use explain::{ExplainOptions, ExplainReport, explain};
 pub use ls::{CheckpointSummary, LsLayer, LsOptions, LsReport, TensorEntry, ls};
 
 /// Version of the JSON reports' schema (`schema_version`).

@@ -45,6 +45,23 @@ const NAMINGS: [Naming; 3] = [
 const FLAX_STATS: &str = "batch_stats";
 const FLAX_PARAMS: &str = "params";
 
+/// A tensor name as layer names are given: without the Flax collection segment
+/// (`params/…`, `batch_stats/…`), so that a layer's parameters and statistics share a path.
+pub fn module_name(name: &str) -> String {
+    let segments: Vec<&str> = name.split('/').collect();
+    match segments
+        .iter()
+        .position(|s| *s == FLAX_STATS || *s == FLAX_PARAMS)
+    {
+        Some(at) if segments.len() > 1 => {
+            let mut rest = segments;
+            rest.remove(at);
+            rest.join("/")
+        }
+        _ => name.to_owned(),
+    }
+}
+
 /// A tensor name split into module path and leaf.
 struct Split<'a> {
     module: &'a str,

@@ -216,6 +216,24 @@ impl Dtype {
         self.decode_into(bytes, &mut out).then_some(out)
     }
 
+    /// Unit roundoff (half the machine epsilon) of a float dtype: the largest relative error
+    /// of one rounding to it. `0` for integers, which hold their values exactly.
+    pub fn unit_roundoff(self) -> f64 {
+        let mantissa_bits = match self {
+            Dtype::F64 => 52,
+            Dtype::F32 | Dtype::C64 => 23,
+            Dtype::F16 => 10,
+            Dtype::BF16 => 7,
+            Dtype::F8E4M3 | Dtype::F8E4M3Fnuz | Dtype::F6E2M3 => 3,
+            Dtype::F8E5M2 | Dtype::F8E5M2Fnuz | Dtype::F6E3M2 => 2,
+            Dtype::F4 => 1,
+            // A power of two: relative error up to a factor of two.
+            Dtype::F8E8M0 => 0,
+            _ => return 0.0,
+        };
+        2f64.powi(-(mantissa_bits + 1))
+    }
+
     /// Rounds `value` to the nearest value representable in this float dtype (round half to
     /// even, as a cast does). Integer dtypes and undecodable ones return `value` unchanged.
     pub fn round_f64(self, value: f64) -> f64 {

@@ -131,28 +131,52 @@ impl SafetensorsFile {
         tensor: &str,
     ) -> Result<Cow<'_, [u8]>, CheckpointError> {
         let len = end - start;
-        let start = self.header.data_start + start;
-        let end = self.header.data_start + end;
         if len == 0 {
             return Ok(Cow::Borrowed(&[]));
         }
         match &self.map {
             Some(map) if len >= MAP_AT_LEAST => {
+                let (start, end) = (self.header.data_start + start, self.header.data_start + end);
                 self.check_len(tensor, end)?;
                 Ok(Cow::Borrowed(&map[start as usize..end as usize]))
             }
             _ => {
                 let mut buf = vec![0u8; len as usize];
-                self.file.read_exact_at(&mut buf, start).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        self.truncated(tensor, end)
-                    } else {
-                        CheckpointError::new(&self.path, Problem::io("cannot read", e))
-                    }
-                })?;
+                self.read_data_into(start, &mut buf, tensor)?;
                 Ok(Cow::Owned(buf))
             }
         }
+    }
+
+    /// Fills `buf` with the bytes of `tensor` starting `offset` bytes into it, with a
+    /// positioned read whatever the read mode: streaming comparisons reuse fixed buffers so
+    /// that resident memory stays bounded (mapped pages, once touched, count towards it).
+    pub fn read_into(
+        &self,
+        tensor: &HeaderTensor,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        debug_assert!(offset + buf.len() as u64 <= tensor.end - tensor.start);
+        self.read_data_into(tensor.start + offset, buf, &tensor.name)
+    }
+
+    /// Fills `buf` with a positioned read from `start` bytes into the data section; `tensor`
+    /// is named if the file turns out to be truncated.
+    pub(crate) fn read_data_into(
+        &self,
+        start: u64,
+        buf: &mut [u8],
+        tensor: &str,
+    ) -> Result<(), CheckpointError> {
+        let start = self.header.data_start + start;
+        self.file.read_exact_at(buf, start).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.truncated(tensor, start + buf.len() as u64)
+            } else {
+                CheckpointError::new(&self.path, Problem::io("cannot read", e))
+            }
+        })
     }
 
     /// All bytes of `tensor`.

@@ -223,6 +223,18 @@ impl Checkpoint {
         self.files[t.file].read_data(start, start + len, &t.name)
     }
 
+    /// Fills `buf` with bytes of a tensor starting `offset` bytes into it, with a positioned
+    /// read into the caller's buffer (see [`SafetensorsFile::read_into`]).
+    pub fn read_into(
+        &self,
+        t: &TensorInfo,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        debug_assert!(offset + buf.len() as u64 <= t.bytes);
+        self.files[t.file].read_data_into(t.start + offset, buf, &t.name)
+    }
+
     /// The tensor's values as `f64`, or `None` when its dtype cannot be decoded.
     pub fn values(&self, t: &TensorInfo) -> Result<Option<Vec<f64>>, CheckpointError> {
         Ok(t.dtype.decode(&self.bytes(t)?))
@@ -255,5 +267,14 @@ impl Checkpoint {
             }
         }
         Ok(out)
+    }
+
+    /// [`Checkpoint::values`] through a positioned read rather than the map, for a few
+    /// small tensors scattered through a large file: touching one mapped page can make the
+    /// kernel map its whole large folio, megabytes of resident memory per small tensor.
+    pub fn read_values(&self, t: &TensorInfo) -> Result<Option<Vec<f64>>, CheckpointError> {
+        let mut bytes = vec![0; t.bytes as usize];
+        self.read_into(t, 0, &mut bytes)?;
+        Ok(t.dtype.decode(&bytes))
     }
 }

@@ -3,10 +3,17 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Cli, ColorChoice, Command, Format, OutputArgs};
-use crate::audit::{self, LsOptions};
+use super::progress::ProgressLine;
+use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs};
+use crate::audit::check::{CheckError, CheckOptions};
+use crate::audit::compare::Progress;
+use crate::audit::config::{self, ScopePatterns};
+use crate::audit::explain::ExplainError;
+use crate::audit::scope::Scope;
+use crate::audit::{self, DiffOptions, ExplainOptions, LsOptions};
 use crate::checkpoint::{Checkpoint, CheckpointError, ReadMode};
 use crate::report::{self, Style};
+use crate::tui;
 
 /// A failed run: the exit code and what to print on stderr.
 #[derive(Debug)]
@@ -41,18 +48,30 @@ impl From<CheckpointError> for Failure {
     }
 }
 
+impl From<ExplainError> for Failure {
+    fn from(e: ExplainError) -> Failure {
+        Failure::input(e)
+    }
+}
+
 /// Runs the command line; `Ok` carries the exit code (0, or 1 for `check` violations).
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let output = match &cli.command {
         Some(Command::Ls(a)) => &a.output,
         Some(Command::View(a)) => &a.output,
         Some(Command::Demo(a)) => &a.output,
+        Some(Command::Explain(a)) => &a.output,
+        Some(Command::Diff(a)) => &a.output,
+        Some(Command::Check(a)) => &a.output,
         None => &cli.view,
     };
-    if matches!(
-        output.format,
-        Format::Junit | Format::Github | Format::Markdown
-    ) {
+    let is_check = matches!(cli.command, Some(Command::Check(_)));
+    if !is_check
+        && matches!(
+            output.format,
+            Format::Junit | Format::Github | Format::Markdown
+        )
+    {
         return Err(Failure::usage(anyhow::anyhow!(
             "--format {} is only available for `check`; use text or json",
             format_name(output.format)
@@ -67,9 +86,37 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 _ => Ok(report::text::ls(&report, style)),
             })
         }
-        Some(Command::View(args)) => view(&args.checkpoints, &args.output),
-        Some(Command::Demo(args)) => view(&demo_paths(), &args.output),
-        None => view(&cli.checkpoints, &cli.view),
+        Some(Command::Explain(args)) => {
+            let a = open(&args.a, &args.output)?;
+            let b = open(&args.b, &args.output)?;
+            let acts = args
+                .activations
+                .as_deref()
+                .map(|p| open(p, &args.output))
+                .transpose()?;
+            let options = ExplainOptions {
+                layers: args.layers.clone(),
+                momentum: args.momentum,
+                eps: args.eps,
+                seed: args.seed,
+            };
+            let report = audit::explain(&a, &b, acts.as_ref(), &options)?;
+            emit(&args.output, |format, style| match format {
+                Format::Json => Ok(report::json::render(&report)),
+                _ => Ok(report::text::explain(&report, style)),
+            })
+        }
+        Some(Command::Diff(args)) => {
+            let report = diff(&args.a, &args.b, &args.compare.options(), &args.output)?;
+            show_diff(&report, &args.output)?;
+            Ok(u8::from(args.exit_code && report.summary.changed))
+        }
+        Some(Command::View(args)) => {
+            view(&args.checkpoints, args.activations.as_deref(), &args.output)
+        }
+        Some(Command::Demo(args)) => view(&demo_paths(), None, &args.output),
+        Some(Command::Check(args)) => check(&args),
+        None => view(&cli.checkpoints, cli.activations.as_deref(), &cli.view),
     }
 }
 
@@ -82,8 +129,63 @@ pub fn demo_paths() -> Vec<PathBuf> {
     ]
 }
 
-/// `view`: the text report of each checkpoint.
-fn view(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
+/// Opens both checkpoints and diffs them, with a progress line on a terminal.
+fn diff(
+    a: &Path,
+    b: &Path,
+    options: &DiffOptions,
+    output: &OutputArgs,
+) -> Result<audit::DiffReport, Failure> {
+    let (a, b) = (open(a, output)?, open(b, output)?);
+    Ok(with_progress(|p| audit::diff(&a, &b, options, p))?)
+}
+
+/// Runs a comparison with a progress line on stderr when it is a terminal.
+fn with_progress<T>(work: impl FnOnce(Option<Progress<'_>>) -> T) -> T {
+    let line = ProgressLine::on_stderr();
+    let update = |done, total| {
+        if let Some(l) = &line {
+            l.update(done, total);
+        }
+    };
+    let out = work(line.as_ref().map(|_| &update as Progress<'_>));
+    if let Some(l) = &line {
+        l.finish();
+    }
+    out
+}
+
+fn show_diff(report: &audit::DiffReport, output: &OutputArgs) -> Result<u8, Failure> {
+    emit(output, |format, style| match format {
+        Format::Json => Ok(report::json::render(report)),
+        _ => Ok(report::text::diff(report, style)),
+    })
+}
+
+/// `view`: the terminal UI when writing text to a terminal; else the diff report of a
+/// pair (then, with an activation file, the explain report), the `ls` report of one
+/// checkpoint.
+fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Result<u8, Failure> {
+    if paths.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no checkpoint given: bnaudit A [B], bnaudit demo, or bnaudit --help"
+        )));
+    }
+    if activations.is_some() && paths.len() != 2 {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--activations needs two checkpoints (A and B)"
+        )));
+    }
+    if interactive(output) {
+        return ui(paths, activations, output);
+    }
+    if let [a, b] = paths {
+        if let Some(acts) = activations {
+            return view_explained(a, b, acts, output);
+        }
+        let report = diff(a, b, &DiffOptions::default(), output)?;
+        return show_diff(&report, output);
+    }
     let reports = paths
         .iter()
         .map(|p| audit::ls(&open(p, output)?, LsOptions::default()).map_err(Failure::from))
@@ -96,6 +198,120 @@ fn view(paths: &[PathBuf], output: &OutputArgs) -> Result<u8, Failure> {
             .collect::<Vec<_>>()
             .join("\n")),
     })
+}
+
+/// `view A B --activations FILE` as text: the diff report, then the explain report.
+fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Result<u8, Failure> {
+    if output.format == Format::Json {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "view --activations has no JSON form: use `bnaudit diff` and `bnaudit explain` with --format json"
+        )));
+    }
+    let report = diff(a, b, &DiffOptions::default(), output)?;
+    let (a, b, acts) = (open(a, output)?, open(b, output)?, open(acts, output)?);
+    let explained = audit::explain(&a, &b, Some(&acts), &ExplainOptions::default())?;
+    emit(output, |_, style| {
+        Ok(format!(
+            "{}\n{}",
+            report::text::diff(&report, style),
+            report::text::explain(&explained, style)
+        ))
+    })
+}
+
+/// Whether `view` and `demo` start the UI: text for a terminal, no `--output`.
+fn interactive(output: &OutputArgs) -> bool {
+    output.format == Format::Text && output.output.is_none() && std::io::stdout().is_terminal()
+}
+
+/// Opens the checkpoints and their `ls` reports (input errors exit 3 before the screen
+/// changes), then runs the UI.
+fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Result<u8, Failure> {
+    let mut opened = paths
+        .iter()
+        .map(|p| open(p, output))
+        .collect::<Result<Vec<_>, _>>()?;
+    let b = if opened.len() == 2 {
+        opened.pop()
+    } else {
+        None
+    };
+    let a = opened.remove(0);
+    let activations = activations.map(|p| open(p, output)).transpose()?;
+    let session = tui::Session::new(a, b, activations);
+    let reports = session.reports()?;
+    let theme = tui::Theme {
+        color: match output.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none(),
+        },
+    };
+    tui::run(session, reports, DiffOptions::default(), theme)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))?;
+    Ok(0)
+}
+
+/// The frozen scope from the command line over the configuration file, if any.
+fn scope(args: &CheckArgs) -> Result<(Scope, Option<PathBuf>), Failure> {
+    let config = match &args.config {
+        Some(path) => Some(config::load(path).map_err(Failure::usage)?),
+        None => config::discover(Path::new(".")).map_err(Failure::usage)?,
+    };
+    let given = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let cli = ScopePatterns {
+        frozen: given(&args.frozen),
+        trainable: given(&args.trainable),
+        allow_stats: given(&args.allow_stats),
+    };
+    let (patterns, path) = match config {
+        Some(c) => (cli.over(c.patterns), Some(c.path)),
+        None => (cli, None),
+    };
+    let frozen = patterns.frozen.unwrap_or_default();
+    if frozen.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no frozen scope: give --frozen PATTERN, or a `frozen` list in {}",
+            path.as_ref().map_or_else(
+                || "bnaudit.toml or [tool.bnaudit] of pyproject.toml".to_owned(),
+                |p| p.display().to_string()
+            )
+        )));
+    }
+    let scope = Scope::new(
+        &frozen,
+        &patterns.trainable.unwrap_or_default(),
+        &patterns.allow_stats.unwrap_or_default(),
+    )
+    .map_err(Failure::usage)?;
+    Ok((scope, path))
+}
+
+/// `check`: exit 1 when the frozen scope changed.
+fn check(args: &CheckArgs) -> Result<u8, Failure> {
+    let (scope, config) = scope(args)?;
+    let a = open(&args.a, &args.output)?;
+    let b = open(&args.b, &args.output)?;
+    let options = CheckOptions {
+        scope,
+        config,
+        diff: args.compare.options(),
+    };
+    let report =
+        with_progress(|p| audit::check::check(&a, &b, &options, p)).map_err(|e| match e {
+            CheckError::Input(e) => Failure::input(e),
+            e @ CheckError::UnmatchedPatterns { .. } => Failure::usage(e),
+        })?;
+    emit(&args.output, |format, style| {
+        Ok(match format {
+            Format::Text => report::text::check(&report, style),
+            Format::Json => report::json::render(&report),
+            Format::Junit => report::junit::render(&report),
+            Format::Github => report::github::render(&report),
+            Format::Markdown => report::markdown::render(&report),
+        })
+    })?;
+    Ok(if report.passed { 0 } else { 1 })
 }
 
 fn format_name(format: Format) -> String {

@@ -1,6 +1,14 @@
 //! Plain-text reports for people: headline first, then compact aligned tables.
 
+mod check;
+mod diff;
+mod explain;
+
 use std::fmt::Write;
+
+pub use check::{check, compared_line, headline, scope_line, target};
+pub use diff::{alignment, diff};
+pub use explain::explain;
 
 use super::{Style, bytes, opt_num};
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
@@ -185,4 +193,36 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
             }
         );
     }
+}
+
+/// Left-aligns the first `left` columns, right-aligns the rest; two spaces between.
+pub(crate) fn table<const N: usize>(
+    header: [&str; N],
+    rows: &[[String; N]],
+    left: usize,
+) -> Vec<String> {
+    let mut width = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut s = String::from("  ");
+        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+            let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+            if i < left {
+                s.push_str(cell);
+                s.push_str(&pad);
+            } else {
+                s.push_str(&pad);
+                s.push_str(cell);
+            }
+            s.push_str("  ");
+        }
+        s.trim_end().to_owned()
+    };
+    std::iter::once(line(header))
+        .chain(rows.iter().map(|r| line(r.each_ref().map(String::as_str))))
+        .collect()
 }

@@ -1,0 +1,273 @@
+//! Pairing the tensors of two checkpoints whose names differ by a wrapper prefix.
+//!
+//! `DistributedDataParallel` and `DataParallel` save `module.…`, `torch.compile` saves
+//! `_orig_mod.…`, training frameworks often save `model.…`, and wrappers nest. Each side's
+//! candidate prefixes are the chains of those wrappers that start some of its names; the
+//! pair of candidates that matches the most names wins (ties go to stripping less).
+
+use std::collections::HashSet;
+
+use super::compare::TensorPair;
+use super::diff::Alignment;
+use crate::checkpoint::TensorInfo;
+
+/// Wrapper prefixes tried, alone and chained.
+pub const WRAPPERS: [&str; 3] = ["module.", "_orig_mod.", "model."];
+
+/// Longest chain of wrappers tried (e.g. `module._orig_mod.model.`).
+const MAX_CHAIN: usize = 3;
+
+/// Both sides' tensors under their aligned names, sorted by name.
+///
+/// The [`TensorInfo`]s are copies of the checkpoints' with only the name changed, so they
+/// read from their checkpoint as before.
+#[derive(Debug, Clone)]
+pub struct Aligned {
+    /// How the names were aligned.
+    pub alignment: Alignment,
+    /// A's tensors, renamed.
+    pub a: Vec<TensorInfo>,
+    /// B's tensors, renamed.
+    pub b: Vec<TensorInfo>,
+}
+
+impl Aligned {
+    /// Every aligned name with the tensor on each side, sorted by name.
+    pub fn pairs(&self) -> Vec<TensorPair<'_>> {
+        let mut pairs = Vec::with_capacity(self.a.len().max(self.b.len()));
+        let (mut i, mut j) = (0, 0);
+        while i < self.a.len() || j < self.b.len() {
+            let (a, b) = (self.a.get(i), self.b.get(j));
+            let order = match (a, b) {
+                (Some(a), Some(b)) => a.name.cmp(&b.name),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            let (a, b) = match order {
+                std::cmp::Ordering::Less => (a, None),
+                std::cmp::Ordering::Greater => (None, b),
+                std::cmp::Ordering::Equal => (a, b),
+            };
+            i += usize::from(a.is_some());
+            j += usize::from(b.is_some());
+            let name = a.or(b).map(|t| t.name.clone()).unwrap_or_default();
+            pairs.push(TensorPair { name, a, b });
+        }
+        pairs
+    }
+}
+
+/// Normalises a prefix given on the command line: `module` means `module.`.
+pub fn normalise_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with(['.', '/']) {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}.")
+    }
+}
+
+/// Aligns A's and B's names; a forced prefix (`--strip-prefix-a/-b`) is used as given,
+/// the other side's is detected.
+pub fn align(
+    a: &[TensorInfo],
+    b: &[TensorInfo],
+    strip_a: Option<&str>,
+    strip_b: Option<&str>,
+) -> Aligned {
+    let cands_a = candidates(a, strip_a);
+    let cands_b = candidates(b, strip_b);
+    let mut best: Option<(usize, usize, &str, &str)> = None;
+    for pa in &cands_a {
+        let Some(names_a) = stripped_names(a, pa) else {
+            continue;
+        };
+        for pb in &cands_b {
+            let Some(names_b) = stripped_names(b, pb) else {
+                continue;
+            };
+            let matched = names_a.intersection(&names_b).count();
+            let cost = pa.len() + pb.len();
+            if best.is_none_or(|(m, c, _, _)| matched > m || (matched == m && cost < c)) {
+                best = Some((matched, cost, pa, pb));
+            }
+        }
+    }
+    // Forced prefixes that make two names collide are stripped anyway, first name wins.
+    let (pa, pb) = best.map_or((strip_a.unwrap_or(""), strip_b.unwrap_or("")), |b| {
+        (b.2, b.3)
+    });
+    let mut aligned = Aligned {
+        alignment: Alignment {
+            strip_a: pa.to_owned(),
+            strip_b: pb.to_owned(),
+            detected: strip_a.is_none() && strip_b.is_none(),
+            matched: 0,
+            only_a: 0,
+            only_b: 0,
+        },
+        a: renamed(a, pa),
+        b: renamed(b, pb),
+    };
+    let pairs = aligned.pairs();
+    let count = |f: fn(&TensorPair<'_>) -> bool| pairs.iter().filter(|p| f(p)).count();
+    let (matched, only_a, only_b) = (
+        count(|p| p.a.is_some() && p.b.is_some()),
+        count(|p| p.b.is_none()),
+        count(|p| p.a.is_none()),
+    );
+    drop(pairs);
+    aligned.alignment.matched = matched;
+    aligned.alignment.only_a = only_a;
+    aligned.alignment.only_b = only_b;
+    aligned
+}
+
+/// Prefixes to try on one side: the forced one, or "" and every chain of wrappers that
+/// starts at least one name.
+fn candidates(tensors: &[TensorInfo], forced: Option<&str>) -> Vec<String> {
+    if let Some(p) = forced {
+        return vec![p.to_owned()];
+    }
+    let mut out = vec![String::new()];
+    let mut frontier = vec![String::new()];
+    for _ in 0..MAX_CHAIN {
+        let mut next = Vec::new();
+        for chain in &frontier {
+            for w in WRAPPERS {
+                let c = format!("{chain}{w}");
+                if tensors.iter().any(|t| t.name.starts_with(&c)) {
+                    next.push(c);
+                }
+            }
+        }
+        out.extend(next.iter().cloned());
+        frontier = next;
+    }
+    out
+}
+
+fn strip<'n>(name: &'n str, prefix: &str) -> &'n str {
+    name.strip_prefix(prefix).unwrap_or(name)
+}
+
+/// Names with `prefix` stripped where present, or `None` when stripping makes two equal.
+fn stripped_names<'n>(tensors: &'n [TensorInfo], prefix: &str) -> Option<HashSet<&'n str>> {
+    let mut set = HashSet::with_capacity(tensors.len());
+    tensors
+        .iter()
+        .all(|t| set.insert(strip(&t.name, prefix)))
+        .then_some(set)
+}
+
+fn renamed(tensors: &[TensorInfo], prefix: &str) -> Vec<TensorInfo> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<TensorInfo> = tensors
+        .iter()
+        .filter(|t| seen.insert(strip(&t.name, prefix)))
+        .map(|t| TensorInfo {
+            name: strip(&t.name, prefix).to_owned(),
+            ..t.clone()
+        })
+        .collect();
+    out.sort_by(|x, y| x.name.cmp(&y.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Dtype;
+
+    fn tensors(names: &[&str]) -> Vec<TensorInfo> {
+        names
+            .iter()
+            .map(|n| TensorInfo {
+                name: (*n).to_owned(),
+                dtype: Dtype::F32,
+                shape: vec![1],
+                file: 0,
+                bytes: 4,
+                start: 0,
+            })
+            .collect()
+    }
+
+    fn detected(a: &[&str], b: &[&str]) -> (String, String, usize) {
+        let al = align(&tensors(a), &tensors(b), None, None).alignment;
+        assert!(al.detected);
+        (al.strip_a, al.strip_b, al.matched)
+    }
+
+    const PLAIN: [&str; 3] = [
+        "backbone.bn.weight",
+        "backbone.bn.running_mean",
+        "head.fc.weight",
+    ];
+
+    #[test]
+    fn wrappers_alone_and_chained() {
+        let with = |p: &str| PLAIN.iter().map(|n| format!("{p}{n}")).collect::<Vec<_>>();
+        for prefix in [
+            "module.",
+            "_orig_mod.",
+            "model.",
+            "module._orig_mod.",
+            "_orig_mod.module.",
+        ] {
+            let b = with(prefix);
+            let b: Vec<&str> = b.iter().map(String::as_str).collect();
+            assert_eq!(detected(&PLAIN, &b), (String::new(), prefix.to_owned(), 3));
+            assert_eq!(detected(&b, &PLAIN), (prefix.to_owned(), String::new(), 3));
+        }
+        // Different wrappers on each side.
+        let a = with("module.");
+        let b = with("_orig_mod.");
+        let (a, b): (Vec<&str>, Vec<&str>) = (
+            a.iter().map(String::as_str).collect(),
+            b.iter().map(String::as_str).collect(),
+        );
+        assert_eq!(
+            detected(&a, &b),
+            ("module.".to_owned(), "_orig_mod.".to_owned(), 3)
+        );
+    }
+
+    /// `model.` that both sides share is part of the names (Hugging Face models): kept.
+    #[test]
+    fn shared_prefixes_stay() {
+        let a = ["model.encoder.bn.weight", "model.encoder.bn.running_var"];
+        assert_eq!(detected(&a, &a), (String::new(), String::new(), 2));
+    }
+
+    #[test]
+    fn forced_and_partial() {
+        let b = [
+            "module.backbone.bn.weight",
+            "module.backbone.bn.running_mean",
+            "extra",
+        ];
+        let al = align(&tensors(&PLAIN), &tensors(&b), None, Some("module.")).alignment;
+        assert!(!al.detected);
+        assert_eq!((al.matched, al.only_a, al.only_b), (2, 1, 1));
+        assert_eq!(normalise_prefix("module"), "module.");
+        assert_eq!(normalise_prefix("params/"), "params/");
+        assert_eq!(normalise_prefix(""), "");
+        // Forcing "" keeps the names as they are: nothing matches.
+        let none = align(&tensors(&PLAIN), &tensors(&b), Some(""), Some("")).alignment;
+        assert_eq!(none.matched, 0);
+    }
+
+    #[test]
+    fn pairs_merge_sorted_names() {
+        let al = align(&tensors(&["a", "c"]), &tensors(&["b", "c"]), None, None);
+        let pairs = al.pairs();
+        let pairs: Vec<(&str, bool, bool)> = pairs
+            .iter()
+            .map(|p| (p.name.as_str(), p.a.is_some(), p.b.is_some()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("a", true, false), ("b", false, true), ("c", true, true)]
+        );
+    }
+}

@@ -1,0 +1,1203 @@
+//! `explain`: re-run BatchNorm in every mode and replay the drift from A to B.
+//!
+//! For each layer: `impact` (how B's statistics shift eval outputs for inputs distributed as
+//! A's), `implied_batch` (the batch statistics the update rule implies from A, B and the
+//! number of forwards), and every mode (`train`, `train_no_track`, `eval_a`, `eval_b`,
+//! `eval_no_track`) run either on the captured inputs of an activation file, compared with
+//! the recorded outputs, or on seeded synthetic inputs drawn from the implied batch. With
+//! captured train-mode forwards, A's statistics are replayed through them and compared with
+//! B's.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use serde::Serialize;
+
+use super::SCHEMA_VERSION;
+use super::activations::{Activations, CapturedLayer, Values};
+use super::align::{self, WRAPPERS};
+use super::diff::Alignment;
+use super::ls::layer_values;
+use crate::bn::drift::rounding_slack;
+use crate::bn::{
+    self, BatchNorm, BnLayer, Convention, ForwardError, LayerValues, Mode, Momentum, RunningStats,
+    UpdateRule,
+};
+use crate::checkpoint::{Checkpoint, CheckpointError, Dtype};
+
+/// Options of `explain`.
+#[derive(Debug, Clone, Default)]
+pub struct ExplainOptions {
+    /// Layers to explain (`--layer`); empty: the captured layers, or those whose statistics
+    /// changed.
+    pub layers: Vec<String>,
+    /// Momentum overriding the activation metadata and the convention (`--momentum`).
+    pub momentum: Option<Momentum>,
+    /// Epsilon overriding the activation metadata and the convention (`--eps`).
+    pub eps: Option<f64>,
+    /// Seed of the synthetic inputs.
+    pub seed: u64,
+}
+
+/// Input that `explain` cannot work with (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// A checkpoint or activation file that does not open or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A file that opens but does not fit: missing layer, wrong shape, malformed metadata.
+    #[error("{}: {problem}", path.display())]
+    Input {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl ExplainError {
+    /// An input problem of `path`.
+    pub fn input(path: impl AsRef<Path>, problem: impl Into<String>) -> ExplainError {
+        ExplainError::Input {
+            path: path.as_ref().to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// What `explain` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainReport {
+    /// JSON schema version, 1.
+    pub schema_version: u32,
+    /// Checkpoint A's path.
+    pub a: String,
+    /// Checkpoint B's path.
+    pub b: String,
+    /// The activation file, if given.
+    pub activations: Option<String>,
+    /// How A's and B's names were aligned.
+    pub alignment: Alignment,
+    /// The layers explained.
+    pub layers: Vec<ExplainLayer>,
+    /// Observations about the whole run.
+    pub notes: Vec<String>,
+}
+
+/// Where a setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The activation file's metadata.
+    Activations,
+    /// A command-line option.
+    Option,
+    /// The convention's default.
+    Convention,
+}
+
+/// How the number of train-mode forwards between A and B is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardsSource {
+    /// The counter delta `num_batches_tracked(B) - num_batches_tracked(A)`.
+    Counter,
+    /// The train-mode forwards in the activation file.
+    Activations,
+    /// Nothing counts them: one is assumed.
+    Assumed,
+}
+
+/// A BatchNorm mode, with the statistics it normalises with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    /// Train mode with running statistics: batch statistics, and the running ones move.
+    Train,
+    /// Train mode without running statistics.
+    TrainNoTrack,
+    /// Eval mode with A's running statistics.
+    EvalA,
+    /// Eval mode with B's running statistics.
+    EvalB,
+    /// Eval mode without running statistics: batch statistics.
+    EvalNoTrack,
+}
+
+impl ModeName {
+    /// Every mode, in report order.
+    pub const ALL: [ModeName; 5] = [
+        ModeName::Train,
+        ModeName::TrainNoTrack,
+        ModeName::EvalA,
+        ModeName::EvalB,
+        ModeName::EvalNoTrack,
+    ];
+
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeName::Train => "train",
+            ModeName::TrainNoTrack => "train_no_track",
+            ModeName::EvalA => "eval_a",
+            ModeName::EvalB => "eval_b",
+            ModeName::EvalNoTrack => "eval_no_track",
+        }
+    }
+
+    /// Which statistics normalise: `batch`, `running_a` or `running_b`.
+    pub fn uses(self) -> &'static str {
+        match self {
+            ModeName::EvalA => "running_a",
+            ModeName::EvalB => "running_b",
+            _ => "batch",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            ModeName::EvalA => Kind::EvalA,
+            ModeName::EvalB => Kind::EvalB,
+            _ => Kind::Batch,
+        }
+    }
+}
+
+/// Per-channel shift of eval outputs when B's statistics replace A's, for inputs with A's
+/// running mean and variance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Impact {
+    /// Shift of the output mean in units of the output's standard deviation under A
+    /// (`null` where that deviation is 0).
+    pub mean_shift: Vec<Option<f64>>,
+    /// Output standard deviation under B over that under A.
+    pub scale_ratio: Vec<Option<f64>>,
+    /// Root-mean-square change of the outputs in units of their deviation under A:
+    /// `√(mean_shift² + (scale_ratio − 1)²)`.
+    pub rms_change: Vec<Option<f64>>,
+    /// Largest `rms_change`.
+    pub max_rms_change: Option<f64>,
+    /// The channels that change most (up to 3, largest first, only channels that change).
+    pub worst: Vec<ChannelImpact>,
+}
+
+/// One channel's impact.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ChannelImpact {
+    /// Channel index.
+    pub channel: usize,
+    /// Mean shift in output standard deviations.
+    pub mean_shift: Option<f64>,
+    /// Scale ratio.
+    pub scale_ratio: Option<f64>,
+    /// RMS change in output standard deviations.
+    pub rms_change: Option<f64>,
+}
+
+/// The batch statistics the update rule implies.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImpliedBatch {
+    /// Per-channel batch mean (weighted average over the forwards).
+    pub mean: Vec<f64>,
+    /// Per-channel batch variance as the convention folds it (see `var_kind`).
+    pub var: Vec<f64>,
+    /// `unbiased` (PyTorch) or `biased` (Keras, Flax fold the biased variance).
+    pub var_kind: &'static str,
+    /// Forwards the statistics stand for.
+    pub forwards: u64,
+    /// True for one forward: the statistics of that batch exactly; else a weighted average.
+    pub exact: bool,
+    /// Channels whose implied variance is negative: the change does not follow the rule.
+    pub negative_var_channels: Vec<usize>,
+}
+
+/// Mean and standard deviation of a mode's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OutputStats {
+    /// Mean of every output value.
+    pub mean: f64,
+    /// Population standard deviation of every output value.
+    pub std: f64,
+}
+
+/// One mode re-run on the layer's inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeResult {
+    /// The mode.
+    pub mode: ModeName,
+    /// `batch`, `running_a` or `running_b`.
+    pub uses: &'static str,
+    /// Whether the mode moves the running statistics.
+    pub updates: bool,
+    /// Summary of the outputs (`null` where batch statistics are undefined: one value per
+    /// channel in every eval-mode forward).
+    pub output: Option<OutputStats>,
+    /// Largest difference from the recorded outputs, where the activation file has them.
+    pub max_abs_err: Option<f64>,
+    /// Largest difference from the train-mode output on the same inputs.
+    pub max_abs_diff_vs_train: Option<f64>,
+}
+
+/// What the modes ran on.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Inputs {
+    /// Captured inputs of the activation file.
+    Captured {
+        /// Captured forwards.
+        forwards: usize,
+        /// Those in train mode (per the metadata; all without it).
+        train_forwards: usize,
+        /// Those with a recorded output.
+        with_outputs: usize,
+    },
+    /// Seeded synthetic inputs `samples × C`, normal per channel.
+    Synthetic {
+        /// PRNG seed (mixed with the layer name).
+        seed: u64,
+        /// Rows drawn.
+        samples: usize,
+        /// `implied_batch` or `running_a`: whose mean and variance the inputs have.
+        drawn_from: &'static str,
+    },
+}
+
+/// A's statistics pushed through the captured train-mode forwards, compared with B's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replay {
+    /// Train-mode forwards replayed.
+    pub batches: usize,
+    /// Largest |replayed − B| of the running mean.
+    pub max_abs_err_mean: f64,
+    /// Largest |replayed − B| of the running variance.
+    pub max_abs_err_var: f64,
+    /// `max_abs_err_mean` relative to the largest |B running_mean|.
+    pub max_rel_err_mean: f64,
+    /// `max_abs_err_var` relative to the largest |B running_var|.
+    pub max_rel_err_var: f64,
+    /// Counter the replay ends with, where A has one.
+    pub nbt_replayed: Option<i64>,
+    /// Whether the replay reproduces B's statistics (and counter) within float rounding.
+    pub explains_b: bool,
+}
+
+/// One layer explained.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainLayer {
+    /// Module path (aligned).
+    pub name: String,
+    /// Naming convention.
+    pub convention: Convention,
+    /// Channels.
+    pub channels: u64,
+    /// Momentum used.
+    pub momentum: Momentum,
+    /// Where it came from.
+    pub momentum_source: Source,
+    /// Epsilon used.
+    pub eps: f64,
+    /// Where it came from.
+    pub eps_source: Source,
+    /// Counter in A.
+    pub nbt_a: Option<i64>,
+    /// Counter in B.
+    pub nbt_b: Option<i64>,
+    /// Train-mode forwards between A and B.
+    pub forwards: Option<u64>,
+    /// How they are known.
+    pub forwards_source: Option<ForwardsSource>,
+    /// Whether the running statistics differ between A and B.
+    pub stats_changed: bool,
+    /// Shift of eval outputs from A's statistics to B's.
+    pub impact: Impact,
+    /// Batch statistics the update implies (`null` when nothing can be implied).
+    pub implied_batch: Option<ImpliedBatch>,
+    /// What the modes ran on.
+    pub inputs: Inputs,
+    /// Every mode.
+    pub modes: Vec<ModeResult>,
+    /// The mode that reproduces the recorded outputs best.
+    pub best_mode: Option<ModeName>,
+    /// Whether `best_mode` reproduces them within float rounding.
+    pub reproduced: Option<bool>,
+    /// Replay of the captured train-mode forwards.
+    pub replay: Option<Replay>,
+    /// One sentence: what accounts for B.
+    pub verdict: String,
+    /// Further observations, one sentence each.
+    pub notes: Vec<String>,
+}
+
+/// Rows of synthetic input per layer.
+pub const SYNTHETIC_SAMPLES: usize = 256;
+
+/// Channels named in `impact.worst`.
+const WORST: usize = 3;
+
+/// Explains the layers of A and B chosen by `options`, with captured activations if given.
+pub fn explain(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    activations: Option<&Checkpoint>,
+    options: &ExplainOptions,
+) -> Result<ExplainReport, ExplainError> {
+    let alignment = align::align(a.tensors(), b.tensors(), None, None).alignment;
+    let side_a = Side::new(a, &alignment.strip_a);
+    let side_b = Side::new(b, &alignment.strip_b);
+    let captured = activations.map(Activations::read).transpose()?;
+    let mut notes = Vec::new();
+    let chosen: Vec<(String, Option<&CapturedLayer>)> = if !options.layers.is_empty() {
+        options
+            .layers
+            .iter()
+            .map(|n| {
+                let name = side_a.aligned_name(n);
+                let cap = captured.as_ref().and_then(|c| find_captured(c, &name));
+                (name, cap)
+            })
+            .collect()
+    } else if let Some(c) = &captured {
+        c.layers
+            .values()
+            .map(|l| (side_a.aligned_name(&l.name), Some(l)))
+            .collect()
+    } else {
+        changed_layers(&side_a, &side_b, &mut notes)?
+    };
+    let context = Context {
+        acts: captured.as_ref(),
+        options,
+    };
+    let mut layers = Vec::with_capacity(chosen.len());
+    for (name, cap) in chosen {
+        let la = side_a.layer(&name, captured.as_ref())?;
+        let lb = side_b.layer(&name, captured.as_ref())?;
+        layers.push(context.layer(&name, (a, la), (b, lb), cap)?);
+    }
+    Ok(ExplainReport {
+        schema_version: SCHEMA_VERSION,
+        a: a.path().display().to_string(),
+        b: b.path().display().to_string(),
+        activations: captured.as_ref().map(|c| c.path().display().to_string()),
+        alignment,
+        layers,
+        notes,
+    })
+}
+
+/// One checkpoint's BatchNorm layers under aligned names.
+struct Side<'c> {
+    ckpt: &'c Checkpoint,
+    strip: &'c str,
+    layers: HashMap<String, BnLayer>,
+}
+
+impl<'c> Side<'c> {
+    fn new(ckpt: &'c Checkpoint, strip: &'c str) -> Side<'c> {
+        let layers = bn::discover(ckpt.tensors())
+            .into_iter()
+            .map(|l| (l.name.strip_prefix(strip).unwrap_or(&l.name).to_owned(), l))
+            .collect();
+        Side {
+            ckpt,
+            strip,
+            layers,
+        }
+    }
+
+    /// `name` without this side's wrapper prefix (a name given either way is accepted).
+    fn aligned_name(&self, name: &str) -> String {
+        if self.layers.contains_key(name) {
+            return name.to_owned();
+        }
+        let mut n = name.strip_prefix(self.strip).unwrap_or(name);
+        // Captures from a wrapped model carry the wrapper's prefix too.
+        while let Some(rest) = WRAPPERS.iter().find_map(|w| n.strip_prefix(w)) {
+            if self.layers.contains_key(n) {
+                break;
+            }
+            n = rest;
+        }
+        n.to_owned()
+    }
+
+    fn layer(&self, name: &str, acts: Option<&Activations<'_>>) -> Result<&BnLayer, ExplainError> {
+        self.layers.get(name).ok_or_else(|| {
+            let mut known: Vec<&str> = self.layers.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            let listed = if known.len() > 8 {
+                format!("{}, …", known[..8].join(", "))
+            } else {
+                known.join(", ")
+            };
+            let origin = acts.map_or_else(String::new, |c| {
+                format!(" (captured in {})", c.path().display())
+            });
+            ExplainError::input(
+                self.ckpt.path(),
+                format!(
+                    "no BatchNorm layer {name:?}{origin}; its BatchNorm layers are: {}",
+                    if listed.is_empty() { "none" } else { &listed }
+                ),
+            )
+        })
+    }
+}
+
+fn find_captured<'a>(acts: &'a Activations<'_>, name: &str) -> Option<&'a CapturedLayer> {
+    acts.layers.get(name).or_else(|| {
+        acts.layers.values().find(|l| {
+            WRAPPERS
+                .iter()
+                .any(|w| l.name.strip_prefix(w) == Some(name))
+        })
+    })
+}
+
+/// Layers on both sides whose running statistics or counter differ, sorted by name.
+fn changed_layers<'a>(
+    a: &Side<'_>,
+    b: &Side<'_>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, Option<&'a CapturedLayer>)>, ExplainError> {
+    let mut names: Vec<&String> = a
+        .layers
+        .keys()
+        .filter(|n| b.layers.contains_key(*n))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let va = layer_values(a.ckpt, &a.layers[name])?;
+        let vb = layer_values(b.ckpt, &b.layers[name])?;
+        if stats_differ(&va, &vb) {
+            out.push((name.clone(), None));
+        }
+    }
+    if out.is_empty() {
+        notes.push(
+            "No BatchNorm layer's running statistics differ between A and B; name layers with --layer to re-run them anyway."
+                .to_owned(),
+        );
+    }
+    Ok(out)
+}
+
+/// Whether running statistics or counters differ (bitwise: NaN payloads count).
+fn stats_differ(a: &LayerValues, b: &LayerValues) -> bool {
+    let bits = |v: &Option<Vec<f64>>| {
+        v.as_ref()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+    };
+    bits(&a.running_mean) != bits(&b.running_mean)
+        || bits(&a.running_var) != bits(&b.running_var)
+        || a.num_batches_tracked != b.num_batches_tracked
+}
+
+/// A layer's decoded side: statistics and affine parameters.
+struct Loaded {
+    values: LayerValues,
+    stats: RunningStats,
+}
+
+fn load(ckpt: &Checkpoint, layer: &BnLayer) -> Result<Loaded, ExplainError> {
+    let values = layer_values(ckpt, layer)?;
+    let (Some(mean), Some(var)) = (values.running_mean.clone(), values.running_var.clone()) else {
+        return Err(ExplainError::input(
+            ckpt.path(),
+            format!(
+                "layer {:?}: running statistics of dtype {} cannot be decoded",
+                layer.name, layer.dtype
+            ),
+        ));
+    };
+    let stats = RunningStats {
+        mean,
+        var,
+        num_batches_tracked: values.num_batches_tracked,
+        dtype: layer.dtype,
+    };
+    Ok(Loaded { values, stats })
+}
+
+/// Shared state of one `explain` run.
+struct Context<'r, 'c> {
+    acts: Option<&'r Activations<'c>>,
+    options: &'r ExplainOptions,
+}
+
+/// The three distinct computations behind the five modes: the batch-statistics modes
+/// compute the same output and differ only in what they update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Batch,
+    EvalA,
+    EvalB,
+}
+
+/// Running summary of one computation's outputs.
+#[derive(Debug, Default, Clone, Copy)]
+struct Acc {
+    count: u64,
+    sum: f64,
+    sum_sq: f64,
+    err: Option<f64>,
+    diff_train: Option<f64>,
+}
+
+impl Acc {
+    fn add(&mut self, out: &[f64], recorded: Option<(&[f64], Dtype)>, train: Option<&[f64]>) {
+        for &y in out {
+            self.count += 1;
+            self.sum += y;
+            self.sum_sq += y * y;
+        }
+        if let Some((rec, dtype)) = recorded {
+            // Compare in the recorded precision: PyTorch rounds half-precision outputs.
+            let e = max_abs_diff(out.iter().map(|&y| dtype.round_f64(y)), rec);
+            self.err = Some(self.err.map_or(e, |x| x.max(e)));
+        }
+        if let Some(t) = train {
+            let d = max_abs_diff(out.iter().copied(), t);
+            self.diff_train = Some(self.diff_train.map_or(d, |x| x.max(d)));
+        }
+    }
+
+    fn stats(&self) -> Option<OutputStats> {
+        (self.count > 0).then(|| {
+            let n = self.count as f64;
+            let mean = self.sum / n;
+            OutputStats {
+                mean,
+                std: (self.sum_sq / n - mean * mean).max(0.0).sqrt(),
+            }
+        })
+    }
+}
+
+/// Largest `|a - b|`; equal values (infinities included) and NaN against NaN count 0, NaN
+/// against a number counts infinite.
+fn max_abs_diff(a: impl Iterator<Item = f64>, b: &[f64]) -> f64 {
+    a.zip(b)
+        .map(|(x, &y)| match (x.is_nan(), y.is_nan()) {
+            (true, true) => 0.0,
+            (false, false) if x == y => 0.0,
+            (false, false) => (x - y).abs(),
+            _ => f64::INFINITY,
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Runs `bn` on decoded values, returning the output widened to `f64`.
+fn run(bn: &BatchNorm<'_>, x: &Values, mode: Mode<'_>) -> Result<Vec<f64>, ForwardError> {
+    Ok(match x {
+        Values::F32(x) => bn
+            .forward(x.view(), mode)?
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect(),
+        Values::F64(x) => bn.forward(x.view(), mode)?.iter().copied().collect(),
+    })
+}
+
+fn shape_of(x: &Values) -> &[usize] {
+    match x {
+        Values::F32(x) => x.shape(),
+        Values::F64(x) => x.shape(),
+    }
+}
+
+impl Context<'_, '_> {
+    fn layer(
+        &self,
+        name: &str,
+        (ckpt_a, la): (&Checkpoint, &BnLayer),
+        (ckpt_b, lb): (&Checkpoint, &BnLayer),
+        cap: Option<&CapturedLayer>,
+    ) -> Result<ExplainLayer, ExplainError> {
+        if la.channels != lb.channels || la.convention != lb.convention {
+            return Err(ExplainError::input(
+                ckpt_b.path(),
+                format!(
+                    "layer {name:?} has {} channels ({}) but {} ({}) in {}: not the same layer",
+                    lb.channels,
+                    lb.convention.as_str(),
+                    la.channels,
+                    la.convention.as_str(),
+                    ckpt_a.path().display()
+                ),
+            ));
+        }
+        let a = load(ckpt_a, la)?;
+        let b = load(ckpt_b, lb)?;
+        let meta = cap.map(|c| &c.meta);
+        let (momentum, momentum_source) =
+            match (self.options.momentum, meta.and_then(|m| m.momentum)) {
+                (Some(m), _) => (m, Source::Option),
+                (None, Some(m)) => (m, Source::Activations),
+                (None, None) => (
+                    Momentum::Value(la.convention.default_momentum()),
+                    Source::Convention,
+                ),
+            };
+        let (eps, eps_source) = match (self.options.eps, meta.and_then(|m| m.eps)) {
+            (Some(e), _) => (e, Source::Option),
+            (None, Some(e)) => (e, Source::Activations),
+            (None, None) => (la.convention.default_eps(), Source::Convention),
+        };
+        let rule = UpdateRule::new(la.convention, momentum);
+        let mut notes = Vec::new();
+        let stats_changed = stats_differ(&a.values, &b.values);
+        let train_forwards = cap.map(|c| (0..c.forwards.len()).filter(|&i| c.trained(i)).count());
+        let (forwards, forwards_source) = match (
+            a.stats.num_batches_tracked,
+            b.stats.num_batches_tracked,
+        ) {
+            (Some(na), Some(nb)) if nb >= na => {
+                (Some((nb - na) as u64), Some(ForwardsSource::Counter))
+            }
+            (Some(na), Some(nb)) => {
+                notes.push(format!(
+                    "The counter went down ({na} in A, {nb} in B): the statistics were reset, so no batch can be implied."
+                ));
+                (None, None)
+            }
+            _ => match train_forwards {
+                Some(k) => (Some(k as u64), Some(ForwardsSource::Activations)),
+                None if stats_changed => {
+                    notes.push(format!(
+                        "No counter ({} convention): one forward is assumed; an activation file counts them.",
+                        la.convention.as_str()
+                    ));
+                    (Some(1), Some(ForwardsSource::Assumed))
+                }
+                None => (None, None),
+            },
+        };
+        let counter_before = a
+            .stats
+            .num_batches_tracked
+            .or(meta.and_then(|m| m.num_batches_tracked))
+            .unwrap_or(0);
+        let implied_batch = forwards
+            .filter(|_| stats_changed)
+            .and_then(|k| implied(&rule, &a.stats, &b.stats, k, counter_before));
+        if let Some(ib) = &implied_batch
+            && !ib.negative_var_channels.is_empty()
+        {
+            notes.push(format!(
+                "The implied batch variance is negative in channel(s) {}: {} forward(s) at momentum {momentum} cannot produce B from A.",
+                list(&ib.negative_var_channels),
+                ib.forwards
+            ));
+        }
+        let impact = impact(&a, &b, eps);
+        let bn_a = BatchNorm {
+            eps,
+            weight: a.values.weight.as_deref(),
+            bias: a.values.bias.as_deref(),
+            rule,
+        };
+        let bn_b = BatchNorm {
+            weight: b.values.weight.as_deref(),
+            bias: b.values.bias.as_deref(),
+            ..bn_a
+        };
+        let pair = Pair {
+            bn_a: &bn_a,
+            bn_b: &bn_b,
+            a: &a.stats,
+            b: &b.stats,
+        };
+        let runs = match (cap, self.acts) {
+            (Some(cap), Some(acts)) => self.captured(name, &pair, acts, cap)?,
+            _ => self
+                .synthetic(name, implied_batch.as_ref(), &pair)
+                .map_err(|e| ExplainError::input(ckpt_a.path(), format!("layer {name:?}: {e}")))?,
+        };
+        notes.extend(runs.notes);
+        let mut layer = ExplainLayer {
+            name: name.to_owned(),
+            convention: la.convention,
+            channels: la.channels,
+            momentum,
+            momentum_source,
+            eps,
+            eps_source,
+            nbt_a: a.stats.num_batches_tracked,
+            nbt_b: b.stats.num_batches_tracked,
+            forwards,
+            forwards_source,
+            stats_changed,
+            impact,
+            implied_batch,
+            inputs: runs.inputs,
+            modes: runs.modes,
+            best_mode: runs.best_mode,
+            reproduced: runs.reproduced,
+            replay: runs.replay,
+            verdict: String::new(),
+            notes,
+        };
+        layer.verdict = verdict(&layer);
+        Ok(layer)
+    }
+
+    /// Every mode on the captured inputs, compared with the recorded outputs; the replay.
+    fn captured(
+        &self,
+        name: &str,
+        pair: &Pair<'_>,
+        acts: &Activations<'_>,
+        cap: &CapturedLayer,
+    ) -> Result<Runs, ExplainError> {
+        let path = acts.path();
+        let c = pair.a.mean.len();
+        let mut replay = pair.a.clone();
+        let mut accs: HashMap<Kind, Acc> = HashMap::new();
+        let (mut train_forwards, mut with_outputs, mut single) = (0, 0, false);
+        let mut out_dtype = Dtype::F64;
+        for (i, fwd) in cap.forwards.iter().enumerate() {
+            let key = &fwd.input.name;
+            let x = acts.values(&fwd.input)?;
+            let shape = shape_of(&x);
+            if !(2..=5).contains(&shape.len()) {
+                return Err(ExplainError::input(
+                    &path,
+                    format!(
+                        "{key}: shape {shape:?} has rank {}; BatchNorm inputs are N×C (rank 2) to N×C×D×H×W (rank 5)",
+                        shape.len()
+                    ),
+                ));
+            }
+            if shape[1] != c {
+                return Err(ExplainError::input(
+                    &path,
+                    format!(
+                        "{key}: shape {shape:?} has {} channels, layer {name:?} has {c}",
+                        shape[1]
+                    ),
+                ));
+            }
+            let trained = cap.trained(i);
+            let forward_err = |e: ForwardError| ExplainError::input(&path, format!("{key}: {e}"));
+            let batch = if trained {
+                train_forwards += 1;
+                let out = run(pair.bn_a, &x, Mode::Train(&mut replay)).map_err(|e| match e {
+                    ForwardError::SingleValue { .. } => ExplainError::input(
+                        &path,
+                        format!(
+                            "{key}: shape {shape:?} gives 1 value per channel in a train-mode forward, which PyTorch refuses (\"Expected more than 1 value per channel when training\")"
+                        ),
+                    ),
+                    e => forward_err(e),
+                })?;
+                Some(out)
+            } else {
+                match run(pair.bn_a, &x, Mode::TrainNoTrack) {
+                    Ok(out) => Some(out),
+                    // An eval-mode forward of one sample: batch statistics do not exist.
+                    Err(ForwardError::SingleValue { .. }) => {
+                        single = true;
+                        None
+                    }
+                    Err(e) => return Err(forward_err(e)),
+                }
+            };
+            let eval_a = run(pair.bn_a, &x, Mode::Eval(pair.a)).map_err(forward_err)?;
+            let eval_b = run(pair.bn_b, &x, Mode::Eval(pair.b)).map_err(forward_err)?;
+            drop(x);
+            let recorded = match &fwd.output {
+                Some(o) => {
+                    with_outputs += 1;
+                    out_dtype = o.dtype;
+                    Some(widen(acts.values(o)?))
+                }
+                None => None,
+            };
+            let rec = recorded.as_deref().map(|r| (r, out_dtype));
+            for (kind, out) in [
+                (Kind::Batch, batch.as_deref()),
+                (Kind::EvalA, Some(&eval_a[..])),
+                (Kind::EvalB, Some(&eval_b[..])),
+            ] {
+                if let Some(out) = out {
+                    accs.entry(kind)
+                        .or_default()
+                        .add(out, rec, batch.as_deref());
+                }
+            }
+        }
+        let notes = if single {
+            vec![
+                "Some eval-mode forwards hold one value per channel: batch statistics do not exist for them, so the batch modes skip them."
+                    .to_owned(),
+            ]
+        } else {
+            Vec::new()
+        };
+        let modes = modes(&accs);
+        let (best_mode, reproduced) = if with_outputs > 0 {
+            best_mode(&modes, cap, out_dtype)
+        } else {
+            (None, None)
+        };
+        Ok(Runs {
+            inputs: Inputs::Captured {
+                forwards: cap.forwards.len(),
+                train_forwards,
+                with_outputs,
+            },
+            modes,
+            best_mode,
+            reproduced,
+            replay: Some(compare_replay(&replay, pair.b, train_forwards)),
+            notes,
+        })
+    }
+
+    /// Every mode on seeded normal inputs with the implied batch's (or A's) statistics.
+    fn synthetic(
+        &self,
+        name: &str,
+        implied: Option<&ImpliedBatch>,
+        pair: &Pair<'_>,
+    ) -> Result<Runs, ForwardError> {
+        let (mean, var, drawn_from) = match implied {
+            Some(ib) if ib.mean.iter().chain(&ib.var).all(|v| v.is_finite()) => {
+                (&ib.mean, &ib.var, "implied_batch")
+            }
+            _ => (&pair.a.mean, &pair.a.var, "running_a"),
+        };
+        let mut runs = Runs {
+            inputs: Inputs::Synthetic {
+                seed: self.options.seed,
+                samples: SYNTHETIC_SAMPLES,
+                drawn_from,
+            },
+            modes: Vec::new(),
+            best_mode: None,
+            reproduced: None,
+            replay: None,
+            notes: Vec::new(),
+        };
+        let Some(dists) = mean
+            .iter()
+            .zip(var)
+            .map(|(&m, &v)| Normal::new(m, v.max(0.0).sqrt()).ok())
+            .collect::<Option<Vec<Normal<f64>>>>()
+        else {
+            runs.notes.push(
+                "Non-finite statistics: no synthetic inputs can be drawn, so no mode was re-run."
+                    .to_owned(),
+            );
+            return Ok(runs);
+        };
+        let c = dists.len();
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
+        let data: Vec<f64> = (0..SYNTHETIC_SAMPLES * c)
+            .map(|i| dists[i % c].sample(&mut rng))
+            .collect();
+        let x = Values::F64(
+            ndarray::ArrayD::from_shape_vec(vec![SYNTHETIC_SAMPLES, c], data)
+                .expect("length is samples × channels"),
+        );
+        let mut updated = pair.a.clone();
+        let train = run(pair.bn_a, &x, Mode::Train(&mut updated))?;
+        let eval_a = run(pair.bn_a, &x, Mode::Eval(pair.a))?;
+        let eval_b = run(pair.bn_b, &x, Mode::Eval(pair.b))?;
+        let mut accs = HashMap::new();
+        for (kind, out) in [
+            (Kind::Batch, &train),
+            (Kind::EvalA, &eval_a),
+            (Kind::EvalB, &eval_b),
+        ] {
+            accs.entry(kind)
+                .or_insert_with(Acc::default)
+                .add(out, None, Some(&train));
+        }
+        runs.modes = modes(&accs);
+        Ok(runs)
+    }
+}
+
+/// What re-running the modes found.
+struct Runs {
+    inputs: Inputs,
+    modes: Vec<ModeResult>,
+    best_mode: Option<ModeName>,
+    reproduced: Option<bool>,
+    replay: Option<Replay>,
+    notes: Vec<String>,
+}
+
+/// Both sides' layers as the forward pass needs them.
+struct Pair<'p> {
+    bn_a: &'p BatchNorm<'p>,
+    bn_b: &'p BatchNorm<'p>,
+    a: &'p RunningStats,
+    b: &'p RunningStats,
+}
+
+fn widen(v: Values) -> Vec<f64> {
+    match v {
+        Values::F32(x) => x.iter().map(|&v| f64::from(v)).collect(),
+        Values::F64(x) => x.into_iter().collect(),
+    }
+}
+
+fn modes(accs: &HashMap<Kind, Acc>) -> Vec<ModeResult> {
+    ModeName::ALL
+        .into_iter()
+        .map(|mode| {
+            let acc = accs.get(&mode.kind()).copied().unwrap_or_default();
+            ModeResult {
+                mode,
+                uses: mode.uses(),
+                updates: mode == ModeName::Train,
+                output: acc.stats(),
+                max_abs_err: acc.err,
+                max_abs_diff_vs_train: acc.diff_train,
+            }
+        })
+        .collect()
+}
+
+/// The mode with the smallest error. The batch-statistics modes compute the same output, so
+/// between them the capture's metadata decides: train mode with tracking is `train`.
+fn best_mode(
+    modes: &[ModeResult],
+    cap: &CapturedLayer,
+    dtype: Dtype,
+) -> (Option<ModeName>, Option<bool>) {
+    let Some(best) = modes
+        .iter()
+        .filter_map(|m| m.max_abs_err.map(|e| (m, e)))
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+    else {
+        return (None, None);
+    };
+    let mode = match best.0.mode.kind() {
+        Kind::Batch => {
+            let any_trained = (0..cap.forwards.len()).any(|i| cap.trained(i));
+            if any_trained {
+                ModeName::Train
+            } else if cap.meta.training.unwrap_or(false) {
+                ModeName::TrainNoTrack
+            } else {
+                ModeName::EvalNoTrack
+            }
+        }
+        _ => best.0.mode,
+    };
+    let scale = best
+        .0
+        .output
+        .map_or(1.0, |o| (o.mean.abs() + o.std).max(1.0));
+    let tolerance = (16.0 * dtype.unit_roundoff()).max(1e-5) * scale;
+    (Some(mode), Some(best.1 <= tolerance))
+}
+
+fn compare_replay(replay: &RunningStats, b: &RunningStats, batches: usize) -> Replay {
+    // Errors relative to the tensor's largest magnitude: a channel whose statistic is near 0
+    // still carries the rounding of the larger values it was computed from.
+    let errs = |r: &[f64], t: &[f64]| {
+        let abs = max_abs_diff(r.iter().copied(), t);
+        let scale = t.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        (abs, if scale > 0.0 { abs / scale } else { abs })
+    };
+    let (abs_m, rel_m) = errs(&replay.mean, &b.mean);
+    let (abs_v, rel_v) = errs(&replay.var, &b.var);
+    // Each update rounds to the storage dtype; PyTorch also rounds the batch statistics.
+    let slack = 4.0 * rounding_slack(batches as u64, b.dtype.unit_roundoff());
+    let counter_ok = match (replay.num_batches_tracked, b.num_batches_tracked) {
+        (Some(r), Some(t)) => r == t,
+        _ => true,
+    };
+    Replay {
+        batches,
+        max_abs_err_mean: abs_m,
+        max_abs_err_var: abs_v,
+        max_rel_err_mean: rel_m,
+        max_rel_err_var: rel_v,
+        nbt_replayed: replay.num_batches_tracked,
+        explains_b: counter_ok && rel_m <= slack && rel_v <= slack,
+    }
+}
+
+fn implied(
+    rule: &UpdateRule,
+    a: &RunningStats,
+    b: &RunningStats,
+    k: u64,
+    counter_before: i64,
+) -> Option<ImpliedBatch> {
+    let solve = |x: &[f64], y: &[f64]| -> Option<Vec<f64>> {
+        x.iter()
+            .zip(y)
+            .map(|(&x, &y)| rule.implied_batch(x, y, k, counter_before))
+            .collect()
+    };
+    let mean = solve(&a.mean, &b.mean)?;
+    let var = solve(&a.var, &b.var)?;
+    let negative_var_channels = var
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v < 0.0)
+        .map(|(i, _)| i)
+        .collect();
+    Some(ImpliedBatch {
+        mean,
+        var,
+        var_kind: if rule.unbiased_var {
+            "unbiased"
+        } else {
+            "biased"
+        },
+        forwards: k,
+        exact: k == 1,
+        negative_var_channels,
+    })
+}
+
+/// Eval outputs under A (`y = (x-μa)/√(va+ε)·wa + ba`) and B, for `x` with mean `μa` and
+/// variance `va`: both are affine in `x`, so their means and deviations are exact.
+fn impact(a: &Loaded, b: &Loaded, eps: f64) -> Impact {
+    let c = a.stats.mean.len();
+    let param =
+        |v: &Option<Vec<f64>>, ch: usize, default: f64| v.as_ref().map_or(default, |v| v[ch]);
+    let mut mean_shift = Vec::with_capacity(c);
+    let mut scale_ratio = Vec::with_capacity(c);
+    let mut rms_change = Vec::with_capacity(c);
+    for ch in 0..c {
+        let (ma, va) = (a.stats.mean[ch], a.stats.var[ch]);
+        let (mb, vb) = (b.stats.mean[ch], b.stats.var[ch]);
+        let (wa, ba) = (
+            param(&a.values.weight, ch, 1.0),
+            param(&a.values.bias, ch, 0.0),
+        );
+        let (wb, bb) = (
+            param(&b.values.weight, ch, 1.0),
+            param(&b.values.bias, ch, 0.0),
+        );
+        let sd_x = va.max(0.0).sqrt();
+        let std_a = (wa / (va + eps).sqrt()).abs() * sd_x;
+        let std_b = (wb / (vb + eps).sqrt()).abs() * sd_x;
+        let mean_b = (ma - mb) / (vb + eps).sqrt() * wb + bb;
+        let ok = |v: f64| (std_a > 0.0 && v.is_finite()).then_some(v);
+        let shift = ok((mean_b - ba) / std_a);
+        let ratio = ok(std_b / std_a);
+        mean_shift.push(shift);
+        scale_ratio.push(ratio);
+        rms_change.push(shift.zip(ratio).map(|(s, r)| s.hypot(r - 1.0)));
+    }
+    let mut order: Vec<usize> = (0..c)
+        .filter(|&ch| rms_change[ch].is_some_and(|r| r > 0.0))
+        .collect();
+    order.sort_by(|&x, &y| {
+        rms_change[y]
+            .unwrap_or(0.0)
+            .total_cmp(&rms_change[x].unwrap_or(0.0))
+    });
+    let worst = order
+        .into_iter()
+        .take(WORST)
+        .map(|channel| ChannelImpact {
+            channel,
+            mean_shift: mean_shift[channel],
+            scale_ratio: scale_ratio[channel],
+            rms_change: rms_change[channel],
+        })
+        .collect();
+    Impact {
+        max_rms_change: rms_change.iter().flatten().copied().reduce(f64::max),
+        mean_shift,
+        scale_ratio,
+        rms_change,
+        worst,
+    }
+}
+
+fn list(channels: &[usize]) -> String {
+    let shown: Vec<String> = channels.iter().take(5).map(usize::to_string).collect();
+    if channels.len() > 5 {
+        format!("{}, … ({} in all)", shown.join(", "), channels.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// FNV-1a: a stable per-layer seed, independent of the standard library's hasher.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What a mode means, for sentences.
+fn describe(mode: ModeName) -> &'static str {
+    match mode {
+        ModeName::Train => "train mode (batch statistics; the running statistics move)",
+        ModeName::TrainNoTrack => "train mode without running statistics",
+        ModeName::EvalA => "eval mode with A's statistics",
+        ModeName::EvalB => "eval mode with B's statistics",
+        ModeName::EvalNoTrack => "eval mode without running statistics (batch statistics)",
+    }
+}
+
+/// The lead sentence of a layer.
+fn verdict(l: &ExplainLayer) -> String {
+    if let Some(r) = &l.replay {
+        let fwd = plural(
+            r.batches,
+            "captured train-mode forward",
+            "captured train-mode forwards",
+        );
+        if r.batches > 0 {
+            return if r.explains_b {
+                format!("The {fwd} account for B exactly.")
+            } else {
+                format!("The {fwd} do not account for B: something else changed these statistics.")
+            };
+        }
+        let outputs = match l.best_mode {
+            Some(m) => format!("; their outputs are those of {}", describe(m)),
+            None => String::new(),
+        };
+        let change = if l.stats_changed {
+            ", and none of them accounts for the change from A to B"
+        } else {
+            ", and B's statistics equal A's"
+        };
+        return format!("No captured forward ran in train mode{outputs}{change}.");
+    }
+    if !l.stats_changed {
+        return "B's statistics equal A's; the modes differ only by batch against running statistics.".to_owned();
+    }
+    let impact = match l.impact.worst.first() {
+        Some(w) => format!(
+            "; in eval mode B's statistics move outputs by up to {:.2} output std (channel {})",
+            w.rms_change.unwrap_or(0.0),
+            w.channel
+        ),
+        None => String::new(),
+    };
+    match &l.implied_batch {
+        Some(ib) if ib.exact => format!(
+            "One train-mode forward moved A to B; its batch statistics are implied exactly{impact}."
+        ),
+        Some(ib) => format!(
+            "{} train-mode forwards moved A to B; the implied batch is their weighted average{impact}.",
+            ib.forwards
+        ),
+        None => {
+            format!("B's statistics differ from A's, but the update rule implies no batch{impact}.")
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Text rendering of the `explain` report: per layer the verdict first, then the replay,
+//! the modes table, the implied batch and the impact.
+
+use std::fmt::Write;
+
+use super::table;
+use crate::audit::explain::{
+    ExplainLayer, ExplainReport, ImpliedBatch, Inputs, ModeResult, Source,
+};
+use crate::report::{Style, num, opt_num};
+
+/// Renders the `explain` report.
+pub fn explain(report: &ExplainReport, style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", style.bold(&format!("A: {}", report.a)));
+    let _ = writeln!(out, "{}", style.bold(&format!("B: {}", report.b)));
+    if let Some(acts) = &report.activations {
+        let _ = writeln!(out, "{}", style.bold(&format!("activations: {acts}")));
+    }
+    let al = &report.alignment;
+    if !al.strip_a.is_empty() || !al.strip_b.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.dim(&format!(
+                "names aligned: {:?} stripped from A, {:?} from B",
+                al.strip_a, al.strip_b
+            ))
+        );
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "{note}");
+    }
+    for layer in &report.layers {
+        out.push('\n');
+        render_layer(&mut out, layer, style);
+    }
+    out
+}
+
+fn source(s: Source) -> &'static str {
+    match s {
+        Source::Activations => "from the activation file",
+        Source::Option => "from the command line",
+        Source::Convention => "convention default",
+    }
+}
+
+fn good(layer: &ExplainLayer) -> bool {
+    match &layer.replay {
+        Some(r) => r.explains_b || (r.batches == 0 && !layer.stats_changed),
+        None => !layer.stats_changed,
+    }
+}
+
+fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
+    let _ = writeln!(
+        out,
+        "{}  {}",
+        style.bold(&l.name),
+        style.dim(&format!(
+            "({}, {} channels, momentum {} {}, eps {} {})",
+            l.convention.as_str(),
+            l.channels,
+            l.momentum,
+            source(l.momentum_source),
+            num(l.eps),
+            source(l.eps_source)
+        ))
+    );
+    let verdict = if good(l) {
+        style.green(&l.verdict)
+    } else {
+        style.yellow(&l.verdict)
+    };
+    let _ = writeln!(out, "  {verdict}");
+    if let Some(r) = &l.replay {
+        let counter = match (r.nbt_replayed, l.nbt_b) {
+            (Some(r), Some(b)) if r == b => format!("; counter {r}, as in B"),
+            (Some(r), Some(b)) => format!("; counter {r}, B has {b}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  replay of {} batch(es) from A: max error running_mean {} (relative {}), running_var {} (relative {}){counter}",
+            r.batches,
+            num(r.max_abs_err_mean),
+            num(r.max_rel_err_mean),
+            num(r.max_abs_err_var),
+            num(r.max_rel_err_var),
+        );
+    }
+    if let (Some(best), Some(reproduced)) = (l.best_mode, l.reproduced) {
+        let err = l
+            .modes
+            .iter()
+            .find(|m| m.mode == best)
+            .and_then(|m| m.max_abs_err);
+        let line = format!(
+            "  best mode: {}, which {} the recorded outputs (max error {})",
+            best.as_str(),
+            if reproduced {
+                "reproduces"
+            } else {
+                "comes closest to but does not reproduce"
+            },
+            opt_num(err)
+        );
+        let _ = writeln!(
+            out,
+            "{}",
+            if reproduced {
+                line
+            } else {
+                style.yellow(&line)
+            }
+        );
+    }
+    let on = match &l.inputs {
+        Inputs::Captured {
+            forwards,
+            train_forwards,
+            with_outputs,
+        } => format!(
+            "{forwards} captured forward(s), {train_forwards} in train mode, {with_outputs} with recorded outputs"
+        ),
+        Inputs::Synthetic {
+            seed,
+            samples,
+            drawn_from,
+        } => format!(
+            "{samples} synthetic samples drawn from {} (seed {seed})",
+            if *drawn_from == "implied_batch" {
+                "the implied batch"
+            } else {
+                "A's running statistics"
+            }
+        ),
+    };
+    let _ = writeln!(out, "{}", style.dim(&format!("  modes on {on}:")));
+    if !l.modes.is_empty() {
+        modes_table(out, &l.modes, style);
+    }
+    if let Some(ib) = &l.implied_batch {
+        implied_lines(out, ib);
+    }
+    if let Some(worst) = l.impact.worst.first() {
+        let rest: Vec<String> = l.impact.worst[1..]
+            .iter()
+            .map(|w| format!("{} ({})", w.channel, opt_num(w.rms_change)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  impact in eval mode (A's inputs, B's statistics): channel {} moves by {} output std (mean shift {}, scale ×{}){}",
+            worst.channel,
+            opt_num(worst.rms_change),
+            opt_num(worst.mean_shift),
+            opt_num(worst.scale_ratio),
+            if rest.is_empty() {
+                String::new()
+            } else {
+                format!("; then channels {}", rest.join(", "))
+            }
+        );
+    }
+    for note in &l.notes {
+        let _ = writeln!(out, "  {}", style.dim(&format!("note: {note}")));
+    }
+}
+
+fn range(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        "-".to_owned()
+    } else if lo == hi {
+        num(lo)
+    } else {
+        format!("{}..{}", num(lo), num(hi))
+    }
+}
+
+fn implied_lines(out: &mut String, ib: &ImpliedBatch) {
+    let what = if ib.exact {
+        "1 forward, exact".to_owned()
+    } else {
+        format!("{} forwards, weighted average", ib.forwards)
+    };
+    let _ = writeln!(
+        out,
+        "  implied batch ({what}): mean {}, {} var {}",
+        range(&ib.mean),
+        ib.var_kind,
+        range(&ib.var)
+    );
+}
+
+fn modes_table(out: &mut String, modes: &[ModeResult], style: Style) {
+    let header = [
+        "mode",
+        "uses",
+        "updates",
+        "out mean",
+        "out std",
+        "max_abs_err",
+        "vs train",
+    ];
+    let rows: Vec<[String; 7]> = modes
+        .iter()
+        .map(|m| {
+            [
+                m.mode.as_str().to_owned(),
+                m.uses.to_owned(),
+                if m.updates { "yes" } else { "no" }.to_owned(),
+                opt_num(m.output.map(|o| o.mean)),
+                opt_num(m.output.map(|o| o.std)),
+                opt_num(m.max_abs_err),
+                opt_num(m.max_abs_diff_vs_train),
+            ]
+        })
+        .collect();
+    for (i, line) in table(header, &rows, 3).into_iter().enumerate() {
+        // Nested under the layer: two more spaces than a top-level table.
+        let line = format!("  {line}");
+        let _ = writeln!(out, "{}", if i == 0 { style.dim(&line) } else { line });
+    }
+}

@@ -1,0 +1,46 @@
+//! Work off the UI thread: the full comparison of two checkpoints, which reads every byte
+//! of both and can take minutes on multi-gigabyte files, then `explain` (which re-runs
+//! BatchNorm on the captured or synthetic inputs). Progress and the reports come back over
+//! a channel; the UI keeps answering keys meanwhile.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::thread;
+
+use super::model::Progress;
+use super::runner::Message;
+use super::session::Session;
+use crate::audit::diff::{DiffOptions, diff};
+use crate::audit::explain::{ExplainOptions, explain};
+
+/// Starts comparing and explaining A and B in the background when there are two
+/// checkpoints.
+pub fn spawn(session: &Session, options: DiffOptions, tx: Sender<Message>) -> io::Result<()> {
+    let Some(b) = &session.b else {
+        return Ok(());
+    };
+    let a = Arc::clone(&session.a.checkpoint);
+    let b = Arc::clone(&b.checkpoint);
+    let activations = session.activations.clone();
+    thread::Builder::new()
+        .name("bnaudit-diff".to_owned())
+        .spawn(move || {
+            // The engine reports often, from several threads: pass on whole per-mille steps.
+            let last = AtomicU64::new(u64::MAX);
+            let progress = |done: u64, total: u64| {
+                let step = done.saturating_mul(1000).checked_div(total).unwrap_or(1000);
+                if last.swap(step, Ordering::Relaxed) != step {
+                    let _ = tx.send(Message::Progress(Progress { done, total }));
+                }
+            };
+            let report = diff(&a, &b, &options, Some(&progress));
+            let _ = tx.send(Message::Diff(Box::new(report.map_err(|e| e.to_string()))));
+            let explained = explain(&a, &b, activations.as_deref(), &ExplainOptions::default());
+            let _ = tx.send(Message::Explain(Box::new(
+                explained.map_err(|e| e.to_string()),
+            )));
+        })?;
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! `bnaudit explain` against PyTorch's recordings (tests/fixtures/explain, made by gen.py
+//! with the capture plugin): replay, best mode, implied batch statistics, and the errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use bnaudit::audit::explain::{ExplainLayer, ExplainReport, Inputs, ModeName, Source};
+use bnaudit::audit::{ExplainOptions, explain};
+use bnaudit::bn::Momentum;
+use bnaudit::checkpoint::{Checkpoint, ReadMode};
+use common::{expected, numbers, open, path, rel_err};
+use predicates::prelude::*;
+use serde_json::{Value, json};
+
+fn run(b: &str, acts: Option<&str>, options: &ExplainOptions) -> ExplainReport {
+    let acts = acts.map(open);
+    explain(&open("a.safetensors"), &open(b), acts.as_ref(), options).expect("explains")
+}
+
+fn mode(l: &ExplainLayer, m: ModeName) -> &bnaudit::audit::explain::ModeResult {
+    l.modes.iter().find(|r| r.mode == m).expect("every mode")
+}
+
+#[test]
+fn captured_train_forwards_account_for_b() {
+    let report = run(
+        "b.safetensors",
+        Some("train.safetensors"),
+        &ExplainOptions::default(),
+    );
+    let exp = expected();
+    assert_eq!(report.layers.len(), 6);
+    for l in &report.layers {
+        let e = &exp["layers"][&l.name];
+        let r = l.replay.as_ref().expect("replay");
+        assert_eq!(r.batches, 3, "{}", l.name);
+        assert!(r.explains_b, "{}: {r:?}", l.name);
+        assert!(
+            r.max_rel_err_mean <= 1e-6 && r.max_rel_err_var <= 1e-6,
+            "{}: {r:?}",
+            l.name
+        );
+        assert_eq!(r.nbt_replayed, l.nbt_b);
+        assert_eq!(l.best_mode, Some(ModeName::Train), "{}", l.name);
+        assert_eq!(l.reproduced, Some(true));
+        for m in [
+            ModeName::Train,
+            ModeName::TrainNoTrack,
+            ModeName::EvalNoTrack,
+        ] {
+            let err = mode(l, m).max_abs_err.expect("recorded outputs");
+            assert!(err <= 1e-5, "{} {m:?}: {err}", l.name);
+        }
+        assert!(mode(l, ModeName::EvalA).max_abs_err.expect("err") > 1e-2);
+        // Settings come from the capture's metadata.
+        assert_eq!(l.momentum_source, Source::Activations);
+        assert_eq!(l.eps_source, Source::Activations);
+        let m = e["momentum"]
+            .as_f64()
+            .map_or(Momentum::Cma, Momentum::Value);
+        assert_eq!(l.momentum, m);
+        assert!(
+            l.verdict
+                .starts_with("The 3 captured train-mode forwards account for B exactly")
+        );
+        assert!(matches!(
+            l.inputs,
+            Inputs::Captured {
+                forwards: 3,
+                train_forwards: 3,
+                with_outputs: 3
+            }
+        ));
+    }
+}
+
+#[test]
+fn forwards_that_did_not_run_do_not_account_for_b() {
+    // b1 holds the statistics after the first forward only.
+    let report = run(
+        "b1.safetensors",
+        Some("train.safetensors"),
+        &ExplainOptions::default(),
+    );
+    for l in &report.layers {
+        let r = l.replay.as_ref().expect("replay");
+        assert!(!r.explains_b, "{}", l.name);
+        assert!(
+            l.verdict
+                .contains("do not account for B: something else changed")
+        );
+    }
+    // A wrong momentum does not replay to B either.
+    let options = ExplainOptions {
+        momentum: Some(Momentum::Value(0.2)),
+        ..ExplainOptions::default()
+    };
+    let report = run("b.safetensors", Some("train.safetensors"), &options);
+    let l = &report.layers[0];
+    assert_eq!(l.momentum_source, Source::Option);
+    assert!(!l.replay.as_ref().expect("replay").explains_b);
+}
+
+#[test]
+fn eval_capture_after_drift_is_eval_with_b() {
+    let report = run(
+        "b.safetensors",
+        Some("eval.safetensors"),
+        &ExplainOptions::default(),
+    );
+    assert_eq!(report.layers.len(), 6);
+    for l in &report.layers {
+        assert_eq!(l.best_mode, Some(ModeName::EvalB), "{}", l.name);
+        assert_eq!(l.reproduced, Some(true));
+        assert!(mode(l, ModeName::EvalB).max_abs_err.expect("err") <= 1e-5);
+        assert!(mode(l, ModeName::Train).max_abs_err.expect("err") > 1e-2);
+        assert_eq!(l.replay.as_ref().expect("replay").batches, 0);
+        assert!(l.verdict.contains("eval mode with B's statistics"));
+    }
+}
+
+/// Every drifted layer explained without activations; a checkpoint does not say which
+/// layers had momentum=None, so those are named with `--momentum cma`.
+fn implied_layers(b: &str) -> Vec<ExplainLayer> {
+    let exp = expected();
+    let mut layers = Vec::new();
+    for (name, e) in exp["layers"].as_object().expect("layers") {
+        let options = ExplainOptions {
+            layers: vec![name.clone()],
+            momentum: e["momentum"].is_null().then_some(Momentum::Cma),
+            ..ExplainOptions::default()
+        };
+        layers.extend(run(b, None, &options).layers);
+    }
+    assert_eq!(layers.len(), 6);
+    layers
+}
+
+#[test]
+fn implied_batch_of_one_forward_is_the_true_batch() {
+    let exp = expected();
+    for l in &implied_layers("b1.safetensors") {
+        let first = &exp["layers"][&l.name]["batches"][0];
+        let ib = l.implied_batch.as_ref().expect("implied");
+        assert!(ib.exact && ib.forwards == 1 && ib.var_kind == "unbiased");
+        let m = rel_err(&ib.mean, &numbers(&first["mean"]));
+        let v = rel_err(&ib.var, &numbers(&first["var_unbiased"]));
+        // B is stored in f32; undoing the update multiplies its rounding by 1/m.
+        assert!(m <= 1e-5 && v <= 1e-5, "{}: {m} {v}", l.name);
+    }
+}
+
+#[test]
+fn implied_batch_of_several_forwards_is_their_weighted_average() {
+    let exp = expected();
+    for l in &implied_layers("b.safetensors") {
+        let e = &exp["layers"][&l.name];
+        let ib = l.implied_batch.as_ref().expect("implied");
+        assert_eq!((ib.forwards, ib.exact), (3, false));
+        // Weight of forward i (1-based) of k: its factor times what the later ones retain.
+        let weights: Vec<f64> = match e["momentum"].as_f64() {
+            Some(m) => (1..=3).map(|i| m * (1.0 - m).powi(3 - i)).collect(),
+            None => vec![1.0; 3],
+        };
+        let total: f64 = weights.iter().sum();
+        for (field, key) in [("mean", "mean"), ("var", "var_unbiased")] {
+            let batches: Vec<Vec<f64>> = (0..3).map(|i| numbers(&e["batches"][i][key])).collect();
+            let avg: Vec<f64> = (0..batches[0].len())
+                .map(|c| {
+                    batches
+                        .iter()
+                        .zip(&weights)
+                        .map(|(b, w)| w * b[c])
+                        .sum::<f64>()
+                        / total
+                })
+                .collect();
+            let ours = if field == "mean" { &ib.mean } else { &ib.var };
+            let err = rel_err(ours, &avg);
+            assert!(err <= 1e-5, "{} {field}: {err}", l.name);
+        }
+    }
+}
+
+#[test]
+fn synthetic_rerun_is_seeded() {
+    let report = run("b.safetensors", None, &ExplainOptions::default());
+    assert_eq!(report.layers.len(), 6, "every layer drifted");
+    assert!(
+        report
+            .layers
+            .iter()
+            .all(|l| l.momentum_source == Source::Convention)
+    );
+    let again = run("b.safetensors", None, &ExplainOptions::default());
+    let json = |r: &ExplainReport| serde_json::to_string(r).expect("serialises");
+    assert_eq!(json(&report), json(&again));
+    let other = run(
+        "b.safetensors",
+        None,
+        &ExplainOptions {
+            seed: 7,
+            ..ExplainOptions::default()
+        },
+    );
+    assert_ne!(json(&report), json(&other));
+    let plain = report
+        .layers
+        .iter()
+        .find(|l| l.name == "plain")
+        .expect("plain");
+    assert!(matches!(
+        plain.inputs,
+        Inputs::Synthetic {
+            drawn_from: "implied_batch",
+            ..
+        }
+    ));
+    // Without affine parameters, batch statistics normalise to mean 0 and std 1.
+    let train = mode(plain, ModeName::Train).output.expect("output");
+    assert!(
+        train.mean.abs() < 1e-9 && (train.std - 1.0).abs() < 1e-4,
+        "{train:?}"
+    );
+    assert!(
+        mode(plain, ModeName::EvalA)
+            .max_abs_diff_vs_train
+            .expect("diff")
+            > 0.0
+    );
+    assert_eq!(mode(plain, ModeName::Train).max_abs_err, None);
+    assert_eq!(plain.best_mode, None);
+    assert!(plain.replay.is_none());
+}
+
+#[test]
+fn impact_names_the_worst_channels() {
+    let report = run("b.safetensors", None, &ExplainOptions::default());
+    for l in &report.layers {
+        let imp = &l.impact;
+        assert_eq!(imp.mean_shift.len() as u64, l.channels);
+        let worst = imp.worst.first().expect("something changed");
+        assert_eq!(worst.rms_change, imp.max_rms_change);
+        assert!(
+            imp.worst
+                .windows(2)
+                .all(|w| w[0].rms_change >= w[1].rms_change)
+        );
+    }
+}
+
+#[test]
+fn json_contract() {
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .args(["explain", "--format", "json", "--activations"])
+        .arg(path("train.safetensors"))
+        .arg(path("a.safetensors"))
+        .arg(path("b.safetensors"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["schema_version"], 1);
+    let layer = &v["layers"][0];
+    for key in [
+        "name",
+        "momentum",
+        "eps",
+        "impact",
+        "implied_batch",
+        "modes",
+        "best_mode",
+        "replay",
+    ] {
+        assert!(layer.get(key).is_some(), "{key}");
+    }
+    assert_eq!(layer["name"], "backbone.1");
+    assert_eq!(layer["best_mode"], "train");
+    assert_eq!(layer["momentum_source"], "activations");
+    let modes: Vec<&str> = layer["modes"]
+        .as_array()
+        .expect("modes")
+        .iter()
+        .map(|m| m["mode"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            "train",
+            "train_no_track",
+            "eval_a",
+            "eval_b",
+            "eval_no_track"
+        ]
+    );
+    for key in ["mode", "uses", "updates", "output", "max_abs_err"] {
+        assert!(layer["modes"][0].get(key).is_some(), "{key}");
+    }
+    for key in [
+        "batches",
+        "max_abs_err_mean",
+        "max_abs_err_var",
+        "explains_b",
+    ] {
+        assert!(layer["replay"].get(key).is_some(), "{key}");
+    }
+    let cma = v["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["name"] == "backbone.4")
+        .expect("cma layer");
+    assert_eq!(cma["momentum"], "cma");
+}
+
+#[test]
+fn text_leads_with_the_verdict() {
+    Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .args([
+            "explain",
+            "--color",
+            "never",
+            "--layer",
+            "vol.1",
+            "--activations",
+        ])
+        .arg(path("train.safetensors"))
+        .arg(path("a.safetensors"))
+        .arg(path("b.safetensors"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "vol.1  (pytorch, 2 channels, momentum 0.1 from the activation file",
+        ))
+        .stdout(predicate::str::contains(
+            "\n  The 3 captured train-mode forwards account for B exactly.\n",
+        ))
+        .stdout(predicate::str::contains("best mode: train"));
+}
+
+/// Writes a safetensors file of f32 tensors (zeros) with optional `bnaudit` metadata.
+fn write_activations(dir: &Path, tensors: &[(&str, &[u64])], meta: Option<&str>) -> PathBuf {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, shape) in tensors {
+        let bytes = 4 * shape.iter().product::<u64>();
+        header.insert(
+            (*name).to_owned(),
+            json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    if let Some(m) = meta {
+        header.insert("__metadata__".to_owned(), json!({ "bnaudit": m }));
+    }
+    let mut text = serde_json::to_string(&header).expect("header");
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut file = (text.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(text.as_bytes());
+    // Values alternate so that batch statistics have a variance.
+    file.extend((0..offset / 4).flat_map(|i| ((i % 3) as f32).to_le_bytes()));
+    let path = dir.join("acts.safetensors");
+    std::fs::write(&path, file).expect("write");
+    path
+}
+
+fn explain_fails(acts: &Path, extra: &[&str], stderr: &[&str]) {
+    let mut assert = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .arg("explain")
+        .args(extra)
+        .arg("--activations")
+        .arg(acts)
+        .arg(path("a.safetensors"))
+        .arg(path("b.safetensors"))
+        .assert()
+        .code(3)
+        .stdout("");
+    for s in stderr {
+        assert = assert.stderr(predicate::str::contains(*s));
+    }
+    assert.stderr(predicate::str::contains("panicked").not());
+}
+
+#[test]
+fn bad_activation_files_exit_3_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = |p: &Path| p.display().to_string();
+    let p = write_activations(dir.path(), &[("backbone.1.input.0", &[4, 5, 3, 3])], None);
+    explain_fails(
+        &p,
+        &[],
+        &[&name(&p), "has 5 channels, layer \"backbone.1\" has 6"],
+    );
+    let p = write_activations(dir.path(), &[("head.1.input.0", &[5])], None);
+    explain_fails(&p, &[], &[&name(&p), "rank 1"]);
+    let p = write_activations(
+        dir.path(),
+        &[("head.1.input.0", &[1, 5])],
+        Some(r#"{"head.1": {"training": true, "momentum": 0.1, "eps": 1e-5}}"#),
+    );
+    explain_fails(
+        &p,
+        &[],
+        &[&name(&p), "1 value per channel in a train-mode forward"],
+    );
+    let p = write_activations(dir.path(), &[("head.1.input.0", &[4, 5])], Some("{oops"));
+    explain_fails(&p, &[], &[&name(&p), "invalid JSON"]);
+    let p = write_activations(dir.path(), &[("head.1.weights", &[5])], None);
+    explain_fails(&p, &[], &[&name(&p), "not named <layer>.input.<i>"]);
+    let p = write_activations(
+        dir.path(),
+        &[("head.1.input.0", &[4, 5]), ("head.1.output.1", &[4, 5])],
+        None,
+    );
+    explain_fails(
+        &p,
+        &[],
+        &[&name(&p), "head.1.output.1 has no head.1.input.1"],
+    );
+    let p = write_activations(dir.path(), &[("nothere.input.0", &[4, 5])], None);
+    explain_fails(
+        &p,
+        &[],
+        &[
+            "a.safetensors",
+            "no BatchNorm layer \"nothere\"",
+            "captured in",
+        ],
+    );
+    std::fs::write(&p, b"not a safetensors file").expect("write");
+    explain_fails(&p, &[], &[&name(&p)]);
+}
+
+#[test]
+fn eval_forward_of_one_sample_skips_batch_modes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write_activations(
+        dir.path(),
+        &[("head.1.input.0", &[1, 5])],
+        Some(r#"{"head.1": {"training": false, "track_running_stats": true}}"#),
+    );
+    let acts = Checkpoint::open(&p, ReadMode::Mmap).expect("opens");
+    let report = explain(
+        &open("a.safetensors"),
+        &open("b.safetensors"),
+        Some(&acts),
+        &ExplainOptions::default(),
+    )
+    .expect("explains");
+    let l = &report.layers[0];
+    assert_eq!(mode(l, ModeName::Train).output, None);
+    assert!(mode(l, ModeName::EvalB).output.is_some());
+    // No outputs were recorded: nothing to pick a mode by.
+    assert_eq!(l.best_mode, None);
+}
+
+#[test]
+fn usage_and_layer_errors() {
+    Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .args(["explain", "--momentum", "fast"])
+        .arg(path("a.safetensors"))
+        .arg(path("b.safetensors"))
+        .assert()
+        .code(2);
+    Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .args(["explain", "--layer", "backbone.9"])
+        .arg(path("a.safetensors"))
+        .arg(path("b.safetensors"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "a.safetensors: no BatchNorm layer \"backbone.9\"",
+        ));
+}

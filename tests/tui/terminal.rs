@@ -1,0 +1,145 @@
+//! The real binary in a real terminal (tmux): open the demo pair, find the drifted layer,
+//! quit, and check that the terminal came back (main screen, cooked mode, no mouse capture).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// A private tmux server, killed when dropped (also when the test panics).
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16) -> Tmux {
+        let found = Command::new("tmux").arg("-V").output();
+        assert!(
+            found.as_ref().is_ok_and(|o| o.status.success()),
+            "tmux is required for this test and was not found: install it \
+             (apt-get install tmux; .ci/run does)"
+        );
+        let tmux = Tmux {
+            socket: format!("bnaudit-test-{}", std::process::id()),
+        };
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "ui",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "sh",
+        ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("tmux runs")
+    }
+
+    /// Types `keys` (tmux key names, e.g. `Enter`, or literal text).
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "ui"];
+        args.extend(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "ui"]).stdout).into_owned()
+    }
+
+    fn display(&self, format: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "ui", format]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits until the screen shows `text`; fails with the screen after 20 s.
+    fn wait_for(&self, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "waited 20 s for {text:?}; the screen shows:\n{screen}"
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
+    let tmux = Tmux::start(100, 30);
+    let bin = env!("CARGO_BIN_EXE_bnaudit");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // After the UI: print the exit code and the terminal modes, then a marker. The quotes
+    // keep the markers out of the echoed command line.
+    let command = format!(
+        "cd '{}' && '{bin}' assets/demo/pretrained.safetensors assets/demo/finetuned.safetensors; \
+         echo \"EX\"\"IT=$?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo \
+         -e -echo | tr '\\n' ' '; echo; echo \"DO\"\"NE\"",
+        root.display()
+    );
+    tmux.send(&[&command, "Enter"]);
+
+    // Overview: the verdict names the drifted sub-model.
+    let overview = tmux.wait_for("Verdicts by sub-model");
+    assert!(overview.contains("✗ backbone"), "{overview}");
+    assert_eq!(
+        tmux.display("#{alternate_on}"),
+        "1",
+        "UI on the alternate screen"
+    );
+
+    // Layers, searched for layer2; its biggest drift is a frozen one.
+    tmux.send(&["2"]);
+    tmux.wait_for("Layers 21/21");
+    tmux.send(&["/", "layer2", "Enter"]);
+    let layers = tmux.wait_for("/layer2 ");
+    let first_row = layers
+        .lines()
+        .find(|l| l.contains("backbone.layer2"))
+        .expect("a layer2 row");
+    assert!(first_row.contains("✗ frozen drift"), "{layers}");
+
+    // Its detail: the verdict and the plots.
+    tmux.send(&["Enter"]);
+    let detail = tmux.wait_for("running_mean");
+    assert!(detail.contains("frozen drift:"), "{detail}");
+    assert!(detail.contains("train-mode forwards"), "{detail}");
+
+    // Quit: the shell runs the next commands in a restored terminal.
+    tmux.send(&["q"]);
+    let after = tmux.wait_for("DONE");
+    assert!(after.contains("EXIT=0"), "{after}");
+    assert!(
+        after.contains("\nicanon echo"),
+        "canonical mode and echo are back: {after}"
+    );
+    assert!(!after.contains("Verdicts"), "the UI is gone: {after}");
+    assert_eq!(tmux.display("#{alternate_on}"), "0", "main screen is back");
+    assert_eq!(
+        tmux.display("#{mouse_any_flag}"),
+        "0",
+        "mouse capture is off"
+    );
+}
