@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::SCHEMA_VERSION;
@@ -142,30 +143,40 @@ pub fn layer_values(ckpt: &Checkpoint, layer: &BnLayer) -> Result<LayerValues, C
 /// Builds the `ls` report of an opened checkpoint.
 pub fn ls(ckpt: &Checkpoint, options: LsOptions) -> Result<LsReport, CheckpointError> {
     let found = bn::discover(ckpt.tensors());
-    let mut layers = Vec::with_capacity(found.len());
-    for layer in &found {
-        let values = layer_values(ckpt, layer)?;
-        let stats = Role::FLOATS
-            .into_iter()
-            .map(|r| (r, values.get(r).map(TensorStats::of)))
-            .collect();
-        layers.push(LsLayer {
-            name: layer.name.clone(),
-            convention: layer.convention,
-            channels: layer.channels,
-            dtype: layer.dtype,
-            keys: layer.keys.clone(),
-            num_batches_tracked: values.num_batches_tracked,
-            stats,
-            flags: values.flags(),
-        });
-    }
+    // Layers are independent: reading and summarising thousands of them is most of the
+    // work, so it is spread over the cores. Collecting the results in order before looking
+    // at errors keeps the reported error the first layer's, as a sequential loop would.
+    let layers = found
+        .par_iter()
+        .map(|layer| ls_layer(ckpt, layer))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     let tensors = options.all.then(|| tensor_entries(ckpt.tensors(), &found));
     Ok(LsReport {
         schema_version: SCHEMA_VERSION,
         checkpoint: CheckpointSummary::of(ckpt, found.len()),
         layers,
         tensors,
+    })
+}
+
+/// Reads one layer's tensors and summarises them.
+fn ls_layer(ckpt: &Checkpoint, layer: &BnLayer) -> Result<LsLayer, CheckpointError> {
+    let values = layer_values(ckpt, layer)?;
+    let stats = Role::FLOATS
+        .into_iter()
+        .map(|r| (r, values.get(r).map(TensorStats::of)))
+        .collect();
+    Ok(LsLayer {
+        name: layer.name.clone(),
+        convention: layer.convention,
+        channels: layer.channels,
+        dtype: layer.dtype,
+        keys: layer.keys.clone(),
+        num_batches_tracked: values.num_batches_tracked,
+        stats,
+        flags: values.flags(),
     })
 }
 
