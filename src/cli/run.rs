@@ -81,9 +81,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Ls(args)) => {
             let ckpt = open(&args.checkpoint, &args.output)?;
             let report = audit::ls(&ckpt, LsOptions { all: args.all })?;
-            emit(&args.output, |format, style| match format {
-                Format::Json => Ok(report::json::render(&report)),
-                _ => Ok(report::text::ls(&report, style)),
+            emit(&args.output, |format, style, out| match format {
+                Format::Json => report::json::write(out, &report),
+                _ => out.write_all(report::text::ls(&report, style).as_bytes()),
             })
         }
         Some(Command::Explain(args)) => {
@@ -101,9 +101,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 seed: args.seed,
             };
             let report = audit::explain(&a, &b, acts.as_ref(), &options)?;
-            emit(&args.output, |format, style| match format {
-                Format::Json => Ok(report::json::render(&report)),
-                _ => Ok(report::text::explain(&report, style)),
+            emit(&args.output, |format, style, out| match format {
+                Format::Json => report::json::write(out, &report),
+                _ => out.write_all(report::text::explain(&report, style).as_bytes()),
             })
         }
         Some(Command::Diff(args)) => {
@@ -156,9 +156,9 @@ fn with_progress<T>(work: impl FnOnce(Option<Progress<'_>>) -> T) -> T {
 }
 
 fn show_diff(report: &audit::DiffReport, output: &OutputArgs) -> Result<u8, Failure> {
-    emit(output, |format, style| match format {
-        Format::Json => Ok(report::json::render(report)),
-        _ => Ok(report::text::diff(report, style)),
+    emit(output, |format, style, out| match format {
+        Format::Json => report::json::write(out, report),
+        _ => out.write_all(report::text::diff(report, style).as_bytes()),
     })
 }
 
@@ -190,13 +190,16 @@ fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> R
         .iter()
         .map(|p| audit::ls(&open(p, output)?, LsOptions::default()).map_err(Failure::from))
         .collect::<Result<Vec<_>, _>>()?;
-    emit(output, |format, style| match format {
-        Format::Json => Ok(report::json::render(&reports)),
-        _ => Ok(reports
-            .iter()
-            .map(|r| report::text::ls(r, style))
-            .collect::<Vec<_>>()
-            .join("\n")),
+    emit(output, |format, style, out| match format {
+        Format::Json => report::json::write(out, &reports),
+        _ => out.write_all(
+            reports
+                .iter()
+                .map(|r| report::text::ls(r, style))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .as_bytes(),
+        ),
     })
 }
 
@@ -210,12 +213,13 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
     let report = diff(a, b, &DiffOptions::default(), output)?;
     let (a, b, acts) = (open(a, output)?, open(b, output)?, open(acts, output)?);
     let explained = audit::explain(&a, &b, Some(&acts), &ExplainOptions::default())?;
-    emit(output, |_, style| {
-        Ok(format!(
+    emit(output, |_, style, out| {
+        write!(
+            out,
             "{}\n{}",
             report::text::diff(&report, style),
             report::text::explain(&explained, style)
-        ))
+        )
     })
 }
 
@@ -302,14 +306,15 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
             CheckError::Input(e) => Failure::input(e),
             e @ CheckError::UnmatchedPatterns { .. } => Failure::usage(e),
         })?;
-    emit(&args.output, |format, style| {
-        Ok(match format {
+    emit(&args.output, |format, style, out| {
+        let text = match format {
+            Format::Json => return report::json::write(out, &report),
             Format::Text => report::text::check(&report, style),
-            Format::Json => report::json::render(&report),
             Format::Junit => report::junit::render(&report),
             Format::Github => report::github::render(&report),
             Format::Markdown => report::markdown::render(&report),
-        })
+        };
+        out.write_all(text.as_bytes())
     })?;
     Ok(if report.passed { 0 } else { 1 })
 }
@@ -330,10 +335,11 @@ fn open(path: &Path, output: &OutputArgs) -> Result<Checkpoint, Failure> {
     Ok(Checkpoint::open(path, mode)?)
 }
 
-/// Renders with the requested format and writes to `--output` or stdout.
+/// Renders with the requested format into `--output` (atomically, once complete) or
+/// straight to stdout through a buffer.
 fn emit(
     output: &OutputArgs,
-    render: impl FnOnce(Format, Style) -> Result<String, Failure>,
+    render: impl FnOnce(Format, Style, &mut dyn Write) -> std::io::Result<()>,
 ) -> Result<u8, Failure> {
     let to_terminal = output.output.is_none() && std::io::stdout().is_terminal();
     let style = Style {
@@ -345,28 +351,30 @@ fn emit(
             }
         },
     };
-    let text = render(output.format, style)?;
-    write_output(output.output.as_deref(), &text)?;
-    Ok(0)
-}
-
-fn write_output(path: Option<&Path>, text: &str) -> Result<(), Failure> {
-    match path {
-        Some(path) => report::write_atomic(path, text.as_bytes()).map_err(|e| {
-            Failure::usage(anyhow::anyhow!(
-                "{}: cannot write output: {e}",
-                path.display()
-            ))
-        }),
+    match output.output.as_deref() {
+        Some(path) => {
+            let mut bytes = Vec::new();
+            render(output.format, style, &mut bytes)
+                .and_then(|()| report::write_atomic(path, &bytes))
+                .map_err(|e| {
+                    Failure::usage(anyhow::anyhow!(
+                        "{}: cannot write output: {e}",
+                        path.display()
+                    ))
+                })?;
+        }
         None => {
-            let mut out = std::io::stdout().lock();
-            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+            match render(output.format, style, &mut out).and_then(|()| out.flush()) {
                 // A closed pipe (`bnaudit ls x | head`) is not an error.
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::usage(
-                    anyhow::anyhow!("cannot write to standard output: {e}"),
-                )),
-                _ => Ok(()),
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "cannot write to standard output: {e}"
+                    )));
+                }
+                _ => {}
             }
         }
     }
+    Ok(0)
 }
