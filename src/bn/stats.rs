@@ -65,21 +65,36 @@ impl TensorStats {
 /// interleaved partial sums are no less accurate than one.
 const LANES: usize = 8;
 
+/// Calls `f(lane, value)` for each value, value `i` in lane `i % LANES`. Whole blocks go
+/// through a loop of fixed length, which the compiler unrolls and vectorises; the short last
+/// block is fed to the same lanes, so the sums are those of a plain round-robin.
+#[inline(always)]
+fn for_each_lane(values: &[f64], mut f: impl FnMut(usize, f64)) {
+    let blocks = values.chunks_exact(LANES);
+    let rest = blocks.remainder();
+    for block in blocks {
+        for (k, &v) in block.iter().enumerate() {
+            f(k, v);
+        }
+    }
+    for (k, &v) in rest.iter().enumerate() {
+        f(k, v);
+    }
+}
+
 /// Count, sum, min and max of the values that `keep` accepts.
 fn first_pass(values: &[f64], keep: impl Fn(f64) -> bool) -> (u64, f64, f64, f64) {
     let mut count = [0u64; LANES];
     let mut sum = [0.0; LANES];
     let mut min = [f64::INFINITY; LANES];
     let mut max = [f64::NEG_INFINITY; LANES];
-    for chunk in values.chunks(LANES) {
-        for (k, &v) in chunk.iter().enumerate() {
-            let kept = keep(v);
-            count[k] += u64::from(kept);
-            sum[k] += if kept { v } else { 0.0 };
-            min[k] = if kept && v < min[k] { v } else { min[k] };
-            max[k] = if kept && v > max[k] { v } else { max[k] };
-        }
-    }
+    for_each_lane(values, |k, v| {
+        let kept = keep(v);
+        count[k] += u64::from(kept);
+        sum[k] += if kept { v } else { 0.0 };
+        min[k] = if kept && v < min[k] { v } else { min[k] };
+        max[k] = if kept && v > max[k] { v } else { max[k] };
+    });
     (
         count.iter().sum(),
         sum.iter().sum(),
@@ -91,12 +106,10 @@ fn first_pass(values: &[f64], keep: impl Fn(f64) -> bool) -> (u64, f64, f64, f64
 /// Sum of squared deviations from `mean` of the values that `keep` accepts.
 fn squares(values: &[f64], mean: f64, keep: impl Fn(f64) -> bool) -> f64 {
     let mut ss = [0.0; LANES];
-    for chunk in values.chunks(LANES) {
-        for (k, &v) in chunk.iter().enumerate() {
-            let d = v - mean;
-            ss[k] += if keep(v) { d * d } else { 0.0 };
-        }
-    }
+    for_each_lane(values, |k, v| {
+        let d = v - mean;
+        ss[k] += if keep(v) { d * d } else { 0.0 };
+    });
     ss.iter().sum()
 }
 
