@@ -136,7 +136,9 @@ impl Checkpoint {
                 });
             }
         }
-        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        // Names are unique (per file by header validation, across shards by the index's
+        // map), so an unstable sort gives the same order without a scratch copy of the list.
+        tensors.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let hasher = foldhash::fast::RandomState::default();
         let mut index = HashTable::with_capacity(tensors.len());
         for (i, t) in tensors.iter().enumerate() {
