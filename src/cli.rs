@@ -1,5 +1,6 @@
 //! Command-line definitions (clap derive) and their dispatch.
 
+mod parse;
 mod progress;
 mod run;
 
@@ -10,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::audit::DiffOptions;
 use crate::bn::Momentum;
 
+pub use parse::{parse, parse_from};
 pub use run::{Failure, run};
 
 const ABOUT: &str = "Find BatchNorm statistics that moved inside frozen sub-models";

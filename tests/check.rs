@@ -750,3 +750,58 @@ fn readme_shows_the_real_demo_check() {
         "README block is not a prefix of:\n{out}"
     );
 }
+
+/// `--frozen PATTERN...` takes every following word, so `check --frozen backbone A B` would
+/// leave A and B missing: the message names the swallowed words and prints both corrected
+/// command lines, which then work.
+#[test]
+fn checkpoints_after_a_pattern_list_get_a_corrected_command_line() {
+    let [a, b] = diff_pair("frozen_train_mode");
+    let (code, out, err) = run(&["check", "--frozen", "backbone", &a, &b]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(
+        err.contains("<A> and <B> are missing")
+            && err.contains(&format!(
+                "`--frozen` takes every following word as a pattern, so it took '{a}' and '{b}'"
+            )),
+        "{err}"
+    );
+    let first = format!("bnaudit check {a} {b} --frozen backbone");
+    let dashes = format!("bnaudit check --frozen backbone -- {a} {b}");
+    assert!(err.contains(&first) && err.contains(&dashes), "{err}");
+    assert!(
+        err.contains("Usage: bnaudit check [OPTIONS] <A> <B>"),
+        "{err}"
+    );
+    for line in [&first, &dashes] {
+        let args: Vec<&str> = line.split(' ').skip(1).collect();
+        assert_eq!(run(&args).0, 1, "{line}");
+    }
+
+    // Only B swallowed, by the last of two lists: A stays first.
+    let (code, _, err) = run(&[
+        "check",
+        &a,
+        "--frozen",
+        "backbone",
+        "--trainable",
+        "head",
+        &b,
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("<B> is missing: `--trainable` takes")
+            && err.contains(&format!(
+                "bnaudit check {a} {b} --frozen backbone --trainable head"
+            )),
+        "{err}"
+    );
+
+    // A list's first word is its pattern: forgetting A and B is clap's plain message.
+    let (code, _, err) = run(&["check", "--frozen", "backbone"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
+}
