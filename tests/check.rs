@@ -605,6 +605,9 @@ fn scope_errors_are_usage_errors_naming_the_culprit() {
     let (code, _, err) = run_in(empty.path(), &["check", &a, &b, "--config", "missing.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("missing.toml"), "{err}");
+    // The reason once, not repeated by the error chain.
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
 
 #[test]

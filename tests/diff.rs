@@ -570,6 +570,32 @@ fn output_file_matches_stdout() {
     assert_eq!(written, report);
 }
 
+/// An output file in a missing directory: one line naming that file and the reason, not
+/// the temporary file bnaudit tried to create beside it.
+#[test]
+fn unwritable_output_names_the_output_file() {
+    let (a, b) = case_paths(&expected()["cases"]["update_bn"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("no/such/dir/report.json");
+    let out = bnaudit()
+        .arg("diff")
+        .arg(&a)
+        .arg(&b)
+        .arg("--output")
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert_eq!(
+        err,
+        format!(
+            "bnaudit: error: {}: cannot write output: No such file or directory (os error 2)\n",
+            file.display()
+        )
+    );
+}
+
 #[test]
 fn input_and_usage_errors() {
     let (a, _) = case_paths(&expected()["cases"]["frozen_eval"]);
