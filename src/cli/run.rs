@@ -81,10 +81,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Ls(args)) => {
             let ckpt = open(&args.checkpoint, &args.output)?;
             let report = audit::ls(&ckpt, LsOptions { all: args.all })?;
-            emit(&args.output, |format, style| match format {
-                Format::Json => Ok(report::json::render(&report)),
-                _ => Ok(report::text::ls(&report, style)),
-            })
+            show_ls(&report, &args.output)
         }
         Some(Command::Explain(args)) => {
             let a = open(&args.a, &args.output)?;
@@ -155,6 +152,13 @@ fn with_progress<T>(work: impl FnOnce(Option<Progress<'_>>) -> T) -> T {
     out
 }
 
+fn show_ls(report: &audit::LsReport, output: &OutputArgs) -> Result<u8, Failure> {
+    emit(output, |format, style| match format {
+        Format::Json => Ok(report::json::render(report)),
+        _ => Ok(report::text::ls(report, style)),
+    })
+}
+
 fn show_diff(report: &audit::DiffReport, output: &OutputArgs) -> Result<u8, Failure> {
     emit(output, |format, style| match format {
         Format::Json => Ok(report::json::render(report)),
@@ -186,18 +190,9 @@ fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> R
         let report = diff(a, b, &DiffOptions::default(), output)?;
         return show_diff(&report, output);
     }
-    let reports = paths
-        .iter()
-        .map(|p| audit::ls(&open(p, output)?, LsOptions::default()).map_err(Failure::from))
-        .collect::<Result<Vec<_>, _>>()?;
-    emit(output, |format, style| match format {
-        Format::Json => Ok(report::json::render(&reports)),
-        _ => Ok(reports
-            .iter()
-            .map(|r| report::text::ls(r, style))
-            .collect::<Vec<_>>()
-            .join("\n")),
-    })
+    // One checkpoint: exactly what `ls` prints (the JSON contract's object, not a list).
+    let report = audit::ls(&open(&paths[0], output)?, LsOptions::default())?;
+    show_ls(&report, output)
 }
 
 /// `view A B --activations FILE` as text: the diff report, then the explain report.
