@@ -239,7 +239,7 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
         color: match output.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none(),
+            ColorChoice::Auto => no_color_unset(),
         },
     };
     tui::run(session, reports, DiffOptions::default(), theme)
@@ -325,6 +325,12 @@ fn open(path: &Path, output: &OutputArgs) -> Result<Checkpoint, Failure> {
     Ok(Checkpoint::open(path, mode)?)
 }
 
+/// Whether `NO_COLOR` leaves colour on: unset or empty (no-color.org), for reports and UI
+/// alike.
+fn no_color_unset() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Renders with the requested format and writes to `--output` or stdout.
 fn emit(
     output: &OutputArgs,
@@ -335,9 +341,7 @@ fn emit(
         color: match output.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            }
+            ColorChoice::Auto => to_terminal && no_color_unset(),
         },
     };
     let text = render(output.format, style)?;

@@ -143,3 +143,32 @@ fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
         "mouse capture is off"
     );
 }
+
+/// no-color.org: an empty `NO_COLOR` leaves colour on, in the UI as in the text reports;
+/// a non-empty one turns it off.
+#[test]
+fn empty_no_color_keeps_the_ui_coloured() {
+    let bin = env!("CARGO_BIN_EXE_bnaudit");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (value, coloured) in [("", true), ("1", false)] {
+        let tmux = Tmux::start(100, 30);
+        tmux.send(&[
+            &format!("cd '{}' && NO_COLOR={value} '{bin}' demo", root.display()),
+            "Enter",
+        ]);
+        tmux.wait_for("Verdicts by sub-model");
+        let out = tmux.run(&["capture-pane", "-p", "-e", "-t", "ui"]);
+        let screen = String::from_utf8_lossy(&out.stdout);
+        // A foreground colour (SGR 31-37, 91-97 or 38;…) anywhere on the screen.
+        let has_colour = screen.split('\u{1b}').any(|seq| {
+            let Some(params) = seq.strip_prefix('[').and_then(|s| s.split('m').next()) else {
+                return false;
+            };
+            params
+                .split(';')
+                .any(|p| matches!(p.parse::<u8>(), Ok(30..=38 | 90..=97)))
+        });
+        assert_eq!(has_colour, coloured, "NO_COLOR={value:?}:\n{screen}");
+        tmux.send(&["q"]);
+    }
+}
