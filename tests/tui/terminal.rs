@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,14 @@ impl Tmux {
             "tmux is required for this test and was not found: install it \
              (apt-get install tmux; .ci/run does)"
         );
+        // One server per instance: tests run in parallel within this process.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let tmux = Tmux {
-            socket: format!("bnaudit-test-{}", std::process::id()),
+            socket: format!(
+                "bnaudit-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
         };
         let out = tmux.run(&[
             "new-session",
