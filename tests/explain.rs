@@ -481,3 +481,70 @@ fn usage_and_layer_errors() {
             "a.safetensors: no BatchNorm layer \"backbone.9\"",
         ));
 }
+
+/// A safetensors file of F32 tensors and one I64 counter, written at test time.
+fn write_bn(path: &Path, channels: usize, mean: f32, counter: i64) {
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (key, value) in [
+        ("weight", 1.0f32),
+        ("bias", 0.0),
+        ("running_mean", mean),
+        ("running_var", 1.0),
+    ] {
+        let start = data.len();
+        for _ in 0..channels {
+            data.extend_from_slice(&value.to_le_bytes());
+        }
+        header.insert(
+            format!("wide.bn.{key}"),
+            json!({"dtype": "F32", "shape": [channels], "data_offsets": [start, data.len()]}),
+        );
+    }
+    let start = data.len();
+    data.extend_from_slice(&counter.to_le_bytes());
+    header.insert(
+        "wide.bn.num_batches_tracked".into(),
+        json!({"dtype": "I64", "shape": [], "data_offsets": [start, data.len()]}),
+    );
+    let header = serde_json::to_vec(&header).expect("JSON");
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend(data);
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// The synthetic re-run of a very wide layer draws fewer rows (its memory is bounded);
+/// a usual layer keeps all of them.
+#[test]
+fn synthetic_rerun_of_a_wide_layer_is_bounded() {
+    use bnaudit::audit::explain::{SYNTHETIC_SAMPLES, SYNTHETIC_VALUES};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let channels = SYNTHETIC_VALUES / 64;
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_bn(&a, channels, 0.0, 10);
+    write_bn(&b, channels, 0.5, 11);
+    let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("opens");
+    let report = explain(&open(&a), &open(&b), None, &ExplainOptions::default()).expect("explains");
+    let [layer] = report.layers.as_slice() else {
+        panic!("one layer: {report:?}")
+    };
+    assert!(
+        matches!(layer.inputs, Inputs::Synthetic { samples: 64, .. }),
+        "{:?}",
+        layer.inputs
+    );
+    assert!(
+        layer.modes.iter().all(|m| m.output.is_some()),
+        "{:?}",
+        layer.modes
+    );
+    let usual = run("b.safetensors", None, &ExplainOptions::default());
+    assert!(usual.layers.iter().all(|l| matches!(
+        l.inputs,
+        Inputs::Synthetic { samples, .. } if samples == SYNTHETIC_SAMPLES
+    )));
+}

@@ -330,8 +330,18 @@ pub struct ExplainLayer {
     pub notes: Vec<String>,
 }
 
-/// Rows of synthetic input per layer.
+/// Rows of synthetic input per layer, at most.
 pub const SYNTHETIC_SAMPLES: usize = 256;
+
+/// Values of synthetic input per layer, at most (32 MiB of f64): wide layers get fewer
+/// rows, so a layer of a million channels does not need gigabytes for its re-run.
+pub const SYNTHETIC_VALUES: usize = 1 << 22;
+
+/// Rows of synthetic input for `channels` channels: [`SYNTHETIC_SAMPLES`] within
+/// [`SYNTHETIC_VALUES`], and at least 2 (train mode needs two values per channel).
+pub fn synthetic_samples(channels: usize) -> usize {
+    (SYNTHETIC_VALUES / channels.max(1)).clamp(2, SYNTHETIC_SAMPLES)
+}
 
 /// Channels named in `impact.worst`.
 const WORST: usize = 3;
@@ -871,10 +881,11 @@ impl Context<'_, '_> {
             }
             _ => (&pair.a.mean, &pair.a.var, "running_a"),
         };
+        let samples = synthetic_samples(mean.len());
         let mut runs = Runs {
             inputs: Inputs::Synthetic {
                 seed: self.options.seed,
-                samples: SYNTHETIC_SAMPLES,
+                samples,
                 drawn_from,
             },
             modes: Vec::new(),
@@ -897,11 +908,11 @@ impl Context<'_, '_> {
         };
         let c = dists.len();
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
-        let data: Vec<f64> = (0..SYNTHETIC_SAMPLES * c)
+        let data: Vec<f64> = (0..samples * c)
             .map(|i| dists[i % c].sample(&mut rng))
             .collect();
         let x = Values::F64(
-            ndarray::ArrayD::from_shape_vec(vec![SYNTHETIC_SAMPLES, c], data)
+            ndarray::ArrayD::from_shape_vec(vec![samples, c], data)
                 .expect("length is samples × channels"),
         );
         let mut updated = pair.a.clone();
