@@ -458,6 +458,19 @@ fn nonfinite_and_negative_statistics_in_b_are_violations() {
     assert_counter_details(&report, &f);
 }
 
+/// Counts of one read in the singular: "1 module", "1 of 4 channels … is negative".
+#[test]
+fn singular_counts_in_check_text() {
+    let [a, b] = check_pair("health");
+    let (code, out, _) = run(&["check", &a, &b, "--frozen", "backbone.stage2.bn"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("in 1 module, 1 of them a BatchNorm layer")
+            && out.contains("1 of 4 channels of running_var in B is negative"),
+        "{out}"
+    );
+}
+
 /// A temporary working directory holding `files`.
 fn workdir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");

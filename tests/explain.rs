@@ -548,3 +548,61 @@ fn synthetic_rerun_of_a_wide_layer_is_bounded() {
         Inputs::Synthetic { samples, .. } if samples == SYNTHETIC_SAMPLES
     )));
 }
+
+/// `src` with only its tensors whose names end in `suffix` (and its metadata).
+fn keep_tensors(src: &Path, dst: &Path, suffix: &str) {
+    let bytes = std::fs::read(src).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let data = &bytes[8 + n..];
+    let (mut out_header, mut out_data) = (serde_json::Map::new(), Vec::new());
+    for (name, info) in header {
+        if name == "__metadata__" {
+            out_header.insert(name, info);
+            continue;
+        }
+        if !name.ends_with(suffix) {
+            continue;
+        }
+        let [start, end] =
+            [0, 1].map(|i| info["data_offsets"][i].as_u64().expect("offset") as usize);
+        let at = out_data.len();
+        out_data.extend_from_slice(&data[start..end]);
+        let mut info = info.clone();
+        info["data_offsets"] = json!([at, out_data.len()]);
+        out_header.insert(name, info);
+    }
+    let header = serde_json::to_vec(&out_header).expect("JSON");
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend(header);
+    file.extend(out_data);
+    std::fs::write(dst, file).expect("write");
+}
+
+/// One captured forward reads as one: "accounts", "1 batch", "1 captured forward".
+#[test]
+fn one_captured_forward_is_reported_in_the_singular() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("first.safetensors");
+    keep_tensors(&path("train.safetensors"), &first, ".0");
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .arg("explain")
+        .arg(path("a.safetensors"))
+        .arg(path("b1.safetensors"))
+        .arg("--activations")
+        .arg(&first)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    for sentence in [
+        "The 1 captured train-mode forward accounts for B exactly.",
+        "replay of 1 batch from A",
+        "modes on 1 captured forward, 1 in train mode, 1 with recorded outputs",
+    ] {
+        assert!(text.contains(sentence), "{sentence:?} in:\n{text}");
+    }
+    assert!(!text.contains("(s)") && !text.contains("(es)"), "{text}");
+}

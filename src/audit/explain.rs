@@ -698,9 +698,10 @@ impl Context<'_, '_> {
             && !ib.negative_var_channels.is_empty()
         {
             notes.push(format!(
-                "The implied batch variance is negative in channel(s) {}: {} forward(s) at momentum {momentum} cannot produce B from A.",
+                "The implied batch variance is negative in {} {}: {} at momentum {momentum} cannot produce B from A.",
+                if ib.negative_var_channels.len() == 1 { "channel" } else { "channels" },
                 list(&ib.negative_var_channels),
-                ib.forwards
+                if ib.forwards == 1 { "1 forward".to_owned() } else { format!("{} forwards", ib.forwards) }
             ));
         }
         let impact = impact(&a, &b, eps);
@@ -1171,10 +1172,17 @@ fn verdict(l: &ExplainLayer) -> String {
             "captured train-mode forwards",
         );
         if r.batches > 0 {
+            let one = r.batches == 1;
             return if r.explains_b {
-                format!("The {fwd} account for B exactly.")
+                format!(
+                    "The {fwd} account{} for B exactly.",
+                    if one { "s" } else { "" }
+                )
             } else {
-                format!("The {fwd} do not account for B: something else changed these statistics.")
+                format!(
+                    "The {fwd} {} not account for B: something else changed these statistics.",
+                    if one { "does" } else { "do" }
+                )
             };
         }
         let outputs = match l.best_mode {
