@@ -738,10 +738,54 @@ fn output_file_is_written_whole() {
 
 #[test]
 fn ci_formats_are_for_check_only() {
-    let [a, _] = diff_pair("frozen_eval");
-    let (code, _, err) = run(&["ls", &a, "--format", "junit"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("only available for `check`"), "{err}");
+    let [a, b] = diff_pair("frozen_eval");
+    for args in [
+        vec!["ls", &a, "--format", "junit"],
+        vec!["diff", &a, &b, "--format", "github"],
+        vec![&a, &b, "--format", "markdown"],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("[possible values: text, json]"), "{err}");
+    }
+    // Help lists what each subcommand accepts.
+    let (_, ls_help, _) = run(&["ls", "--help"]);
+    assert!(!ls_help.contains("junit"), "{ls_help}");
+    let (_, check_help, _) = run(&["check", "--help"]);
+    assert!(
+        ["junit", "github", "markdown"]
+            .iter()
+            .all(|f| check_help.contains(f))
+    );
+}
+
+/// Every command's help ends with its exit codes and examples; check's also shows the
+/// configuration file.
+#[test]
+fn every_help_gives_exit_codes_and_examples() {
+    for cmd in [
+        &[][..],
+        &["view"],
+        &["demo"],
+        &["ls"],
+        &["diff"],
+        &["check"],
+        &["explain"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let (code, out, _) = run(&args);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.contains("Exit codes: 0"), "{args:?}:\n{out}");
+        assert!(out.contains("Examples:\n  bnaudit "), "{args:?}:\n{out}");
+    }
+    let (_, out, _) = run(&["diff", "--help"]);
+    assert!(out.contains("1 with --exit-code: something"), "{out}");
+    let (_, out, _) = run(&["check", "--help"]);
+    assert!(
+        out.contains("[tool.bnaudit]") && out.contains("frozen = [\"backbone\"]"),
+        "{out}"
+    );
 }
 
 /// The README shows the first lines of real `check` output on the demo pair.

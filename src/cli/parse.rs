@@ -7,10 +7,11 @@
 
 use std::ffi::OsString;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
-use super::Cli;
+use super::{Cli, Format};
 
 /// The pattern-list options of `check`, as clap ids and flags.
 const PATTERN_LISTS: [(&str, &str); 3] = [
@@ -27,7 +28,7 @@ where
     T: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let mut cmd = Cli::command();
+    let mut cmd = command();
     match cmd.try_get_matches_from_mut(&args) {
         Ok(matches) => Cli::from_arg_matches(&matches),
         Err(e) if e.kind() == ErrorKind::MissingRequiredArgument => {
@@ -35,6 +36,36 @@ where
         }
         Err(e) => Err(e),
     }
+}
+
+/// The command line as clap derives it, with `--format` offering only text and json outside
+/// `check` (so help and errors list what each subcommand accepts).
+pub fn command() -> clap::Command {
+    let text_or_json = || {
+        PossibleValuesParser::new([
+            PossibleValue::new("text").help("For people"),
+            PossibleValue::new("json").help("The JSON contract (schema_version 1)"),
+        ])
+        .map(|s| {
+            if s == "json" {
+                Format::Json
+            } else {
+                Format::Text
+            }
+        })
+    };
+    let mut cmd = Cli::command().mut_arg("format", |a| a.value_parser(text_or_json()));
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|n| n != "check" && n != "help")
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |c| {
+            c.mut_arg("format", |a| a.value_parser(text_or_json()))
+        });
+    }
+    cmd
 }
 
 /// Parses the process's arguments, exiting as clap does (status 2) on a usage error.
@@ -46,7 +77,7 @@ pub fn parse() -> Cli {
 /// so (with `cmd`'s usage of `check`); `None` for any other cause.
 fn swallowed_checkpoints(cmd: &mut clap::Command, args: &[OsString]) -> Option<clap::Error> {
     // The same command with A and B optional shows what each list received.
-    let mut relaxed = Cli::command().mut_subcommand("check", |c| {
+    let mut relaxed = command().mut_subcommand("check", |c| {
         c.mut_arg("a", |a| a.required(false))
             .mut_arg("b", |a| a.required(false))
     });
