@@ -580,6 +580,30 @@ fn keep_tensors(src: &Path, dst: &Path, suffix: &str) {
     std::fs::write(dst, file).expect("write");
 }
 
+/// With no layer in common, the report says so instead of "no statistics differ".
+#[test]
+fn disjoint_layers_are_named_as_the_reason_for_an_empty_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other.safetensors");
+    write_bn(&other, 6, 0.0, 1);
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .arg("explain")
+        .arg(path("a.safetensors"))
+        .arg(&other)
+        .args(["--format", "json"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["layers"], json!([]));
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("No BatchNorm layer is in both A (6) and B (1) under the same name"),
+        "{notes}"
+    );
+}
+
 /// One captured forward reads as one: "accounts", "1 batch", "1 captured forward".
 #[test]
 fn one_captured_forward_is_reported_in_the_singular() {

@@ -487,10 +487,25 @@ fn changed_layers<'a>(
         }
     }
     if out.is_empty() {
-        notes.push(
+        // Say why there is nothing to explain: no layers, none in common, or no change.
+        let (na, nb) = (a.layers.len(), b.layers.len());
+        notes.push(if na == 0 && nb == 0 {
+            "A and B have no BatchNorm layers.".to_owned()
+        } else if na == 0 || nb == 0 {
+            format!(
+                "Only {} has BatchNorm layers ({}), so none can be compared.",
+                if na == 0 { "B" } else { "A" },
+                na.max(nb)
+            )
+        } else if !a.layers.keys().any(|n| b.layers.contains_key(n)) {
+            format!(
+                "No BatchNorm layer is in both A ({na}) and B ({nb}) under the same name, so none \
+                 can be compared; `bnaudit diff` shows the names and the prefix alignment."
+            )
+        } else {
             "No BatchNorm layer's running statistics differ between A and B; name layers with --layer to re-run them anyway."
-                .to_owned(),
-        );
+                .to_owned()
+        });
     }
     Ok(out)
 }
