@@ -580,6 +580,37 @@ fn keep_tensors(src: &Path, dst: &Path, suffix: &str) {
     std::fs::write(dst, file).expect("write");
 }
 
+/// B's NaN statistics make eval_b's outputs NaN: their std is unknown (null), not 0.
+#[test]
+fn nan_outputs_have_no_std() {
+    let fixture = |f: &str| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/check")
+            .join(f)
+    };
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .arg("explain")
+        .arg(fixture("base.safetensors"))
+        .arg(fixture("health.safetensors"))
+        .args(["--layer", "backbone.stem.bn", "--format", "json"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let modes = report["layers"][0]["modes"].as_array().expect("modes");
+    let eval_b = modes
+        .iter()
+        .find(|m| m["mode"] == "eval_b")
+        .expect("eval_b");
+    assert_eq!(eval_b["output"], json!({"mean": null, "std": null}));
+    let eval_a = modes
+        .iter()
+        .find(|m| m["mode"] == "eval_a")
+        .expect("eval_a");
+    assert!(eval_a["output"]["std"].as_f64().is_some_and(|s| s > 0.0));
+}
+
 /// With no layer in common, the report says so instead of "no statistics differ".
 #[test]
 fn disjoint_layers_are_named_as_the_reason_for_an_empty_report() {

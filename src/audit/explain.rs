@@ -594,9 +594,15 @@ impl Acc {
         (self.count > 0).then(|| {
             let n = self.count as f64;
             let mean = self.sum / n;
+            let var = self.sum_sq / n - mean * mean;
             OutputStats {
                 mean,
-                std: (self.sum_sq / n - mean * mean).max(0.0).sqrt(),
+                // `max` would turn a NaN variance (NaN outputs) into a std of 0.
+                std: if var.is_nan() {
+                    var
+                } else {
+                    var.max(0.0).sqrt()
+                },
             }
         })
     }
