@@ -596,6 +596,36 @@ fn unwritable_output_names_the_output_file() {
     );
 }
 
+/// A forced prefix that starts no name would strip nothing while the alignment line says
+/// it stripped it: a usage error naming the checkpoint (for check too). One that applies
+/// works.
+#[test]
+fn forced_prefix_that_starts_no_name_is_a_usage_error() {
+    let (a, b) = case_paths(&expected()["cases"]["ddp_prefix"]);
+    for (cmd, rest) in [("diff", &[][..]), ("check", &["--frozen", "backbone"])] {
+        let out = bnaudit()
+            .arg(cmd)
+            .arg(&a)
+            .arg(&b)
+            .args(["--strip-prefix-a", "module"])
+            .args(rest)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}");
+        let err = String::from_utf8(out.stderr).expect("utf-8");
+        assert_eq!(
+            err,
+            format!(
+                "bnaudit: error: --strip-prefix-a \"module.\": no tensor name of {} starts with it\n",
+                a.display()
+            )
+        );
+    }
+    let (code, report) = diff_json(&a, &b, &["--strip-prefix-b", "module"]);
+    assert_eq!(code, 0);
+    assert_eq!(report["alignment"]["strip_b"], "module.");
+}
+
 #[test]
 fn input_and_usage_errors() {
     let (a, _) = case_paths(&expected()["cases"]["frozen_eval"]);

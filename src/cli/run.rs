@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::progress::ProgressLine;
 use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs};
+use crate::audit::align::normalise_prefix;
 use crate::audit::check::{CheckError, CheckOptions};
 use crate::audit::compare::Progress;
 use crate::audit::config::{self, ScopePatterns};
@@ -134,7 +135,33 @@ fn diff(
     output: &OutputArgs,
 ) -> Result<audit::DiffReport, Failure> {
     let (a, b) = (open(a, output)?, open(b, output)?);
+    forced_prefixes_apply(&a, &b, options)?;
     Ok(with_progress(|p| audit::diff(&a, &b, options, p))?)
+}
+
+/// `--strip-prefix-a/-b` that starts no tensor name would strip nothing while the report
+/// says it was stripped: a typo, reported as a usage error.
+fn forced_prefixes_apply(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    options: &DiffOptions,
+) -> Result<(), Failure> {
+    let sides = [
+        ("a", a, &options.strip_prefix_a),
+        ("b", b, &options.strip_prefix_b),
+    ];
+    for (side, ckpt, prefix) in sides {
+        let Some(p) = prefix.as_deref().map(normalise_prefix) else {
+            continue;
+        };
+        if !p.is_empty() && !ckpt.tensors().iter().any(|t| t.name.starts_with(&p)) {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--strip-prefix-{side} {p:?}: no tensor name of {} starts with it",
+                ckpt.path().display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a comparison with a progress line on stderr when it is a terminal.
@@ -287,6 +314,7 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let (scope, config) = scope(args)?;
     let a = open(&args.a, &args.output)?;
     let b = open(&args.b, &args.output)?;
+    forced_prefixes_apply(&a, &b, &args.compare.options())?;
     let options = CheckOptions {
         scope,
         config,
