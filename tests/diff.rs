@@ -626,6 +626,34 @@ fn forced_prefix_that_starts_no_name_is_a_usage_error() {
     assert_eq!(report["alignment"]["strip_b"], "module.");
 }
 
+/// `--output` with a checkpoint's name is refused before anything is written: the
+/// checkpoint just read stays intact.
+#[test]
+fn output_over_a_checkpoint_is_refused() {
+    let (a, b) = case_paths(&expected()["cases"]["update_bn"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("b.safetensors");
+    std::fs::copy(&b, &copy).expect("copy");
+    let out = bnaudit()
+        .arg("diff")
+        .arg(&a)
+        .arg(&copy)
+        .arg("-o")
+        .arg(&copy)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(
+        err.contains("refusing to write a report to a checkpoint's name"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&copy).expect("read"),
+        std::fs::read(&b).expect("read")
+    );
+}
+
 #[test]
 fn input_and_usage_errors() {
     let (a, _) = case_paths(&expected()["cases"]["frozen_eval"]);

@@ -377,8 +377,20 @@ fn emit(
     Ok(0)
 }
 
+/// `*.safetensors` or `*.safetensors.index.json`: `-o model.safetensors` would replace the
+/// checkpoint just read with a report.
+fn is_checkpoint_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".safetensors") || n.ends_with(".safetensors.index.json"))
+}
+
 fn write_output(path: Option<&Path>, text: &str) -> Result<(), Failure> {
     match path {
+        Some(path) if is_checkpoint_name(path) => Err(Failure::usage(anyhow::anyhow!(
+            "{}: refusing to write a report to a checkpoint's name (a typo for another --output?)",
+            path.display()
+        ))),
         Some(path) => report::write_atomic(path, text.as_bytes()).map_err(|e| {
             Failure::usage(anyhow::anyhow!(
                 "{}: cannot write output: {e}",
