@@ -654,6 +654,56 @@ fn output_over_a_checkpoint_is_refused() {
     );
 }
 
+/// A safetensors file of two PyTorch BatchNorm layers `net.bn1`, `net.bn2` of 4 channels:
+/// running_mean `mean[i]` and counter `counter[i]` for layer i, the rest fixed.
+fn write_two_bn(path: &Path, mean: [f32; 2], counter: [i64; 2]) {
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (i, layer) in ["net.bn1", "net.bn2"].into_iter().enumerate() {
+        for (key, value) in [("running_mean", mean[i]), ("running_var", 1.0)] {
+            let start = data.len();
+            (0..4).for_each(|_| data.extend_from_slice(&value.to_le_bytes()));
+            header.insert(
+                format!("{layer}.{key}"),
+                serde_json::json!({"dtype": "F32", "shape": [4], "data_offsets": [start, data.len()]}),
+            );
+        }
+        let start = data.len();
+        data.extend_from_slice(&counter[i].to_le_bytes());
+        header.insert(
+            format!("{layer}.num_batches_tracked"),
+            serde_json::json!({"dtype": "I64", "shape": [], "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&header).expect("JSON");
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend(data);
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// Statistics equal within --atol while one of two counters moved: the verdict counts the
+/// one layer whose counter moved and its forwards, not "+0 to +1" over both, and does not
+/// call tolerated statistics bit-identical.
+#[test]
+fn counters_moved_verdict_counts_only_the_layers_that_moved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_two_bn(&a, [0.0, 0.0], [10, 10]);
+    write_two_bn(&b, [1e-9, 0.0], [11, 10]);
+    let (_, report) = diff_json(&a, &b, &["--atol", "1e-6"]);
+    let verdict = report["groups"][0]["verdict"].as_str().expect("verdict");
+    assert!(
+        verdict.starts_with(
+            "net: 1/2 BatchNorm layers kept statistics equal within --atol/--rtol but their counters moved, +1 train-mode forward (1 more unchanged, counters included)"
+        ),
+        "{verdict}"
+    );
+}
+
 #[test]
 fn input_and_usage_errors() {
     let (a, _) = case_paths(&expected()["cases"]["frozen_eval"]);
