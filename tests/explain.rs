@@ -580,6 +580,20 @@ fn keep_tensors(src: &Path, dst: &Path, suffix: &str) {
     std::fs::write(dst, file).expect("write");
 }
 
+/// `--layer X --layer Y --layer X` explains X and Y once each, in that order.
+#[test]
+fn a_layer_named_twice_is_explained_once() {
+    let first = run("b.safetensors", None, &ExplainOptions::default());
+    let [x, y] = [&first.layers[1].name, &first.layers[0].name];
+    let options = ExplainOptions {
+        layers: vec![x.clone(), y.clone(), x.clone()],
+        ..ExplainOptions::default()
+    };
+    let report = run("b.safetensors", None, &options);
+    let names: Vec<&String> = report.layers.iter().map(|l| &l.name).collect();
+    assert_eq!(names, [x, y]);
+}
+
 /// B's NaN statistics make eval_b's outputs NaN: their std is unknown (null), not 0.
 #[test]
 fn nan_outputs_have_no_std() {

@@ -359,9 +359,12 @@ pub fn explain(
     let captured = activations.map(Activations::read).transpose()?;
     let mut notes = Vec::new();
     let chosen: Vec<(String, Option<&CapturedLayer>)> = if !options.layers.is_empty() {
+        // A layer named twice is explained once, where it was first named.
+        let mut seen = std::collections::HashSet::new();
         options
             .layers
             .iter()
+            .filter(|n| seen.insert(n.as_str()))
             .map(|n| {
                 let name = side_a.aligned_name(n);
                 let cap = captured.as_ref().and_then(|c| find_captured(c, &name));
