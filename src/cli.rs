@@ -139,14 +139,6 @@ pub enum Command {
     /// List the BatchNorm layers of a checkpoint with statistics and health flags.
     #[command(after_help = LS_AFTER_HELP)]
     Ls(LsArgs),
-    /// Re-run BatchNorm in every mode and replay the drift from A to B.
-    ///
-    /// With an activation file (written by assets/plugin/bnaudit_capture.py) every mode runs
-    /// on the captured inputs and is compared with the recorded outputs, and A's statistics
-    /// are replayed through the captured train-mode forwards. Without one, the update rule
-    /// implies the batch statistics and synthetic inputs drawn from them are re-run.
-    #[command(after_help = EXPLAIN_AFTER_HELP)]
-    Explain(ExplainArgs),
     /// Classify what changed between two checkpoints, layer by layer, and why.
     ///
     /// Every tensor is compared (bit-identical unless --atol/--rtol; across dtypes after
@@ -168,6 +160,14 @@ pub enum Command {
     /// key by key.
     #[command(after_help = CHECK_AFTER_HELP)]
     Check(CheckArgs),
+    /// Re-run BatchNorm in every mode and replay the drift from A to B.
+    ///
+    /// With an activation file (written by assets/plugin/bnaudit_capture.py) every mode runs
+    /// on the captured inputs and is compared with the recorded outputs, and A's statistics
+    /// are replayed through the captured train-mode forwards. Without one, the update rule
+    /// implies the batch statistics and synthetic inputs drawn from them are re-run.
+    #[command(after_help = EXPLAIN_AFTER_HELP)]
+    Explain(ExplainArgs),
 }
 
 /// Arguments of `diff`.

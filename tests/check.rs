@@ -781,6 +781,17 @@ fn every_help_gives_exit_codes_and_examples() {
     }
     let (_, out, _) = run(&["diff", "--help"]);
     assert!(out.contains("1 with --exit-code: something"), "{out}");
+    // The commands in DESIGN's order.
+    let (_, out, _) = run(&["--help"]);
+    let at = |c: &str| {
+        out.find(&format!("\n  {c} "))
+            .unwrap_or_else(|| panic!("{c}: {out}"))
+    };
+    let order: Vec<usize> = ["view", "demo", "ls", "diff", "check", "explain", "help"]
+        .iter()
+        .map(|c| at(c))
+        .collect();
+    assert!(order.is_sorted(), "{out}");
     let (_, out, _) = run(&["check", "--help"]);
     assert!(
         out.contains("[tool.bnaudit]") && out.contains("frozen = [\"backbone\"]"),
