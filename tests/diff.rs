@@ -704,6 +704,35 @@ fn counters_moved_verdict_counts_only_the_layers_that_moved() {
     );
 }
 
+/// A pipe (here a FIFO with no writer, which would block an open forever) is an input
+/// error naming it, at once.
+#[cfg(unix)]
+#[test]
+fn a_pipe_is_refused_without_blocking() {
+    let (a, _) = case_paths(&expected()["cases"]["update_bn"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.safetensors");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let out = bnaudit()
+        .arg("diff")
+        .arg(&a)
+        .arg(&fifo)
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(
+        err.contains(&format!("{}: not a regular file", fifo.display()))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
 #[test]
 fn input_and_usage_errors() {
     let (a, _) = case_paths(&expected()["cases"]["frozen_eval"]);
