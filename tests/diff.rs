@@ -733,6 +733,24 @@ fn a_pipe_is_refused_without_blocking() {
     );
 }
 
+/// A checkpoint against itself: nothing was trained, so no verdict claims the sub-model
+/// was frozen with its BatchNorm kept in eval mode.
+#[test]
+fn a_checkpoint_against_itself_claims_nothing_happened() {
+    let (a, _) = case_paths(&expected()["cases"]["frozen_train_mode"]);
+    let (code, report) = diff_json(&a, &a, &["--exit-code"]);
+    assert_eq!(code, 0);
+    let groups = report["groups"].as_array().expect("groups");
+    assert!(!groups.is_empty());
+    for g in groups {
+        let verdict = g["verdict"].as_str().expect("verdict");
+        assert!(
+            verdict.ends_with("— nothing in the model changed"),
+            "{verdict}"
+        );
+    }
+}
+
 #[test]
 fn input_and_usage_errors() {
     let (a, _) = case_paths(&expected()["cases"]["frozen_eval"]);

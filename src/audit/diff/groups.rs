@@ -378,6 +378,11 @@ impl Clause<'_> {
             Status::Unchanged if of.iter().all(|l| l.nbt_a.is_none()) => format!(
                 "{k}/{n} {bn} unchanged, {w} — frozen; without counters, whether it ran in train mode cannot be told (FrozenBatchNorm2d never moves)"
             ),
+            // Nothing anywhere changed (a checkpoint against itself, or a re-save): no
+            // training happened, so "kept in eval mode" would claim too much.
+            Status::Unchanged if !self.model_trained && !counters_moved(of) => {
+                format!("{k}/{n} {bn} unchanged, {w} — nothing in the model changed")
+            }
             Status::Unchanged if self.weights_changed == 0 && w != "no other weights" => format!(
                 "{k}/{n} {bn} unchanged, weights unchanged — frozen, with its BatchNorm kept in eval mode"
             ),
