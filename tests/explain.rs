@@ -483,14 +483,14 @@ fn usage_and_layer_errors() {
 }
 
 /// A safetensors file of F32 tensors and one I64 counter, written at test time.
-fn write_bn(path: &Path, channels: usize, mean: f32, counter: i64) {
+fn write_bn(path: &Path, channels: usize, mean: f32, var: f32, counter: i64) {
     let mut header = serde_json::Map::new();
     let mut data: Vec<u8> = Vec::new();
     for (key, value) in [
         ("weight", 1.0f32),
         ("bias", 0.0),
         ("running_mean", mean),
-        ("running_var", 1.0),
+        ("running_var", var),
     ] {
         let start = data.len();
         for _ in 0..channels {
@@ -525,8 +525,8 @@ fn synthetic_rerun_of_a_wide_layer_is_bounded() {
         dir.path().join("a.safetensors"),
         dir.path().join("b.safetensors"),
     );
-    write_bn(&a, channels, 0.0, 10);
-    write_bn(&b, channels, 0.5, 11);
+    write_bn(&a, channels, 0.0, 1.0, 10);
+    write_bn(&b, channels, 0.5, 1.0, 11);
     let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("opens");
     let report = explain(&open(&a), &open(&b), None, &ExplainOptions::default()).expect("explains");
     let [layer] = report.layers.as_slice() else {
@@ -580,6 +580,43 @@ fn keep_tensors(src: &Path, dst: &Path, suffix: &str) {
     std::fs::write(dst, file).expect("write");
 }
 
+/// When the implied batch variance is negative (B is not A plus the assumed forwards), the
+/// synthetic inputs come from A's statistics, not from a "distribution" clamped to std 0.
+#[test]
+fn negative_implied_variance_draws_synthetic_inputs_from_a() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_bn(&a, 4, 0.0, 1.0, 10);
+    write_bn(&b, 4, 0.5, 0.5, 11);
+    // running_var 1 → 0.5 in one forward at m = 0.1: the implied batch variance is
+    // (0.5 - 0.9·1)/0.1 = -4 in every channel.
+    let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("opens");
+    let options = ExplainOptions {
+        momentum: Some(Momentum::Value(0.1)),
+        ..ExplainOptions::default()
+    };
+    let report = explain(&open(&a), &open(&b), None, &options).expect("explains");
+    let layer = &report.layers[0];
+    let ib = layer.implied_batch.as_ref().expect("implied batch");
+    assert!(!ib.negative_var_channels.is_empty(), "{ib:?}");
+    assert!(
+        matches!(
+            layer.inputs,
+            Inputs::Synthetic {
+                drawn_from: "running_a",
+                ..
+            }
+        ),
+        "{:?}",
+        layer.inputs
+    );
+    let train = mode(layer, ModeName::Train).output.expect("output");
+    assert!(train.std > 0.5, "{train:?}");
+}
+
 /// `--layer X --layer Y --layer X` explains X and Y once each, in that order.
 #[test]
 fn a_layer_named_twice_is_explained_once() {
@@ -630,7 +667,7 @@ fn nan_outputs_have_no_std() {
 fn disjoint_layers_are_named_as_the_reason_for_an_empty_report() {
     let dir = tempfile::tempdir().expect("tempdir");
     let other = dir.path().join("other.safetensors");
-    write_bn(&other, 6, 0.0, 1);
+    write_bn(&other, 6, 0.0, 1.0, 1);
     let out = Command::cargo_bin("bnaudit")
         .expect("binary")
         .arg("explain")

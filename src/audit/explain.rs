@@ -901,7 +901,12 @@ impl Context<'_, '_> {
         pair: &Pair<'_>,
     ) -> Result<Runs, ForwardError> {
         let (mean, var, drawn_from) = match implied {
-            Some(ib) if ib.mean.iter().chain(&ib.var).all(|v| v.is_finite()) => {
+            // A negative implied variance is no distribution to draw from (the update rule
+            // does not explain B): fall back to A's statistics.
+            Some(ib)
+                if ib.negative_var_channels.is_empty()
+                    && ib.mean.iter().chain(&ib.var).all(|v| v.is_finite()) =>
+            {
                 (&ib.mean, &ib.var, "implied_batch")
             }
             _ => (&pair.a.mean, &pair.a.var, "running_a"),
