@@ -1,5 +1,6 @@
 //! Command-line definitions (clap derive) and their dispatch.
 
+mod parse;
 mod progress;
 mod run;
 
@@ -10,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::audit::DiffOptions;
 use crate::bn::Momentum;
 
+pub use parse::{command, parse, parse_from};
 pub use run::{Failure, run};
 
 const ABOUT: &str = "Find BatchNorm statistics that moved inside frozen sub-models";
@@ -26,15 +28,67 @@ A CHECKPOINT is a .safetensors file, a sharded *.safetensors.index.json, or a di
 holding exactly one of those.";
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success (check: no violation), 1 check found violations, 2 usage error, \
-3 unreadable, malformed or incompatible input.
+Exit codes: 0 success (check: no violation), 1 check found violations (diff --exit-code: \
+something changed), 2 usage error, 3 unreadable, malformed or incompatible checkpoint or \
+activation file.
+
+Examples:
+  bnaudit demo
+  bnaudit ls model.safetensors
+  bnaudit ls --format json --output layers.json ckpt_dir/
+  bnaudit diff pretrained.safetensors finetuned.safetensors
+  bnaudit check pretrained.safetensors finetuned.safetensors --frozen backbone
+  bnaudit explain pretrained.safetensors finetuned.safetensors --activations acts.safetensors
+  bnaudit pretrained.safetensors finetuned.safetensors     (the UI, as `view`)
+
+`bnaudit help <COMMAND>` or `bnaudit <COMMAND> --help` explains each command.";
+
+const VIEW_AFTER_HELP: &str = "\
+Exit codes: 0 success, 2 usage error or no usable terminal, 3 unreadable or malformed \
+checkpoint or activation file.
+
+Examples:
+  bnaudit view model.safetensors
+  bnaudit pretrained.safetensors finetuned.safetensors      (the same as view)
+  bnaudit view A B --activations acts.safetensors
+  bnaudit view A B > report.txt                             (not a terminal: the diff report)";
+
+const DEMO_AFTER_HELP: &str = "\
+Exit codes: 0 success, 2 usage error or no usable terminal, 3 demo files missing (they are \
+read from assets/demo of the source tree bnaudit was built from).
+
+Examples:
+  bnaudit demo
+  bnaudit demo | less                                        (the diff report)
+  bnaudit demo --format json";
+
+const LS_AFTER_HELP: &str = "\
+Exit codes: 0 success, 2 usage error, 3 unreadable or malformed checkpoint.
 
 Examples:
   bnaudit ls model.safetensors
+  bnaudit ls --all model.safetensors.index.json      (every tensor, not only BatchNorm)
+  bnaudit ls ckpt_dir/ --format json --output layers.json";
+
+const DIFF_AFTER_HELP: &str = "\
+Exit codes: 0 success (with --exit-code: nothing changed), 1 with --exit-code: something \
+changed (a cast alone is not a change), 2 usage error, 3 unreadable or malformed checkpoint.
+
+Examples:
   bnaudit diff pretrained.safetensors finetuned.safetensors
-  bnaudit ls --format json --output layers.json ckpt_dir/
-  bnaudit explain pretrained.safetensors finetuned.safetensors --activations acts.safetensors
-  bnaudit demo";
+  bnaudit diff a.safetensors b_dir/ --format json --output diff.json
+  bnaudit diff a.safetensors b.safetensors --exit-code --atol 1e-6
+  bnaudit diff ddp.safetensors plain.safetensors --strip-prefix-a module.";
+
+const EXPLAIN_AFTER_HELP: &str = "\
+Exit codes: 0 success, 2 usage error, 3 unreadable or malformed checkpoint or activation \
+file, or a layer that cannot be re-run (missing, channel mismatch, wrong rank, one value \
+per channel in train mode).
+
+Examples:
+  bnaudit explain pretrained.safetensors finetuned.safetensors
+  bnaudit explain A B --activations acts.safetensors
+  bnaudit explain A B --layer backbone.layer1.0.bn1 --momentum cma --format json";
 
 /// The `bnaudit` command line.
 #[derive(Debug, Parser)]
@@ -73,19 +127,18 @@ pub enum Command {
     /// On a terminal: the interactive UI (Overview, Layers, Detail, Tensors; `?` lists the
     /// keys). Otherwise, or with --format json or --output, the report: `ls` of one
     /// checkpoint, `diff` of two.
+    #[command(after_help = VIEW_AFTER_HELP)]
     View(ViewArgs),
     /// Show the bundled example: a pretrained CNN and a fine-tune whose frozen backbone was
     /// left in train mode.
+    ///
+    /// On a terminal: the interactive UI on the pair. Otherwise, or with --format json or
+    /// --output, their `diff` report.
+    #[command(after_help = DEMO_AFTER_HELP)]
     Demo(DemoArgs),
     /// List the BatchNorm layers of a checkpoint with statistics and health flags.
+    #[command(after_help = LS_AFTER_HELP)]
     Ls(LsArgs),
-    /// Re-run BatchNorm in every mode and replay the drift from A to B.
-    ///
-    /// With an activation file (written by assets/plugin/bnaudit_capture.py) every mode runs
-    /// on the captured inputs and is compared with the recorded outputs, and A's statistics
-    /// are replayed through the captured train-mode forwards. Without one, the update rule
-    /// implies the batch statistics and synthetic inputs drawn from them are re-run.
-    Explain(ExplainArgs),
     /// Classify what changed between two checkpoints, layer by layer, and why.
     ///
     /// Every tensor is compared (bit-identical unless --atol/--rtol; across dtypes after
@@ -94,6 +147,7 @@ pub enum Command {
     /// incompatible) and the update rule's inference: train-mode forwards from the counter,
     /// the fraction of A's statistics retained, and whether B's statistics are consistent
     /// with it. Verdicts by sub-model come first.
+    #[command(after_help = DIFF_AFTER_HELP)]
     Diff(DiffArgs),
     /// CI gate: fail when anything in the frozen scope changed between A and B.
     ///
@@ -106,6 +160,14 @@ pub enum Command {
     /// key by key.
     #[command(after_help = CHECK_AFTER_HELP)]
     Check(CheckArgs),
+    /// Re-run BatchNorm in every mode and replay the drift from A to B.
+    ///
+    /// With an activation file (written by assets/plugin/bnaudit_capture.py) every mode runs
+    /// on the captured inputs and is compared with the recorded outputs, and A's statistics
+    /// are replayed through the captured train-mode forwards. Without one, the update rule
+    /// implies the batch statistics and synthetic inputs drawn from them are re-run.
+    #[command(after_help = EXPLAIN_AFTER_HELP)]
+    Explain(ExplainArgs),
 }
 
 /// Arguments of `diff`.
@@ -181,14 +243,22 @@ fn tolerance(s: &str) -> Result<f64, String> {
 }
 
 const CHECK_AFTER_HELP: &str = "\
-Exit codes: 0 no violation, 1 violations, 2 usage or configuration error, 3 unreadable or \
-malformed checkpoint.
+Exit codes: 0 no violation, 1 violations, 2 usage or configuration error (including a \
+frozen pattern that matches no tensor), 3 unreadable or malformed checkpoint.
+
+Configuration (bnaudit.toml, or the same keys under [tool.bnaudit] in pyproject.toml):
+  frozen = [\"backbone\"]
+  trainable = [\"backbone.layer4\"]
+  allow_stats = [\"**.bn1\"]
 
 Examples:
   bnaudit check base.safetensors tuned.safetensors --frozen backbone
   bnaudit check A B --frozen backbone --trainable backbone.layer4 --allow-stats '**.bn1'
+  bnaudit check A B --frozen 'encoder.layer[0-5]' '**.norm'
+  bnaudit check A B                          (the scope from bnaudit.toml or pyproject.toml)
   bnaudit check A B --format github
-  bnaudit check A B --format markdown >> \"$GITHUB_STEP_SUMMARY\"";
+  bnaudit check A B --format markdown >> \"$GITHUB_STEP_SUMMARY\"
+  bnaudit check A B --format junit --output bnaudit.xml";
 
 /// Arguments of `view`.
 #[derive(Debug, Args)]
@@ -335,11 +405,11 @@ pub enum Format {
     Text,
     /// The JSON contract (schema_version 1).
     Json,
-    /// JUnit XML (check only).
+    /// JUnit XML for CI test reports: one testcase per frozen layer or tensor group.
     Junit,
-    /// GitHub Actions workflow commands (check only).
+    /// GitHub Actions `::error` annotations and a summary line.
     Github,
-    /// A Markdown table (check only).
+    /// A Markdown report for $GITHUB_STEP_SUMMARY or a pull-request comment.
     Markdown,
 }
 

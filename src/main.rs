@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = bnaudit::cli::Cli::parse();
+    let cli = bnaudit::cli::parse();
     match bnaudit::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {

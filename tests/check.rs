@@ -458,6 +458,19 @@ fn nonfinite_and_negative_statistics_in_b_are_violations() {
     assert_counter_details(&report, &f);
 }
 
+/// Counts of one read in the singular: "1 module", "1 of 4 channels … is negative".
+#[test]
+fn singular_counts_in_check_text() {
+    let [a, b] = check_pair("health");
+    let (code, out, _) = run(&["check", &a, &b, "--frozen", "backbone.stage2.bn"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("in 1 module, 1 of them a BatchNorm layer")
+            && out.contains("1 of 4 channels of running_var in B is negative"),
+        "{out}"
+    );
+}
+
 /// A temporary working directory holding `files`.
 fn workdir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -605,6 +618,9 @@ fn scope_errors_are_usage_errors_naming_the_culprit() {
     let (code, _, err) = run_in(empty.path(), &["check", &a, &b, "--config", "missing.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("missing.toml"), "{err}");
+    // The reason once, not repeated by the error chain.
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
 
 #[test]
@@ -722,10 +738,65 @@ fn output_file_is_written_whole() {
 
 #[test]
 fn ci_formats_are_for_check_only() {
-    let [a, _] = diff_pair("frozen_eval");
-    let (code, _, err) = run(&["ls", &a, "--format", "junit"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("only available for `check`"), "{err}");
+    let [a, b] = diff_pair("frozen_eval");
+    for args in [
+        vec!["ls", &a, "--format", "junit"],
+        vec!["diff", &a, &b, "--format", "github"],
+        vec![&a, &b, "--format", "markdown"],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("[possible values: text, json]"), "{err}");
+    }
+    // Help lists what each subcommand accepts.
+    let (_, ls_help, _) = run(&["ls", "--help"]);
+    assert!(!ls_help.contains("junit"), "{ls_help}");
+    let (_, check_help, _) = run(&["check", "--help"]);
+    assert!(
+        ["junit", "github", "markdown"]
+            .iter()
+            .all(|f| check_help.contains(f))
+    );
+}
+
+/// Every command's help ends with its exit codes and examples; check's also shows the
+/// configuration file.
+#[test]
+fn every_help_gives_exit_codes_and_examples() {
+    for cmd in [
+        &[][..],
+        &["view"],
+        &["demo"],
+        &["ls"],
+        &["diff"],
+        &["check"],
+        &["explain"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let (code, out, _) = run(&args);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.contains("Exit codes: 0"), "{args:?}:\n{out}");
+        assert!(out.contains("Examples:\n  bnaudit "), "{args:?}:\n{out}");
+    }
+    let (_, out, _) = run(&["diff", "--help"]);
+    assert!(out.contains("1 with --exit-code: something"), "{out}");
+    // The commands in DESIGN's order.
+    let (_, out, _) = run(&["--help"]);
+    let at = |c: &str| {
+        out.find(&format!("\n  {c} "))
+            .unwrap_or_else(|| panic!("{c}: {out}"))
+    };
+    let order: Vec<usize> = ["view", "demo", "ls", "diff", "check", "explain", "help"]
+        .iter()
+        .map(|c| at(c))
+        .collect();
+    assert!(order.is_sorted(), "{out}");
+    let (_, out, _) = run(&["check", "--help"]);
+    assert!(
+        out.contains("[tool.bnaudit]") && out.contains("frozen = [\"backbone\"]"),
+        "{out}"
+    );
 }
 
 /// The README shows the first lines of real `check` output on the demo pair.
@@ -748,5 +819,60 @@ fn readme_shows_the_real_demo_check() {
     assert!(
         out.starts_with(&readme[start..end]),
         "README block is not a prefix of:\n{out}"
+    );
+}
+
+/// `--frozen PATTERN...` takes every following word, so `check --frozen backbone A B` would
+/// leave A and B missing: the message names the swallowed words and prints both corrected
+/// command lines, which then work.
+#[test]
+fn checkpoints_after_a_pattern_list_get_a_corrected_command_line() {
+    let [a, b] = diff_pair("frozen_train_mode");
+    let (code, out, err) = run(&["check", "--frozen", "backbone", &a, &b]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(
+        err.contains("<A> and <B> are missing")
+            && err.contains(&format!(
+                "`--frozen` takes every following word as a pattern, so it took '{a}' and '{b}'"
+            )),
+        "{err}"
+    );
+    let first = format!("bnaudit check {a} {b} --frozen backbone");
+    let dashes = format!("bnaudit check --frozen backbone -- {a} {b}");
+    assert!(err.contains(&first) && err.contains(&dashes), "{err}");
+    assert!(
+        err.contains("Usage: bnaudit check [OPTIONS] <A> <B>"),
+        "{err}"
+    );
+    for line in [&first, &dashes] {
+        let args: Vec<&str> = line.split(' ').skip(1).collect();
+        assert_eq!(run(&args).0, 1, "{line}");
+    }
+
+    // Only B swallowed, by the last of two lists: A stays first.
+    let (code, _, err) = run(&[
+        "check",
+        &a,
+        "--frozen",
+        "backbone",
+        "--trainable",
+        "head",
+        &b,
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("<B> is missing: `--trainable` takes")
+            && err.contains(&format!(
+                "bnaudit check {a} {b} --frozen backbone --trainable head"
+            )),
+        "{err}"
+    );
+
+    // A list's first word is its pattern: forgetting A and B is clap's plain message.
+    let (code, _, err) = run(&["check", "--frozen", "backbone"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
     );
 }

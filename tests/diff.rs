@@ -570,6 +570,187 @@ fn output_file_matches_stdout() {
     assert_eq!(written, report);
 }
 
+/// An output file in a missing directory: one line naming that file and the reason, not
+/// the temporary file bnaudit tried to create beside it.
+#[test]
+fn unwritable_output_names_the_output_file() {
+    let (a, b) = case_paths(&expected()["cases"]["update_bn"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("no/such/dir/report.json");
+    let out = bnaudit()
+        .arg("diff")
+        .arg(&a)
+        .arg(&b)
+        .arg("--output")
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert_eq!(
+        err,
+        format!(
+            "bnaudit: error: {}: cannot write output: No such file or directory (os error 2)\n",
+            file.display()
+        )
+    );
+}
+
+/// A forced prefix that starts no name would strip nothing while the alignment line says
+/// it stripped it: a usage error naming the checkpoint (for check too). One that applies
+/// works.
+#[test]
+fn forced_prefix_that_starts_no_name_is_a_usage_error() {
+    let (a, b) = case_paths(&expected()["cases"]["ddp_prefix"]);
+    for (cmd, rest) in [("diff", &[][..]), ("check", &["--frozen", "backbone"])] {
+        let out = bnaudit()
+            .arg(cmd)
+            .arg(&a)
+            .arg(&b)
+            .args(["--strip-prefix-a", "module"])
+            .args(rest)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}");
+        let err = String::from_utf8(out.stderr).expect("utf-8");
+        assert_eq!(
+            err,
+            format!(
+                "bnaudit: error: --strip-prefix-a \"module.\": no tensor name of {} starts with it\n",
+                a.display()
+            )
+        );
+    }
+    let (code, report) = diff_json(&a, &b, &["--strip-prefix-b", "module"]);
+    assert_eq!(code, 0);
+    assert_eq!(report["alignment"]["strip_b"], "module.");
+}
+
+/// `--output` with a checkpoint's name is refused before anything is written: the
+/// checkpoint just read stays intact.
+#[test]
+fn output_over_a_checkpoint_is_refused() {
+    let (a, b) = case_paths(&expected()["cases"]["update_bn"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("b.safetensors");
+    std::fs::copy(&b, &copy).expect("copy");
+    let out = bnaudit()
+        .arg("diff")
+        .arg(&a)
+        .arg(&copy)
+        .arg("-o")
+        .arg(&copy)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(
+        err.contains("refusing to write a report to a checkpoint's name"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&copy).expect("read"),
+        std::fs::read(&b).expect("read")
+    );
+}
+
+/// A safetensors file of two PyTorch BatchNorm layers `net.bn1`, `net.bn2` of 4 channels:
+/// running_mean `mean[i]` and counter `counter[i]` for layer i, the rest fixed.
+fn write_two_bn(path: &Path, mean: [f32; 2], counter: [i64; 2]) {
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (i, layer) in ["net.bn1", "net.bn2"].into_iter().enumerate() {
+        for (key, value) in [("running_mean", mean[i]), ("running_var", 1.0)] {
+            let start = data.len();
+            (0..4).for_each(|_| data.extend_from_slice(&value.to_le_bytes()));
+            header.insert(
+                format!("{layer}.{key}"),
+                serde_json::json!({"dtype": "F32", "shape": [4], "data_offsets": [start, data.len()]}),
+            );
+        }
+        let start = data.len();
+        data.extend_from_slice(&counter[i].to_le_bytes());
+        header.insert(
+            format!("{layer}.num_batches_tracked"),
+            serde_json::json!({"dtype": "I64", "shape": [], "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&header).expect("JSON");
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend(data);
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// Statistics equal within --atol while one of two counters moved: the verdict counts the
+/// one layer whose counter moved and its forwards, not "+0 to +1" over both, and does not
+/// call tolerated statistics bit-identical.
+#[test]
+fn counters_moved_verdict_counts_only_the_layers_that_moved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_two_bn(&a, [0.0, 0.0], [10, 10]);
+    write_two_bn(&b, [1e-9, 0.0], [11, 10]);
+    let (_, report) = diff_json(&a, &b, &["--atol", "1e-6"]);
+    let verdict = report["groups"][0]["verdict"].as_str().expect("verdict");
+    assert!(
+        verdict.starts_with(
+            "net: 1/2 BatchNorm layers kept statistics equal within --atol/--rtol but their counters moved, +1 train-mode forward (1 more unchanged, counters included)"
+        ),
+        "{verdict}"
+    );
+}
+
+/// A pipe (here a FIFO with no writer, which would block an open forever) is an input
+/// error naming it, at once.
+#[cfg(unix)]
+#[test]
+fn a_pipe_is_refused_without_blocking() {
+    let (a, _) = case_paths(&expected()["cases"]["update_bn"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.safetensors");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let out = bnaudit()
+        .arg("diff")
+        .arg(&a)
+        .arg(&fifo)
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(
+        err.contains(&format!("{}: not a regular file", fifo.display()))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+/// A checkpoint against itself: nothing was trained, so no verdict claims the sub-model
+/// was frozen with its BatchNorm kept in eval mode.
+#[test]
+fn a_checkpoint_against_itself_claims_nothing_happened() {
+    let (a, _) = case_paths(&expected()["cases"]["frozen_train_mode"]);
+    let (code, report) = diff_json(&a, &a, &["--exit-code"]);
+    assert_eq!(code, 0);
+    let groups = report["groups"].as_array().expect("groups");
+    assert!(!groups.is_empty());
+    for g in groups {
+        let verdict = g["verdict"].as_str().expect("verdict");
+        assert!(
+            verdict.ends_with("— nothing in the model changed"),
+            "{verdict}"
+        );
+    }
+}
+
 #[test]
 fn input_and_usage_errors() {
     let (a, _) = case_paths(&expected()["cases"]["frozen_eval"]);

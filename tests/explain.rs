@@ -481,3 +481,234 @@ fn usage_and_layer_errors() {
             "a.safetensors: no BatchNorm layer \"backbone.9\"",
         ));
 }
+
+/// A safetensors file of F32 tensors and one I64 counter, written at test time.
+fn write_bn(path: &Path, channels: usize, mean: f32, var: f32, counter: i64) {
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (key, value) in [
+        ("weight", 1.0f32),
+        ("bias", 0.0),
+        ("running_mean", mean),
+        ("running_var", var),
+    ] {
+        let start = data.len();
+        for _ in 0..channels {
+            data.extend_from_slice(&value.to_le_bytes());
+        }
+        header.insert(
+            format!("wide.bn.{key}"),
+            json!({"dtype": "F32", "shape": [channels], "data_offsets": [start, data.len()]}),
+        );
+    }
+    let start = data.len();
+    data.extend_from_slice(&counter.to_le_bytes());
+    header.insert(
+        "wide.bn.num_batches_tracked".into(),
+        json!({"dtype": "I64", "shape": [], "data_offsets": [start, data.len()]}),
+    );
+    let header = serde_json::to_vec(&header).expect("JSON");
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend(data);
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// The synthetic re-run of a very wide layer draws fewer rows (its memory is bounded);
+/// a usual layer keeps all of them.
+#[test]
+fn synthetic_rerun_of_a_wide_layer_is_bounded() {
+    use bnaudit::audit::explain::{SYNTHETIC_SAMPLES, SYNTHETIC_VALUES};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let channels = SYNTHETIC_VALUES / 64;
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_bn(&a, channels, 0.0, 1.0, 10);
+    write_bn(&b, channels, 0.5, 1.0, 11);
+    let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("opens");
+    let report = explain(&open(&a), &open(&b), None, &ExplainOptions::default()).expect("explains");
+    let [layer] = report.layers.as_slice() else {
+        panic!("one layer: {report:?}")
+    };
+    assert!(
+        matches!(layer.inputs, Inputs::Synthetic { samples: 64, .. }),
+        "{:?}",
+        layer.inputs
+    );
+    assert!(
+        layer.modes.iter().all(|m| m.output.is_some()),
+        "{:?}",
+        layer.modes
+    );
+    let usual = run("b.safetensors", None, &ExplainOptions::default());
+    assert!(usual.layers.iter().all(|l| matches!(
+        l.inputs,
+        Inputs::Synthetic { samples, .. } if samples == SYNTHETIC_SAMPLES
+    )));
+}
+
+/// `src` with only its tensors whose names end in `suffix` (and its metadata).
+fn keep_tensors(src: &Path, dst: &Path, suffix: &str) {
+    let bytes = std::fs::read(src).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let data = &bytes[8 + n..];
+    let (mut out_header, mut out_data) = (serde_json::Map::new(), Vec::new());
+    for (name, info) in header {
+        if name == "__metadata__" {
+            out_header.insert(name, info);
+            continue;
+        }
+        if !name.ends_with(suffix) {
+            continue;
+        }
+        let [start, end] =
+            [0, 1].map(|i| info["data_offsets"][i].as_u64().expect("offset") as usize);
+        let at = out_data.len();
+        out_data.extend_from_slice(&data[start..end]);
+        let mut info = info.clone();
+        info["data_offsets"] = json!([at, out_data.len()]);
+        out_header.insert(name, info);
+    }
+    let header = serde_json::to_vec(&out_header).expect("JSON");
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend(header);
+    file.extend(out_data);
+    std::fs::write(dst, file).expect("write");
+}
+
+/// When the implied batch variance is negative (B is not A plus the assumed forwards), the
+/// synthetic inputs come from A's statistics, not from a "distribution" clamped to std 0.
+#[test]
+fn negative_implied_variance_draws_synthetic_inputs_from_a() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_bn(&a, 4, 0.0, 1.0, 10);
+    write_bn(&b, 4, 0.5, 0.5, 11);
+    // running_var 1 → 0.5 in one forward at m = 0.1: the implied batch variance is
+    // (0.5 - 0.9·1)/0.1 = -4 in every channel.
+    let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("opens");
+    let options = ExplainOptions {
+        momentum: Some(Momentum::Value(0.1)),
+        ..ExplainOptions::default()
+    };
+    let report = explain(&open(&a), &open(&b), None, &options).expect("explains");
+    let layer = &report.layers[0];
+    let ib = layer.implied_batch.as_ref().expect("implied batch");
+    assert!(!ib.negative_var_channels.is_empty(), "{ib:?}");
+    assert!(
+        matches!(
+            layer.inputs,
+            Inputs::Synthetic {
+                drawn_from: "running_a",
+                ..
+            }
+        ),
+        "{:?}",
+        layer.inputs
+    );
+    let train = mode(layer, ModeName::Train).output.expect("output");
+    assert!(train.std > 0.5, "{train:?}");
+}
+
+/// `--layer X --layer Y --layer X` explains X and Y once each, in that order.
+#[test]
+fn a_layer_named_twice_is_explained_once() {
+    let first = run("b.safetensors", None, &ExplainOptions::default());
+    let [x, y] = [&first.layers[1].name, &first.layers[0].name];
+    let options = ExplainOptions {
+        layers: vec![x.clone(), y.clone(), x.clone()],
+        ..ExplainOptions::default()
+    };
+    let report = run("b.safetensors", None, &options);
+    let names: Vec<&String> = report.layers.iter().map(|l| &l.name).collect();
+    assert_eq!(names, [x, y]);
+}
+
+/// B's NaN statistics make eval_b's outputs NaN: their std is unknown (null), not 0.
+#[test]
+fn nan_outputs_have_no_std() {
+    let fixture = |f: &str| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/check")
+            .join(f)
+    };
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .arg("explain")
+        .arg(fixture("base.safetensors"))
+        .arg(fixture("health.safetensors"))
+        .args(["--layer", "backbone.stem.bn", "--format", "json"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let modes = report["layers"][0]["modes"].as_array().expect("modes");
+    let eval_b = modes
+        .iter()
+        .find(|m| m["mode"] == "eval_b")
+        .expect("eval_b");
+    assert_eq!(eval_b["output"], json!({"mean": null, "std": null}));
+    let eval_a = modes
+        .iter()
+        .find(|m| m["mode"] == "eval_a")
+        .expect("eval_a");
+    assert!(eval_a["output"]["std"].as_f64().is_some_and(|s| s > 0.0));
+}
+
+/// With no layer in common, the report says so instead of "no statistics differ".
+#[test]
+fn disjoint_layers_are_named_as_the_reason_for_an_empty_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other.safetensors");
+    write_bn(&other, 6, 0.0, 1.0, 1);
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .arg("explain")
+        .arg(path("a.safetensors"))
+        .arg(&other)
+        .args(["--format", "json"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["layers"], json!([]));
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("No BatchNorm layer is in both A (6) and B (1) under the same name"),
+        "{notes}"
+    );
+}
+
+/// One captured forward reads as one: "accounts", "1 batch", "1 captured forward".
+#[test]
+fn one_captured_forward_is_reported_in_the_singular() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("first.safetensors");
+    keep_tensors(&path("train.safetensors"), &first, ".0");
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .arg("explain")
+        .arg(path("a.safetensors"))
+        .arg(path("b1.safetensors"))
+        .arg("--activations")
+        .arg(&first)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    for sentence in [
+        "The 1 captured train-mode forward accounts for B exactly.",
+        "replay of 1 batch from A",
+        "modes on 1 captured forward, 1 in train mode, 1 with recorded outputs",
+    ] {
+        assert!(text.contains(sentence), "{sentence:?} in:\n{text}");
+    }
+    assert!(!text.contains("(s)") && !text.contains("(es)"), "{text}");
+}

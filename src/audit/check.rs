@@ -279,11 +279,23 @@ fn magnitude(d: &TensorDiff) -> String {
     let max = format!("max |Δ| {}", opt_num(d.max_abs_diff));
     match d.nonfinite_changed {
         Some(k) if k > 0 && d.max_abs_diff.is_some_and(|m| m > 0.0) => {
-            format!("{max}, {k} elements to or from NaN/Inf")
+            format!("{max}, {}", to_or_from_nonfinite(k))
         }
-        Some(k) if k > 0 => format!("{k} elements to or from NaN/Inf"),
+        Some(k) if k > 0 => to_or_from_nonfinite(k),
         _ => max,
     }
+}
+
+fn to_or_from_nonfinite(k: u64) -> String {
+    format!(
+        "{k} element{} to or from NaN/Inf",
+        if k == 1 { "" } else { "s" }
+    )
+}
+
+/// "is" for one, "are" for more: "1 of 8 values is", "2 of 8 values are".
+fn is_are(n: usize) -> &'static str {
+    if n == 1 { "is" } else { "are" }
 }
 
 fn changed_detail(d: &TensorDiff) -> String {
@@ -353,9 +365,10 @@ fn health_violations(layer: &str, keys: &BnKeys, values: &LayerValues) -> Vec<Vi
                 layer: layer.to_owned(),
                 tensor: keys.get(role).map(str::to_owned),
                 detail: format!(
-                    "{bad} of {} values of {} in B are NaN or infinite",
+                    "{bad} of {} values of {} in B {} NaN or infinite",
                     v.len(),
-                    keys.get(role).map_or(role.as_str(), leaf)
+                    keys.get(role).map_or(role.as_str(), leaf),
+                    is_are(bad)
                 ),
             });
         }
@@ -369,11 +382,12 @@ fn health_violations(layer: &str, keys: &BnKeys, values: &LayerValues) -> Vec<Vi
                 layer: layer.to_owned(),
                 tensor: keys.get(Role::RunningVar).map(str::to_owned),
                 detail: format!(
-                    "{} of {} channels of {} in B are negative (min {}): no batch can \
+                    "{} of {} channels of {} in B {} negative (min {}): no batch can \
                      produce a negative variance",
                     negative.len(),
                     var.len(),
                     leaf(&keys.running_var),
+                    is_are(negative.len()),
                     num(min)
                 ),
             });

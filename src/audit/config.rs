@@ -50,13 +50,12 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("{}: cannot read configuration: {source}", path.display())]
+    #[error("{}: cannot read configuration: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (in the message, not as a `source`: printing the chain would repeat it).
+        error: std::io::Error,
     },
     /// The file is not valid TOML or holds keys or values we do not know.
     #[error("{}{location}: {message}", path.display())]
@@ -82,9 +81,9 @@ fn is_pyproject(path: &Path) -> bool {
 
 /// Reads and parses `path`, reporting errors as one line with the position.
 fn parse<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     toml::from_str(&text).map_err(|e: toml::de::Error| {
         let location = e.span().map_or_else(String::new, |span| {

@@ -330,8 +330,18 @@ pub struct ExplainLayer {
     pub notes: Vec<String>,
 }
 
-/// Rows of synthetic input per layer.
+/// Rows of synthetic input per layer, at most.
 pub const SYNTHETIC_SAMPLES: usize = 256;
+
+/// Values of synthetic input per layer, at most (32 MiB of f64): wide layers get fewer
+/// rows, so a layer of a million channels does not need gigabytes for its re-run.
+pub const SYNTHETIC_VALUES: usize = 1 << 22;
+
+/// Rows of synthetic input for `channels` channels: [`SYNTHETIC_SAMPLES`] within
+/// [`SYNTHETIC_VALUES`], and at least 2 (train mode needs two values per channel).
+pub fn synthetic_samples(channels: usize) -> usize {
+    (SYNTHETIC_VALUES / channels.max(1)).clamp(2, SYNTHETIC_SAMPLES)
+}
 
 /// Channels named in `impact.worst`.
 const WORST: usize = 3;
@@ -349,9 +359,12 @@ pub fn explain(
     let captured = activations.map(Activations::read).transpose()?;
     let mut notes = Vec::new();
     let chosen: Vec<(String, Option<&CapturedLayer>)> = if !options.layers.is_empty() {
+        // A layer named twice is explained once, where it was first named.
+        let mut seen = std::collections::HashSet::new();
         options
             .layers
             .iter()
+            .filter(|n| seen.insert(n.as_str()))
             .map(|n| {
                 let name = side_a.aligned_name(n);
                 let cap = captured.as_ref().and_then(|c| find_captured(c, &name));
@@ -477,10 +490,25 @@ fn changed_layers<'a>(
         }
     }
     if out.is_empty() {
-        notes.push(
+        // Say why there is nothing to explain: no layers, none in common, or no change.
+        let (na, nb) = (a.layers.len(), b.layers.len());
+        notes.push(if na == 0 && nb == 0 {
+            "A and B have no BatchNorm layers.".to_owned()
+        } else if na == 0 || nb == 0 {
+            format!(
+                "Only {} has BatchNorm layers ({}), so none can be compared.",
+                if na == 0 { "B" } else { "A" },
+                na.max(nb)
+            )
+        } else if !a.layers.keys().any(|n| b.layers.contains_key(n)) {
+            format!(
+                "No BatchNorm layer is in both A ({na}) and B ({nb}) under the same name, so none \
+                 can be compared; `bnaudit diff` shows the names and the prefix alignment."
+            )
+        } else {
             "No BatchNorm layer's running statistics differ between A and B; name layers with --layer to re-run them anyway."
-                .to_owned(),
-        );
+                .to_owned()
+        });
     }
     Ok(out)
 }
@@ -569,9 +597,15 @@ impl Acc {
         (self.count > 0).then(|| {
             let n = self.count as f64;
             let mean = self.sum / n;
+            let var = self.sum_sq / n - mean * mean;
             OutputStats {
                 mean,
-                std: (self.sum_sq / n - mean * mean).max(0.0).sqrt(),
+                // `max` would turn a NaN variance (NaN outputs) into a std of 0.
+                std: if var.is_nan() {
+                    var
+                } else {
+                    var.max(0.0).sqrt()
+                },
             }
         })
     }
@@ -688,9 +722,10 @@ impl Context<'_, '_> {
             && !ib.negative_var_channels.is_empty()
         {
             notes.push(format!(
-                "The implied batch variance is negative in channel(s) {}: {} forward(s) at momentum {momentum} cannot produce B from A.",
+                "The implied batch variance is negative in {} {}: {} at momentum {momentum} cannot produce B from A.",
+                if ib.negative_var_channels.len() == 1 { "channel" } else { "channels" },
                 list(&ib.negative_var_channels),
-                ib.forwards
+                if ib.forwards == 1 { "1 forward".to_owned() } else { format!("{} forwards", ib.forwards) }
             ));
         }
         let impact = impact(&a, &b, eps);
@@ -866,15 +901,21 @@ impl Context<'_, '_> {
         pair: &Pair<'_>,
     ) -> Result<Runs, ForwardError> {
         let (mean, var, drawn_from) = match implied {
-            Some(ib) if ib.mean.iter().chain(&ib.var).all(|v| v.is_finite()) => {
+            // A negative implied variance is no distribution to draw from (the update rule
+            // does not explain B): fall back to A's statistics.
+            Some(ib)
+                if ib.negative_var_channels.is_empty()
+                    && ib.mean.iter().chain(&ib.var).all(|v| v.is_finite()) =>
+            {
                 (&ib.mean, &ib.var, "implied_batch")
             }
             _ => (&pair.a.mean, &pair.a.var, "running_a"),
         };
+        let samples = synthetic_samples(mean.len());
         let mut runs = Runs {
             inputs: Inputs::Synthetic {
                 seed: self.options.seed,
-                samples: SYNTHETIC_SAMPLES,
+                samples,
                 drawn_from,
             },
             modes: Vec::new(),
@@ -897,11 +938,11 @@ impl Context<'_, '_> {
         };
         let c = dists.len();
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
-        let data: Vec<f64> = (0..SYNTHETIC_SAMPLES * c)
+        let data: Vec<f64> = (0..samples * c)
             .map(|i| dists[i % c].sample(&mut rng))
             .collect();
         let x = Values::F64(
-            ndarray::ArrayD::from_shape_vec(vec![SYNTHETIC_SAMPLES, c], data)
+            ndarray::ArrayD::from_shape_vec(vec![samples, c], data)
                 .expect("length is samples × channels"),
         );
         let mut updated = pair.a.clone();
@@ -1160,10 +1201,17 @@ fn verdict(l: &ExplainLayer) -> String {
             "captured train-mode forwards",
         );
         if r.batches > 0 {
+            let one = r.batches == 1;
             return if r.explains_b {
-                format!("The {fwd} account for B exactly.")
+                format!(
+                    "The {fwd} account{} for B exactly.",
+                    if one { "s" } else { "" }
+                )
             } else {
-                format!("The {fwd} do not account for B: something else changed these statistics.")
+                format!(
+                    "The {fwd} {} not account for B: something else changed these statistics.",
+                    if one { "does" } else { "do" }
+                )
             };
         }
         let outputs = match l.best_mode {

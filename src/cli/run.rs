@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::progress::ProgressLine;
 use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs};
+use crate::audit::align::normalise_prefix;
 use crate::audit::check::{CheckError, CheckOptions};
 use crate::audit::compare::Progress;
 use crate::audit::config::{self, ScopePatterns};
@@ -81,10 +82,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Ls(args)) => {
             let ckpt = open(&args.checkpoint, &args.output)?;
             let report = audit::ls(&ckpt, LsOptions { all: args.all })?;
-            emit(&args.output, |format, style, out| match format {
-                Format::Json => report::json::write(out, &report),
-                _ => out.write_all(report::text::ls(&report, style).as_bytes()),
-            })
+            show_ls(&report, &args.output)
         }
         Some(Command::Explain(args)) => {
             let a = open(&args.a, &args.output)?;
@@ -137,7 +135,33 @@ fn diff(
     output: &OutputArgs,
 ) -> Result<audit::DiffReport, Failure> {
     let (a, b) = (open(a, output)?, open(b, output)?);
+    forced_prefixes_apply(&a, &b, options)?;
     Ok(with_progress(|p| audit::diff(&a, &b, options, p))?)
+}
+
+/// `--strip-prefix-a/-b` that starts no tensor name would strip nothing while the report
+/// says it was stripped: a typo, reported as a usage error.
+fn forced_prefixes_apply(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    options: &DiffOptions,
+) -> Result<(), Failure> {
+    let sides = [
+        ("a", a, &options.strip_prefix_a),
+        ("b", b, &options.strip_prefix_b),
+    ];
+    for (side, ckpt, prefix) in sides {
+        let Some(p) = prefix.as_deref().map(normalise_prefix) else {
+            continue;
+        };
+        if !p.is_empty() && !ckpt.tensors().iter().any(|t| t.name.starts_with(&p)) {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--strip-prefix-{side} {p:?}: no tensor name of {} starts with it",
+                ckpt.path().display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a comparison with a progress line on stderr when it is a terminal.
@@ -153,6 +177,13 @@ fn with_progress<T>(work: impl FnOnce(Option<Progress<'_>>) -> T) -> T {
         l.finish();
     }
     out
+}
+
+fn show_ls(report: &audit::LsReport, output: &OutputArgs) -> Result<u8, Failure> {
+    emit(output, |format, style, out| match format {
+        Format::Json => report::json::write(out, report),
+        _ => out.write_all(report::text::ls(report, style).as_bytes()),
+    })
 }
 
 fn show_diff(report: &audit::DiffReport, output: &OutputArgs) -> Result<u8, Failure> {
@@ -186,21 +217,9 @@ fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> R
         let report = diff(a, b, &DiffOptions::default(), output)?;
         return show_diff(&report, output);
     }
-    let reports = paths
-        .iter()
-        .map(|p| audit::ls(&open(p, output)?, LsOptions::default()).map_err(Failure::from))
-        .collect::<Result<Vec<_>, _>>()?;
-    emit(output, |format, style, out| match format {
-        Format::Json => report::json::write(out, &reports),
-        _ => out.write_all(
-            reports
-                .iter()
-                .map(|r| report::text::ls(r, style))
-                .collect::<Vec<_>>()
-                .join("\n")
-                .as_bytes(),
-        ),
-    })
+    // One checkpoint: exactly what `ls` prints (the JSON contract's object, not a list).
+    let report = audit::ls(&open(&paths[0], output)?, LsOptions::default())?;
+    show_ls(&report, output)
 }
 
 /// `view A B --activations FILE` as text: the diff report, then the explain report.
@@ -221,6 +240,14 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
             report::text::explain(&explained, style)
         )
     })
+}
+
+/// `*.safetensors` or `*.safetensors.index.json`: `-o model.safetensors` would replace the
+/// checkpoint just read with a report.
+fn is_checkpoint_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".safetensors") || n.ends_with(".safetensors.index.json"))
 }
 
 /// Whether `view` and `demo` start the UI: text for a terminal, no `--output`.
@@ -248,7 +275,7 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
         color: match output.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none(),
+            ColorChoice::Auto => no_color_unset(),
         },
     };
     tui::run(session, reports, DiffOptions::default(), theme)
@@ -296,6 +323,7 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let (scope, config) = scope(args)?;
     let a = open(&args.a, &args.output)?;
     let b = open(&args.b, &args.output)?;
+    forced_prefixes_apply(&a, &b, &args.compare.options())?;
     let options = CheckOptions {
         scope,
         config,
@@ -327,12 +355,30 @@ fn format_name(format: Format) -> String {
 }
 
 fn open(path: &Path, output: &OutputArgs) -> Result<Checkpoint, Failure> {
+    // A pipe (`<(curl …)`, /dev/stdin) or device has no length to read a header against, and
+    // opening a FIFO without a writer blocks forever: refuse them before opening.
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+        && !meta.is_dir()
+    {
+        return Err(Failure::input(anyhow::anyhow!(
+            "{}: not a regular file (a pipe or device); bnaudit reads checkpoints by offset, \
+             so save it to a file first",
+            path.display()
+        )));
+    }
     let mode = if output.no_mmap {
         ReadMode::Pread
     } else {
         ReadMode::Mmap
     };
     Ok(Checkpoint::open(path, mode)?)
+}
+
+/// Whether `NO_COLOR` leaves colour on: unset or empty (no-color.org), for reports and UI
+/// alike.
+fn no_color_unset() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Renders with the requested format into `--output` (atomically, once complete) or
@@ -346,12 +392,16 @@ fn emit(
         color: match output.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            }
+            ColorChoice::Auto => to_terminal && no_color_unset(),
         },
     };
     match output.output.as_deref() {
+        Some(path) if is_checkpoint_name(path) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "{}: refusing to write a report to a checkpoint's name (a typo for another --output?)",
+                path.display()
+            )));
+        }
         Some(path) => {
             let mut bytes = Vec::new();
             render(output.format, style, &mut bytes)

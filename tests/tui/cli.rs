@@ -78,3 +78,24 @@ fn no_checkpoint_is_a_usage_error() {
         .code(2)
         .stderr(predicate::str::contains("no checkpoint given"));
 }
+
+/// `view A` off a terminal is `ls A`, byte for byte, as text and as JSON (the contract's
+/// object, not a list of one).
+#[test]
+fn view_of_one_checkpoint_prints_its_ls_report() {
+    for format in ["text", "json"] {
+        let out = |cmd: &str| {
+            bnaudit()
+                .args([cmd, EXPLAIN_A, "--format", format])
+                .output()
+                .expect("runs")
+        };
+        let (view, ls) = (out("view"), out("ls"));
+        assert!(view.status.success() && ls.status.success());
+        assert_eq!(
+            String::from_utf8(view.stdout).expect("utf-8"),
+            String::from_utf8(ls.stdout).expect("utf-8"),
+            "--format {format}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,14 @@ impl Tmux {
             "tmux is required for this test and was not found: install it \
              (apt-get install tmux; .ci/run does)"
         );
+        // One server per instance: tests run in parallel within this process.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let tmux = Tmux {
-            socket: format!("bnaudit-test-{}", std::process::id()),
+            socket: format!(
+                "bnaudit-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
         };
         let out = tmux.run(&[
             "new-session",
@@ -142,4 +149,33 @@ fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
         "0",
         "mouse capture is off"
     );
+}
+
+/// no-color.org: an empty `NO_COLOR` leaves colour on, in the UI as in the text reports;
+/// a non-empty one turns it off.
+#[test]
+fn empty_no_color_keeps_the_ui_coloured() {
+    let bin = env!("CARGO_BIN_EXE_bnaudit");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (value, coloured) in [("", true), ("1", false)] {
+        let tmux = Tmux::start(100, 30);
+        tmux.send(&[
+            &format!("cd '{}' && NO_COLOR={value} '{bin}' demo", root.display()),
+            "Enter",
+        ]);
+        tmux.wait_for("Verdicts by sub-model");
+        let out = tmux.run(&["capture-pane", "-p", "-e", "-t", "ui"]);
+        let screen = String::from_utf8_lossy(&out.stdout);
+        // A foreground colour (SGR 31-37, 91-97 or 38;…) anywhere on the screen.
+        let has_colour = screen.split('\u{1b}').any(|seq| {
+            let Some(params) = seq.strip_prefix('[').and_then(|s| s.split('m').next()) else {
+                return false;
+            };
+            params
+                .split(';')
+                .any(|p| matches!(p.parse::<u8>(), Ok(30..=38 | 90..=97)))
+        });
+        assert_eq!(has_colour, coloured, "NO_COLOR={value:?}:\n{screen}");
+        tmux.send(&["q"]);
+    }
 }

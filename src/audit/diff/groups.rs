@@ -343,15 +343,46 @@ impl Clause<'_> {
                     "{k}/{n} {bn} only in {side} — {what}, or renamed (see the alignment; --strip-prefix-a/-b force it)"
                 )
             }
-            Status::Unchanged if counters_moved(of) => format!(
-                "{k}/{n} {bn} kept bit-identical statistics but their counters moved{fw} — train-mode forwards with momentum 0 (harmless), or statistics restored afterwards"
-            ),
+            Status::Unchanged if counters_moved(of) => {
+                // Only the layers whose counter moved: the others are plainly unchanged.
+                let moved: Vec<&LayerDiff> = of
+                    .iter()
+                    .copied()
+                    .filter(|l| l.nbt_delta.is_some_and(|d| d != 0))
+                    .collect();
+                let fw = forwards_phrase(&moved).map_or_else(String::new, |f| format!(", {f}"));
+                let rest = match k - moved.len() {
+                    0 => String::new(),
+                    r => format!(" ({r} more unchanged, counters included)"),
+                };
+                // Equal within --atol/--rtol is not bit-identical.
+                let exact = moved.iter().all(|l| {
+                    let d = &l.max_abs_diff;
+                    [d.running_mean, d.running_var]
+                        .iter()
+                        .all(|v| v.is_none_or(|v| v == 0.0))
+                });
+                format!(
+                    "{}/{n} {bn} kept {} but their counters moved{fw}{rest} — train-mode forwards with momentum 0 (harmless), or statistics restored afterwards",
+                    moved.len(),
+                    if exact {
+                        "bit-identical statistics"
+                    } else {
+                        "statistics equal within --atol/--rtol"
+                    }
+                )
+            }
             Status::Unchanged if self.weights_changed > 0 => format!(
                 "{k}/{n} {bn} unchanged, {w} — trained with its BatchNorm frozen in eval mode"
             ),
             Status::Unchanged if of.iter().all(|l| l.nbt_a.is_none()) => format!(
                 "{k}/{n} {bn} unchanged, {w} — frozen; without counters, whether it ran in train mode cannot be told (FrozenBatchNorm2d never moves)"
             ),
+            // Nothing anywhere changed (a checkpoint against itself, or a re-save): no
+            // training happened, so "kept in eval mode" would claim too much.
+            Status::Unchanged if !self.model_trained && !counters_moved(of) => {
+                format!("{k}/{n} {bn} unchanged, {w} — nothing in the model changed")
+            }
             Status::Unchanged if self.weights_changed == 0 && w != "no other weights" => format!(
                 "{k}/{n} {bn} unchanged, weights unchanged — frozen, with its BatchNorm kept in eval mode"
             ),

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use super::checkpoint_line;
 use super::diff::{alignment, verdicts};
+use super::{checkpoint_line, plural};
 use crate::audit::check::{CheckReport, Violation};
 use crate::audit::scope::Patterns;
 use crate::report::{Style, bytes};
@@ -48,11 +48,16 @@ pub fn scope_line(report: &CheckReport) -> String {
 pub fn compared_line(report: &CheckReport) -> String {
     let c = &report.compared;
     format!(
-        "compared {} frozen tensors ({}) in {} modules, {} of them BatchNorm layers",
-        c.tensors,
+        "compared {} ({}) in {}, {} of them {}",
+        plural(c.tensors, "frozen tensor"),
         bytes(c.bytes),
-        c.modules,
-        c.batchnorm_layers
+        plural(c.modules, "module"),
+        c.batchnorm_layers,
+        if c.batchnorm_layers == 1 {
+            "a BatchNorm layer"
+        } else {
+            "BatchNorm layers"
+        }
     )
 }
 

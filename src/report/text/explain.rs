@@ -82,8 +82,9 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
         };
         let _ = writeln!(
             out,
-            "  replay of {} batch(es) from A: max error running_mean {} (relative {}), running_var {} (relative {}){counter}",
+            "  replay of {} batch{} from A: max error running_mean {} (relative {}), running_var {} (relative {}){counter}",
             r.batches,
+            if r.batches == 1 { "" } else { "es" },
             num(r.max_abs_err_mean),
             num(r.max_rel_err_mean),
             num(r.max_abs_err_var),
@@ -122,7 +123,8 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
             train_forwards,
             with_outputs,
         } => format!(
-            "{forwards} captured forward(s), {train_forwards} in train mode, {with_outputs} with recorded outputs"
+            "{}, {train_forwards} in train mode, {with_outputs} with recorded outputs",
+            super::plural(*forwards, "captured forward")
         ),
         Inputs::Synthetic {
             seed,
