@@ -206,7 +206,8 @@ pub struct CompareArgs {
     #[arg(long, value_name = "PREFIX")]
     pub strip_prefix_b: Option<String>,
 
-    /// Absolute tolerance: values count as equal when |a - b| <= atol + rtol·|b|.
+    /// Absolute tolerance: float values count as equal when |a - b| <= atol + rtol·|b|;
+    /// integers (num_batches_tracked) always compare exactly.
     #[arg(long, value_name = "FLOAT", default_value_t = 0.0, value_parser = tolerance)]
     pub atol: f64,
 

@@ -36,6 +36,16 @@ impl Tolerance {
     pub fn close(self, a: f64, b: f64) -> bool {
         (a - b).abs() <= self.atol + self.rtol * b.abs()
     }
+
+    /// The tolerance that applies to values of `dtype`: tolerances absorb floating-point
+    /// noise, so integers (a counter of train-mode forwards above all) compare exactly.
+    pub fn for_dtype(self, dtype: Dtype) -> Tolerance {
+        if dtype.is_float() {
+            self
+        } else {
+            Tolerance::default()
+        }
+    }
 }
 
 /// Two tensors to compare under one (aligned) name; `None` on the side that lacks it.
@@ -357,11 +367,11 @@ impl Worker {
                 }
                 acc.differs = true;
                 if numeric {
-                    self.bytes_differ(dtype, ctx.tolerance, &mut acc);
+                    self.bytes_differ(dtype, ctx.tolerance.for_dtype(dtype), &mut acc);
                 }
             }
             Plan::Cast { target, .. } => {
-                self.values_differ(ta, tb, target, ctx.tolerance, &mut acc)
+                self.values_differ(ta, tb, target, ctx.tolerance.for_dtype(target), &mut acc)
             }
         }
         Ok(acc)
@@ -666,6 +676,32 @@ mod tests {
         let close = loose(0.5, 0.01);
         assert_eq!(close.change, TensorChange::Unchanged);
         assert_eq!(close.max_abs_diff, Some(1.0));
+    }
+
+    #[test]
+    fn tolerance_never_hides_a_counter_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let counter = |n: i64| {
+            (
+                "bn.num_batches_tracked",
+                Dtype::I64,
+                vec![],
+                n.to_le_bytes().to_vec(),
+            )
+        };
+        let a = write(dir.path(), "a", &[counter(10)]);
+        let b = write(dir.path(), "b", &[counter(11)]);
+        let d = compare_all(
+            &a,
+            &b,
+            Tolerance {
+                atol: 1.0,
+                rtol: 0.5,
+            },
+        )
+        .remove(0);
+        assert_eq!(d.change, TensorChange::Changed);
+        assert_eq!(d.changed_elements, Some(1));
     }
 
     #[test]
