@@ -48,7 +48,7 @@ pub fn scope_line(report: &CheckReport) -> String {
 pub fn compared_line(report: &CheckReport) -> String {
     let c = &report.compared;
     format!(
-        "compared {} ({}) in {}, {} of them {}",
+        "compared {} ({} read from A and B) in {}, {} of them {}",
         plural(c.tensors, "frozen tensor"),
         bytes(c.bytes),
         plural(c.modules, "module"),
