@@ -2,10 +2,13 @@
 //! counters, forwards, retained fractions, consistency and verdicts must be what PyTorch's
 //! behaviour implies, as recorded in expected.json.
 
+mod writer;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use serde_json::Value;
+use writer::SafetensorsWriter;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diff")
@@ -657,29 +660,13 @@ fn output_over_a_checkpoint_is_refused() {
 /// A safetensors file of two PyTorch BatchNorm layers `net.bn1`, `net.bn2` of 4 channels:
 /// running_mean `mean[i]` and counter `counter[i]` for layer i, the rest fixed.
 fn write_two_bn(path: &Path, mean: [f32; 2], counter: [i64; 2]) {
-    let mut header = serde_json::Map::new();
-    let mut data: Vec<u8> = Vec::new();
+    let mut file = SafetensorsWriter::default();
     for (i, layer) in ["net.bn1", "net.bn2"].into_iter().enumerate() {
-        for (key, value) in [("running_mean", mean[i]), ("running_var", 1.0)] {
-            let start = data.len();
-            (0..4).for_each(|_| data.extend_from_slice(&value.to_le_bytes()));
-            header.insert(
-                format!("{layer}.{key}"),
-                serde_json::json!({"dtype": "F32", "shape": [4], "data_offsets": [start, data.len()]}),
-            );
-        }
-        let start = data.len();
-        data.extend_from_slice(&counter[i].to_le_bytes());
-        header.insert(
-            format!("{layer}.num_batches_tracked"),
-            serde_json::json!({"dtype": "I64", "shape": [], "data_offsets": [start, data.len()]}),
-        );
+        file.f32_filled(&format!("{layer}.running_mean"), 4, mean[i])
+            .f32_filled(&format!("{layer}.running_var"), 4, 1.0)
+            .i64_scalar(&format!("{layer}.num_batches_tracked"), counter[i]);
     }
-    let header = serde_json::to_vec(&header).expect("JSON");
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header);
-    bytes.extend(data);
-    std::fs::write(path, bytes).expect("write");
+    file.write(path);
 }
 
 /// Statistics equal within --atol while one of two counters moved: the verdict counts the

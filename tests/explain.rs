@@ -2,6 +2,7 @@
 //! with the capture plugin): replay, best mode, implied batch statistics, and the errors.
 
 mod common;
+mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use bnaudit::checkpoint::{Checkpoint, ReadMode};
 use common::{expected, numbers, open, path, rel_err};
 use predicates::prelude::*;
 use serde_json::{Value, json};
+use writer::SafetensorsWriter;
 
 fn run(b: &str, acts: Option<&str>, options: &ExplainOptions) -> ExplainReport {
     let acts = acts.map(open);
@@ -484,34 +486,17 @@ fn usage_and_layer_errors() {
 
 /// A safetensors file of F32 tensors and one I64 counter, written at test time.
 fn write_bn(path: &Path, channels: usize, mean: f32, var: f32, counter: i64) {
-    let mut header = serde_json::Map::new();
-    let mut data: Vec<u8> = Vec::new();
+    let mut file = SafetensorsWriter::default();
     for (key, value) in [
         ("weight", 1.0f32),
         ("bias", 0.0),
         ("running_mean", mean),
         ("running_var", var),
     ] {
-        let start = data.len();
-        for _ in 0..channels {
-            data.extend_from_slice(&value.to_le_bytes());
-        }
-        header.insert(
-            format!("wide.bn.{key}"),
-            json!({"dtype": "F32", "shape": [channels], "data_offsets": [start, data.len()]}),
-        );
+        file.f32_filled(&format!("wide.bn.{key}"), channels, value);
     }
-    let start = data.len();
-    data.extend_from_slice(&counter.to_le_bytes());
-    header.insert(
-        "wide.bn.num_batches_tracked".into(),
-        json!({"dtype": "I64", "shape": [], "data_offsets": [start, data.len()]}),
-    );
-    let header = serde_json::to_vec(&header).expect("JSON");
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header);
-    bytes.extend(data);
-    std::fs::write(path, bytes).expect("write");
+    file.i64_scalar("wide.bn.num_batches_tracked", counter)
+        .write(path);
 }
 
 /// The synthetic re-run of a very wide layer draws fewer rows (its memory is bounded);
@@ -556,28 +541,24 @@ fn keep_tensors(src: &Path, dst: &Path, suffix: &str) {
     let header: serde_json::Map<String, Value> =
         serde_json::from_slice(&bytes[8..8 + n]).expect("header");
     let data = &bytes[8 + n..];
-    let (mut out_header, mut out_data) = (serde_json::Map::new(), Vec::new());
+    let mut file = SafetensorsWriter::default();
     for (name, info) in header {
         if name == "__metadata__" {
-            out_header.insert(name, info);
-            continue;
+            file.metadata(info);
+        } else if name.ends_with(suffix) {
+            let [start, end] =
+                [0, 1].map(|i| info["data_offsets"][i].as_u64().expect("offset") as usize);
+            let shape: Vec<usize> = info["shape"]
+                .as_array()
+                .expect("shape")
+                .iter()
+                .map(|d| d.as_u64().expect("dimension") as usize)
+                .collect();
+            let dtype = info["dtype"].as_str().expect("dtype");
+            file.raw(&name, dtype, &shape, &data[start..end]);
         }
-        if !name.ends_with(suffix) {
-            continue;
-        }
-        let [start, end] =
-            [0, 1].map(|i| info["data_offsets"][i].as_u64().expect("offset") as usize);
-        let at = out_data.len();
-        out_data.extend_from_slice(&data[start..end]);
-        let mut info = info.clone();
-        info["data_offsets"] = json!([at, out_data.len()]);
-        out_header.insert(name, info);
     }
-    let header = serde_json::to_vec(&out_header).expect("JSON");
-    let mut file = (header.len() as u64).to_le_bytes().to_vec();
-    file.extend(header);
-    file.extend(out_data);
-    std::fs::write(dst, file).expect("write");
+    file.write(dst);
 }
 
 /// When the implied batch variance is negative (B is not A plus the assumed forwards), the
