@@ -258,6 +258,32 @@ const CASES: &[Case] = &[
         expect: "shard \"gone.safetensors\" named by the index does not exist",
     },
     Case {
+        name: "index whose shard is a pipe",
+        make: |d| {
+            let pipe = d.join("pipe.safetensors");
+            let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+            assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+            Made::index(d, r#"{"weight_map":{"a":"pipe.safetensors"}}"#);
+            Made {
+                arg: d.join("model.safetensors.index.json"),
+                named: pipe,
+            }
+        },
+        expect: "not a regular file (a pipe or device)",
+    },
+    Case {
+        name: "index whose shard is a directory",
+        make: |d| {
+            std::fs::create_dir(d.join("dir.safetensors")).expect("mkdir");
+            Made::index(d, r#"{"weight_map":{"a":"dir.safetensors"}}"#);
+            Made {
+                arg: d.join("model.safetensors.index.json"),
+                named: d.join("dir.safetensors"),
+            }
+        },
+        expect: "not a regular file (a directory)",
+    },
+    Case {
         name: "index with invalid JSON",
         make: |d| Made::index(d, r#"{"weight_map":{"a":"shard.safetensors""#),
         expect: "invalid index: not valid JSON",

@@ -35,6 +35,14 @@ pub enum Problem {
         #[source]
         source: io::Error,
     },
+    /// A directory, pipe or device where a safetensors file was expected.
+    #[error(
+        "not a regular file ({kind}); bnaudit reads checkpoints by offset, so save it to a file first"
+    )]
+    NotRegularFile {
+        /// What it is instead: "a directory", "a pipe or device".
+        kind: &'static str,
+    },
     /// The path does not exist.
     #[error("no such file or directory")]
     NotFound,

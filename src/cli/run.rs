@@ -355,18 +355,6 @@ fn format_name(format: Format) -> String {
 }
 
 fn open(path: &Path, output: &OutputArgs) -> Result<Checkpoint, Failure> {
-    // A pipe (`<(curl …)`, /dev/stdin) or device has no length to read a header against, and
-    // opening a FIFO without a writer blocks forever: refuse them before opening.
-    if let Ok(meta) = std::fs::metadata(path)
-        && !meta.is_file()
-        && !meta.is_dir()
-    {
-        return Err(Failure::input(anyhow::anyhow!(
-            "{}: not a regular file (a pipe or device); bnaudit reads checkpoints by offset, \
-             so save it to a file first",
-            path.display()
-        )));
-    }
     let mode = if output.no_mmap {
         ReadMode::Pread
     } else {
