@@ -134,9 +134,17 @@ fn diff(
     options: &DiffOptions,
     output: &OutputArgs,
 ) -> Result<audit::DiffReport, Failure> {
-    let (a, b) = (open(a, output)?, open(b, output)?);
-    forced_prefixes_apply(&a, &b, options)?;
-    Ok(with_progress(|p| audit::diff(&a, &b, options, p))?)
+    diff_opened(&open(a, output)?, &open(b, output)?, options)
+}
+
+/// Diffs checkpoints already opened, with a progress line on a terminal.
+fn diff_opened(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    options: &DiffOptions,
+) -> Result<audit::DiffReport, Failure> {
+    forced_prefixes_apply(a, b, options)?;
+    Ok(with_progress(|p| audit::diff(a, b, options, p))?)
 }
 
 /// `--strip-prefix-a/-b` that starts no tensor name would strip nothing while the report
@@ -229,8 +237,8 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
             "view --activations has no JSON form: use `bnaudit diff` and `bnaudit explain` with --format json"
         )));
     }
-    let report = diff(a, b, &DiffOptions::default(), output)?;
     let (a, b, acts) = (open(a, output)?, open(b, output)?, open(acts, output)?);
+    let report = diff_opened(&a, &b, &DiffOptions::default())?;
     let explained = audit::explain(&a, &b, Some(&acts), &ExplainOptions::default())?;
     emit(output, |_, style, out| {
         write!(
