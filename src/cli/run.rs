@@ -331,11 +331,12 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let (scope, config) = scope(args)?;
     let a = open(&args.a, &args.output)?;
     let b = open(&args.b, &args.output)?;
-    forced_prefixes_apply(&a, &b, &args.compare.options())?;
+    let diff = args.compare.options();
+    forced_prefixes_apply(&a, &b, &diff)?;
     let options = CheckOptions {
         scope,
         config,
-        diff: args.compare.options(),
+        diff,
     };
     let report =
         with_progress(|p| audit::check::check(&a, &b, &options, p)).map_err(|e| match e {
