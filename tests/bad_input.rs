@@ -324,7 +324,7 @@ const CASES: &[Case] = &[
                 named: d.to_owned(),
             }
         },
-        expect: "directory holds no *.safetensors file or *.safetensors.index.json",
+        expect: "directory holds no *.safetensors file or *.index.json",
     },
     Case {
         name: "directory with two checkpoints",

@@ -188,6 +188,7 @@ mod tests {
                 file: 0,
                 bytes: 4,
                 start: 0,
+                view: None,
             })
             .collect()
     }
