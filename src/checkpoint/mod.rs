@@ -1,4 +1,5 @@
-//! Checkpoints as bytes: safetensors files, sharded indexes and directories.
+//! Checkpoints as bytes: safetensors files, sharded indexes and directories, and the
+//! safetensors writer ([`write`]).
 //!
 //! This layer knows dtypes, shapes and byte ranges, nothing about BatchNorm. Opening reads
 //! headers only; tensor bytes are read when asked for.
@@ -8,6 +9,7 @@ pub mod error;
 pub mod file;
 pub mod header;
 mod index;
+pub mod write;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use hashbrown::HashTable;
 
-pub use dtype::Dtype;
+pub use dtype::{CastError, Dtype};
 pub use error::{CheckpointError, Problem};
 pub use file::{MAP_AT_LEAST, ReadMode, SafetensorsFile};
 
