@@ -17,7 +17,7 @@ use super::diff::{self, DiffOptions, DiffReport, LayerDiff, TensorChange, Tensor
 use super::scope::Scope;
 use crate::bn::{self, BnKeys, BnLayer, LayerValues, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
-use crate::report::{num, opt_num};
+use crate::fmt::{num, opt_num};
 
 /// What `check` needs besides the checkpoints.
 #[derive(Debug, Clone)]
@@ -270,7 +270,7 @@ fn stats_drift_detail(changed: &[&Frozen<'_>], layer: Option<&LayerDiff>) -> Str
 }
 
 /// The last segment of a tensor name (`running_var`, `moving_variance:0`, `var`).
-fn leaf(name: &str) -> &str {
+pub(crate) fn leaf(name: &str) -> &str {
     name.rfind(['.', '/']).map_or(name, |i| &name[i + 1..])
 }
 

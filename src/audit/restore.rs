@@ -23,7 +23,7 @@ use super::scope::Scope;
 use crate::bn::{self, Role};
 use crate::checkpoint::write::{OutTensor, Prepared, WriteError};
 use crate::checkpoint::{Checkpoint, CheckpointError, TensorInfo};
-use crate::output;
+use crate::{fmt, output};
 
 /// The metadata key listing the restored tensors (a JSON list of names).
 pub const RESTORED_KEY: &str = "bnaudit_restored";
@@ -433,8 +433,7 @@ fn scope_report(options: &RestoreOptions) -> RestoreScope {
 fn submodels(restored: &[Restored]) -> Vec<Submodel> {
     let mut by: BTreeMap<&str, (BTreeSet<&str>, usize, usize)> = BTreeMap::new();
     for r in restored {
-        let top = r.layer.split(['.', '/']).next().unwrap_or(&r.layer);
-        let e = by.entry(top).or_default();
+        let e = by.entry(fmt::submodel(&r.layer)).or_default();
         e.0.insert(&r.layer);
         e.1 += 1;
         e.2 += usize::from(r.reason == ViolationKind::FrozenStatsDrift);

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{alignment, plural};
-use crate::audit::check::ViolationKind;
+use crate::audit::check::{ViolationKind, leaf};
 use crate::audit::restore::{RestoreReport, Restored, ScopeSource};
-use crate::report::{Style, bytes};
+use crate::fmt::{bytes, submodel};
+use crate::report::Style;
 
 /// The scope in one line.
 fn scope_line(report: &RestoreReport) -> String {
@@ -35,11 +36,6 @@ fn scope_line(report: &RestoreReport) -> String {
             )
         }
     }
-}
-
-/// The last segment of a tensor name.
-fn leaf(name: &str) -> &str {
-    name.rfind(['.', '/']).map_or(name, |i| &name[i + 1..])
 }
 
 /// One line per layer: its restored tensors, the casts, and the counter's story.
@@ -98,7 +94,7 @@ pub fn restore(report: &RestoreReport, style: Style) -> String {
         for r in report
             .restored
             .iter()
-            .filter(|r| r.layer.split(['.', '/']).next() == Some(sub.name.as_str()))
+            .filter(|r| submodel(&r.layer) == sub.name)
         {
             by_layer.entry(&r.layer).or_default().push(r);
         }
