@@ -30,12 +30,13 @@ pub enum OutputError {
     #[error("{}: too many levels of symbolic links", .0.display())]
     SymlinkLoop(PathBuf),
     /// Creating, writing, flushing or renaming failed.
-    #[error("{}: cannot write output: {source}", path.display())]
+    #[error("{}: cannot write output: {error}", path.display())]
     Io {
         /// The target.
         path: PathBuf,
-        /// What the operating system said.
-        source: io::Error,
+        /// What the operating system said (in the message, not as a `source`: printing the
+        /// chain would repeat it).
+        error: io::Error,
     },
 }
 
@@ -65,9 +66,9 @@ impl Output {
     /// until [`Output::commit`] (except on a device or FIFO, written as it comes).
     pub fn create(path: &Path) -> Result<Output, OutputError> {
         let target = resolve(path)?;
-        let io_err = |source| OutputError::Io {
+        let io_err = |error| OutputError::Io {
             path: target.clone(),
-            source,
+            error,
         };
         let existing = match fs::metadata(&target) {
             Ok(m) => Some(m),
@@ -118,9 +119,9 @@ impl Output {
 
     /// Flushes everything to disk and, for a file, renames it over the target.
     pub fn commit(self) -> Result<(), OutputError> {
-        let io_err = |source| OutputError::Io {
+        let io_err = |error| OutputError::Io {
             path: self.target.clone(),
-            source,
+            error,
         };
         let file = self.file.into_inner().map_err(|e| io_err(e.into_error()))?;
         let Some(Atomic { temp, replaced }) = self.atomic else {
@@ -162,9 +163,9 @@ impl Write for Output {
 /// Writes `contents` to `path` as [`Output`] does.
 pub fn write_file(path: &Path, contents: &[u8]) -> Result<(), OutputError> {
     let mut out = Output::create(path)?;
-    out.write_all(contents).map_err(|source| OutputError::Io {
+    out.write_all(contents).map_err(|error| OutputError::Io {
         path: out.target().to_owned(),
-        source,
+        error,
     })?;
     out.commit()
 }
@@ -184,9 +185,9 @@ pub fn resolve(path: &Path) -> Result<PathBuf, OutputError> {
         if fs::metadata(&current).is_ok_and(|m| !m.is_file()) {
             return Ok(current);
         }
-        let link = fs::read_link(&current).map_err(|source| OutputError::Io {
+        let link = fs::read_link(&current).map_err(|error| OutputError::Io {
             path: current.clone(),
-            source,
+            error,
         })?;
         current = match current.parent() {
             Some(dir) if link.is_relative() => dir.join(link),
