@@ -171,6 +171,69 @@ pub enum Command {
     /// implies the batch statistics and synthetic inputs drawn from them are re-run.
     #[command(after_help = EXPLAIN_AFTER_HELP)]
     Explain(ExplainArgs),
+    /// Write B with A's BatchNorm statistics put back in the frozen scope.
+    ///
+    /// In scope (--frozen/--trainable, else the configuration file as for `check`, else
+    /// every layer whose status is frozen_stats_drift), each BatchNorm layer whose running
+    /// statistics or counter differ gets A's running_mean, running_var and
+    /// num_batches_tracked (or their Keras and Flax equivalents); --all also puts back the
+    /// scope's other changed tensors. Everything else is B's, with B's names, dtypes and
+    /// metadata (A's values cast to B's dtype), plus the metadata key bnaudit_restored
+    /// listing what was put back. The output is a safetensors file written atomically; it
+    /// may not be A, B or one of their files. The report goes to standard output.
+    #[command(after_help = RESTORE_AFTER_HELP)]
+    Restore(RestoreArgs),
+}
+
+const RESTORE_AFTER_HELP: &str = "\
+Exit codes: 0 written (or planned, with --dry-run), 2 usage error (including an output that \
+is one of the inputs, or a read-only one), 3 unreadable or malformed checkpoint.
+
+Examples:
+  bnaudit restore pretrained.safetensors finetuned.safetensors --frozen backbone -o fixed.safetensors
+  bnaudit restore A B -o fixed.safetensors                (the scope from bnaudit.toml, or every drifted layer)
+  bnaudit restore A B --frozen backbone --all -o fixed.safetensors --dry-run
+  bnaudit check A fixed.safetensors --frozen backbone     (passes for what was restored)";
+
+/// Arguments of `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The checkpoint whose statistics are put back (before fine-tuning).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+
+    /// The checkpoint to repair (after fine-tuning).
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+
+    /// Modules whose BatchNorm statistics are put back. Several patterns may follow one
+    /// flag, so give A and B first (or end the list with `--`).
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub frozen: Vec<String>,
+
+    /// Modules carved out of the frozen scope: left as B has them.
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub trainable: Vec<String>,
+
+    /// Read the pattern lists from FILE instead of looking in the working directory.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Also put back the scope's weights and every other changed tensor in scope.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print what would be restored; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Comparison options.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+
+    /// Output options: --output names the restored checkpoint (required).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Arguments of `diff`.

@@ -1,5 +1,5 @@
 //! Checkpoints as bytes: safetensors files, torch.save archives, sharded indexes and
-//! directories.
+//! directories, and the safetensors writer ([`write`]).
 //!
 //! This layer knows dtypes, shapes and byte ranges, nothing about BatchNorm. Opening reads
 //! headers (and a torch.save file's pickle) only; tensor bytes are read when asked for.
@@ -12,6 +12,7 @@ pub mod header;
 mod index;
 mod raw;
 pub mod torch;
+pub mod write;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use hashbrown::HashTable;
 
-pub use dtype::Dtype;
+pub use dtype::{CastError, Dtype};
 pub use error::{CheckpointError, Problem};
 pub use file::SafetensorsFile;
 pub use format::{CheckpointFile, Format};
