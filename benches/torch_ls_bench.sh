@@ -41,7 +41,9 @@ declare -a CMDS=(
 strip='import json,sys; d=json.load(sys.stdin); c=d["checkpoint"]
 for k in ("path","files","bytes","format","key","warnings","metadata"): c.pop(k)
 print(json.dumps(d, sort_keys=True))'
-if [[ $("$BIN" ls --format json "$ST" | "$PYTHON" -c "$strip") != $("$BIN" ls --format json "$PT" | "$PYTHON" -c "$strip") ]]; then
+want=$("$BIN" ls --format json "$ST" | "$PYTHON" -c "$strip")
+got=$("$BIN" ls --format json "$PT" | "$PYTHON" -c "$strip")
+if [[ "$want" != "$got" ]]; then
     echo "ls reports of $ST and $PT differ" >&2
     exit 1
 fi
@@ -56,11 +58,5 @@ hyperfine --warmup 3 --min-runs 20 -N "${CMDS[@]}"
 echo
 
 echo "== peak resident memory (max of 5 runs)"
-for i in "${!CMDS[@]}"; do
-    peak=0
-    for _ in 1 2 3 4 5; do
-        kb=$(/usr/bin/time -f %M ${CMDS[$i]} 2>&1 >/dev/null | tail -1)
-        (( kb > peak )) && peak=$kb
-    done
-    printf '%-50s %7d KiB (%.1f MiB)\n' "${NAMES[$i]}:" "$peak" "$(echo "$peak / 1024" | bc -l)"
-done
+. benches/peak_rss.sh
+peak_rss NAMES CMDS
