@@ -21,11 +21,14 @@ Find BatchNorm statistics that moved inside frozen sub-models.
 
 `requires_grad=False` freezes weights, not BatchNorm's running statistics: any forward pass \
 in train mode moves running_mean/running_var and bumps num_batches_tracked. bnaudit lists \
-every BatchNorm layer of a safetensors checkpoint, diffs two checkpoints and explains what \
+every BatchNorm layer of a checkpoint, diffs two checkpoints and explains what \
 changed, and gates CI so that frozen layers stay frozen.
 
-A CHECKPOINT is a .safetensors file, a sharded *.safetensors.index.json, or a directory \
-holding exactly one of those.";
+A CHECKPOINT is a safetensors file or a PyTorch torch.save file (.pt, .pth, .bin, Lightning \
+.ckpt, timm .pth.tar: recognised by content, read without executing anything), a sharded \
+*.safetensors.index.json or pytorch_model.bin.index.json, or a directory holding exactly one \
+of those. --key PATH picks the state dict inside a torch.save file (default: the top level, \
+else state_dict, model_state_dict, model, module or net).";
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success (check: no violation), 1 check found violations (diff --exit-code: \
@@ -460,6 +463,28 @@ pub struct OutputArgs {
     /// Read tensors with positioned reads instead of memory maps (network filesystems, WSL).
     #[arg(long)]
     pub no_mmap: bool,
+
+    /// The state dict inside a torch.save file, as a dot path (e.g. `state_dict_ema`);
+    /// default: the top level when it holds tensors, else the first of state_dict,
+    /// model_state_dict, model, module, net that does. Applies to A and B.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<String>,
+
+    /// --key for A only (the first checkpoint).
+    #[arg(long, value_name = "PATH")]
+    pub key_a: Option<String>,
+
+    /// --key for B only (the second checkpoint).
+    #[arg(long, value_name = "PATH")]
+    pub key_b: Option<String>,
+}
+
+impl OutputArgs {
+    /// The state-dict key for the checkpoint at position `side` (0 for A, 1 for B).
+    pub fn key_for(&self, side: usize) -> Option<&str> {
+        let one = if side == 0 { &self.key_a } else { &self.key_b };
+        one.as_deref().or(self.key.as_deref())
+    }
 }
 
 /// Report formats.

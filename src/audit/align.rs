@@ -198,6 +198,7 @@ mod tests {
                 file: 0,
                 bytes: 4,
                 start: 0,
+                view: None,
             })
             .collect()
     }

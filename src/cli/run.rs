@@ -84,17 +84,17 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     }
     match cli.command {
         Some(Command::Ls(args)) => {
-            let ckpt = open(&args.checkpoint, &args.output)?;
+            let ckpt = open(&args.checkpoint, &args.output, args.output.key_for(0))?;
             let report = audit::ls(&ckpt, LsOptions { all: args.all })?;
             show_ls(&report, &args.output)
         }
         Some(Command::Explain(args)) => {
-            let a = open(&args.a, &args.output)?;
-            let b = open(&args.b, &args.output)?;
+            let a = open(&args.a, &args.output, args.output.key_for(0))?;
+            let b = open(&args.b, &args.output, args.output.key_for(1))?;
             let acts = args
                 .activations
                 .as_deref()
-                .map(|p| open(p, &args.output))
+                .map(|p| open(p, &args.output, None))
                 .transpose()?;
             let options = ExplainOptions {
                 layers: args.layers.clone(),
@@ -139,7 +139,11 @@ fn diff(
     options: &DiffOptions,
     output: &OutputArgs,
 ) -> Result<audit::DiffReport, Failure> {
-    diff_opened(&open(a, output)?, &open(b, output)?, options)
+    diff_opened(
+        &open(a, output, output.key_for(0))?,
+        &open(b, output, output.key_for(1))?,
+        options,
+    )
 }
 
 /// Diffs checkpoints already opened, with a progress line on a terminal.
@@ -231,7 +235,10 @@ fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> R
         return show_diff(&report, output);
     }
     // One checkpoint: exactly what `ls` prints (the JSON contract's object, not a list).
-    let report = audit::ls(&open(&paths[0], output)?, LsOptions::default())?;
+    let report = audit::ls(
+        &open(&paths[0], output, output.key_for(0))?,
+        LsOptions::default(),
+    )?;
     show_ls(&report, output)
 }
 
@@ -242,7 +249,11 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
             "view --activations has no JSON form: use `bnaudit diff` and `bnaudit explain` with --format json"
         )));
     }
-    let (a, b, acts) = (open(a, output)?, open(b, output)?, open(acts, output)?);
+    let (a, b, acts) = (
+        open(a, output, output.key_for(0))?,
+        open(b, output, output.key_for(1))?,
+        open(acts, output, None)?,
+    );
     let report = diff_opened(&a, &b, &DiffOptions::default())?;
     let explained = audit::explain(&a, &b, Some(&acts), &ExplainOptions::default())?;
     emit(output, |_, style, out| {
@@ -274,7 +285,8 @@ fn interactive(output: &OutputArgs) -> bool {
 fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Result<u8, Failure> {
     let mut opened = paths
         .iter()
-        .map(|p| open(p, output))
+        .enumerate()
+        .map(|(side, p)| open(p, output, output.key_for(side)))
         .collect::<Result<Vec<_>, _>>()?;
     let b = if opened.len() == 2 {
         opened.pop()
@@ -282,7 +294,7 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
         None
     };
     let a = opened.remove(0);
-    let activations = activations.map(|p| open(p, output)).transpose()?;
+    let activations = activations.map(|p| open(p, output, None)).transpose()?;
     let session = tui::Session::new(a, b, activations);
     let reports = session.reports()?;
     let theme = tui::Theme {
@@ -360,8 +372,8 @@ fn check_scope(args: &CheckArgs) -> Result<(Scope, Option<PathBuf>), Failure> {
 /// `check`: exit 1 when the frozen scope changed.
 fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let (scope, config) = check_scope(args)?;
-    let a = open(&args.a, &args.output)?;
-    let b = open(&args.b, &args.output)?;
+    let a = open(&args.a, &args.output, args.output.key_for(0))?;
+    let b = open(&args.b, &args.output, args.output.key_for(1))?;
     let diff = args.compare.options();
     forced_prefixes_apply(&a, &b, &diff)?;
     let options = CheckOptions {
@@ -400,8 +412,8 @@ fn restore(args: &RestoreArgs) -> Result<u8, Failure> {
         allow_stats: &[],
         config: args.config.as_deref(),
     })?;
-    let a = open(&args.a, &args.output)?;
-    let b = open(&args.b, &args.output)?;
+    let a = open(&args.a, &args.output, args.output.key_for(0))?;
+    let b = open(&args.b, &args.output, args.output.key_for(1))?;
     let diff = args.compare.options();
     forced_prefixes_apply(&a, &b, &diff)?;
     restore::refuse_inputs(&out, &a, &b).map_err(restore_failure)?;
@@ -458,13 +470,14 @@ fn format_name(format: Format) -> String {
         .map_or_else(String::new, |v| v.get_name().to_owned())
 }
 
-fn open(path: &Path, output: &OutputArgs) -> Result<Checkpoint, Failure> {
+/// Opens a checkpoint; `key` picks the state dict inside a torch.save file.
+fn open(path: &Path, output: &OutputArgs, key: Option<&str>) -> Result<Checkpoint, Failure> {
     let mode = if output.no_mmap {
         ReadMode::Pread
     } else {
         ReadMode::Mmap
     };
-    Ok(Checkpoint::open(path, mode)?)
+    Ok(Checkpoint::open_key(path, mode, key)?)
 }
 
 /// Whether `NO_COLOR` leaves colour on: unset or empty (no-color.org), for reports and UI
