@@ -40,7 +40,7 @@ pub enum CheckError {
         "frozen pattern{} {} match{} no tensor of A or B{aligned}; check the spelling, or \
          list the names with `bnaudit ls --all`",
         if patterns.len() == 1 { "" } else { "s" },
-        patterns.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
+        patterns_list(patterns),
         if patterns.len() == 1 { "es" } else { "" }
     )]
     UnmatchedPatterns {
@@ -50,6 +50,31 @@ pub enum CheckError {
         /// without B's prefix "module.")`; empty when none was.
         aligned: String,
     },
+    /// The frozen patterns match tensors, but `trainable` carves all of them out: the gate
+    /// would compare nothing and pass.
+    #[error(
+        "the scope leaves nothing frozen: trainable {} carve{} out every tensor that frozen {} \
+         cover{}; narrow the trainable patterns",
+        patterns_list(trainable),
+        if trainable.len() == 1 { "s" } else { "" },
+        patterns_list(frozen),
+        if frozen.len() == 1 { "s" } else { "" }
+    )]
+    NothingFrozen {
+        /// The frozen patterns.
+        frozen: Vec<String>,
+        /// The trainable patterns that carve them out.
+        trainable: Vec<String>,
+    },
+}
+
+/// `"a", "b"` for an error message.
+fn patterns_list(patterns: &[String]) -> String {
+    patterns
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why the gate failed, one kind per DESIGN's list.
@@ -513,6 +538,12 @@ pub fn check(
             } else {
                 format!(" (names matched without {})", stripped.join(" and "))
             },
+        });
+    }
+    if !names.iter().any(|n| scope.is_frozen(n)) {
+        return Err(CheckError::NothingFrozen {
+            frozen: scope.frozen.as_slice().to_vec(),
+            trainable: scope.trainable.as_slice().to_vec(),
         });
     }
     let report = diff::diff_aligned(
