@@ -16,6 +16,7 @@ use super::diff::{self, DiffOptions, DiffReport, LayerDiff, TensorChange, Tensor
 use super::scope::Scope;
 use crate::bn::{self, BnKeys, BnLayer, LayerValues, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
+use crate::fmt::shape;
 use crate::fmt::{num, opt_num};
 
 /// What `check` needs besides the checkpoints.
@@ -219,16 +220,6 @@ fn is_buffer(role: Option<Role>) -> bool {
     matches!(
         role,
         Some(Role::RunningMean | Role::RunningVar | Role::NumBatchesTracked)
-    )
-}
-
-fn shape(s: &Option<Vec<u64>>) -> String {
-    s.as_ref().map_or_else(
-        || "-".to_owned(),
-        |s| {
-            let dims: Vec<String> = s.iter().map(u64::to_string).collect();
-            format!("[{}]", dims.join(", "))
-        },
     )
 }
 
@@ -469,7 +460,15 @@ fn evaluate(
                 detail: stats_drift_detail(&drifted, layers.get(name.as_str()).copied()),
             });
         }
+        let converted = layers
+            .get(name.as_str())
+            .is_some_and(|l| l.counter_dropped());
         for f in frozen {
+            // A counter dropped by a conversion to FrozenBatchNorm2d changes nothing the
+            // frozen layer computes.
+            if converted && f.role == Some(Role::NumBatchesTracked) {
+                continue;
+            }
             if let Some((kind, detail)) = tensor_violation(f) {
                 found.push(Violation {
                     kind,
