@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 use super::compare::TensorPair;
 use super::diff::Alignment;
-use crate::checkpoint::TensorInfo;
+use crate::checkpoint::{Checkpoint, TensorInfo};
 
 /// Wrapper prefixes tried, alone and chained.
 pub const WRAPPERS: [&str; 3] = ["module.", "_orig_mod.", "model."];
@@ -184,6 +184,23 @@ pub fn submodel_prefix(inner: &HashSet<&str>, outer: &HashSet<&str>) -> Option<S
     fits.next().is_none().then(|| first.to_owned())
 }
 
+/// The tensor of `ckpt` that has the aligned name `aligned` after `prefix` was stripped
+/// and the sub-model prefix `added` put in front: the inverse of the renaming, where a name
+/// that did not start with the prefix kept it as it was, and a prefixed name wins a
+/// collision as it does in [`align`].
+pub fn original<'c>(
+    ckpt: &'c Checkpoint,
+    prefix: &str,
+    added: &str,
+    aligned: &str,
+) -> Option<&'c TensorInfo> {
+    let aligned = aligned.strip_prefix(added)?;
+    ckpt.get(&format!("{prefix}{aligned}")).or_else(|| {
+        ckpt.get(aligned)
+            .filter(|t| !t.name.starts_with(prefix) || prefix.is_empty())
+    })
+}
+
 /// Prefixes to try on one side: the forced one, or "" and every chain of wrappers that
 /// starts at least one name.
 fn candidates(tensors: &[TensorInfo], forced: Option<&str>) -> Vec<String> {
@@ -251,6 +268,7 @@ mod tests {
                 file: 0,
                 bytes: 4,
                 start: 0,
+                view: None,
             })
             .collect()
     }

@@ -117,6 +117,10 @@ mod tests {
         assert_eq!(mistyped_subcommand(&cmd, "chek").as_deref(), Some("check"));
         assert_eq!(mistyped_subcommand(&cmd, "difff").as_deref(), Some("diff"));
         assert_eq!(
+            mistyped_subcommand(&cmd, "restor").as_deref(),
+            Some("restore")
+        );
+        assert_eq!(
             mistyped_subcommand(&cmd, "explian").as_deref(),
             Some("explain")
         );
