@@ -1,6 +1,8 @@
 //! Sub-model alignment and the verdicts that must not mislead, on checkpoints made by real
 //! PyTorch (tests/fixtures/align/gen.py; expected.json records what the script did).
 
+mod writer;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -279,4 +281,42 @@ fn a_flat_resnet_gets_one_verdict_and_its_new_head_is_told() {
         assert!(verdict.contains(t.as_str().unwrap()), "{verdict}");
     }
     assert!(verdict.contains("changed shape"), "{verdict}");
+}
+
+/// A layer rebuilt with another channel count next to one that drifted: explain (which the
+/// UI runs in the background) explains the one and says why not the other, no failure.
+#[test]
+fn explain_skips_an_incompatible_layer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    for (path, channels, mean, nbt) in [(&a, 4, 0.0, 10), (&b, 6, 0.5, 12)] {
+        let mut file = writer::SafetensorsWriter::default();
+        file.f32_filled("net.bn1.running_mean", 4, mean)
+            .f32_filled("net.bn1.running_var", 4, 1.0)
+            .i64_scalar("net.bn1.num_batches_tracked", nbt)
+            .f32_filled("net.bn2.running_mean", channels, mean)
+            .f32_filled("net.bn2.running_var", channels, 1.0)
+            .i64_scalar("net.bn2.num_batches_tracked", nbt);
+        file.write(path);
+    }
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (code, out) = run(&["explain", a, b, "--format", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(&out).expect("JSON");
+    let names: Vec<&str> = report["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["net.bn1"]);
+    assert!(
+        report
+            .to_string()
+            .contains("net.bn2 is not explained: 4 channels"),
+        "{report}"
+    );
 }
