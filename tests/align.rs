@@ -320,3 +320,26 @@ fn explain_skips_an_incompatible_layer() {
         "{report}"
     );
 }
+
+/// The README shows the real first lines of the joint scene's diff.
+#[test]
+fn readme_shows_the_real_joint_scene() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .current_dir(root)
+        .args([
+            "diff",
+            "tests/fixtures/align/joint/modelA_pretrained.safetensors",
+            "tests/fixtures/align/joint/joint_epoch3.safetensors",
+        ])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let head: Vec<&str> = text.lines().take(7).collect();
+    assert!(
+        readme.contains(&format!("```\n{}\n  …\n```", head.join("\n"))),
+        "{text}"
+    );
+}
