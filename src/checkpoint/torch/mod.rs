@@ -12,7 +12,6 @@ mod select;
 mod view;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -24,7 +23,7 @@ pub use view::View;
 
 use self::archive::{Archive, Entry};
 use self::globals::Risk;
-use self::pickle::{Pickle, TensorView, Value};
+use self::pickle::{Pickle, Storage, TensorView, Value};
 use super::error::CheckpointError;
 use super::raw::{RawFile, ReadMode};
 use super::{Dtype, TensorInfo};
@@ -91,13 +90,60 @@ impl TorchFile {
             warnings,
             key: selected.key,
         };
-        let mut located: HashMap<Box<str>, Located> = HashMap::new();
+        // Every storage is located once, however many tensors share it, and all of them
+        // together (their local headers in few reads, see `Archive::entries`).
+        let mut slots: foldhash::HashMap<&str, usize> =
+            foldhash::HashMap::with_capacity_and_hasher(selected.tensors.len(), Default::default());
+        let mut names = Vec::new();
+        for &(_, id) in &selected.tensors {
+            if let Value::Tensor(view) = pickle.get(id)
+                && let Value::Storage(storage) = pickle.get(view.storage)
+            {
+                slots.entry(&storage.key).or_insert_with(|| {
+                    names.push(format!("data/{}", storage.key));
+                    names.len() - 1
+                });
+            }
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let located: Vec<Option<Located>> = archive
+            .entries(&file.raw, &refs)?
+            .into_iter()
+            .map(|entry| {
+                entry.map(|entry| {
+                    let inflated = (!entry.stored).then(|| {
+                        file.inflated.push((entry.clone(), OnceLock::new()));
+                        file.inflated.len() - 1
+                    });
+                    Located { entry, inflated }
+                })
+            })
+            .collect();
         let mut undecodable = Vec::new();
         for (name, id) in selected.tensors {
             let Value::Tensor(view) = pickle.get(id) else {
                 continue;
             };
-            match file.tensor(&archive, &pickle, &mut located, name, view)? {
+            let Value::Storage(storage) = pickle.get(view.storage) else {
+                unreachable!("the pickle reader only rebuilds tensors over storages");
+            };
+            let slot = slots[&*storage.key];
+            let Some(loc) = &located[slot] else {
+                if resolve_dtype(view, storage).is_none() {
+                    undecodable.push(name);
+                    continue;
+                }
+                return Err(CheckpointError::new(
+                    file.raw.path(),
+                    TorchProblem::MissingStorage {
+                        tensor: name,
+                        storage: storage.key.to_string(),
+                        entry: format!("{}/{}", archive.root, names[slot]),
+                    }
+                    .into(),
+                ));
+            };
+            match file.tensor(loc, name, view, storage)? {
                 Ok(t) => file.tensors.push(t),
                 Err(name) => undecodable.push(name),
             }
@@ -112,24 +158,17 @@ impl TorchFile {
         Ok(file)
     }
 
-    /// Locates one tensor; `Err(name)` for one whose dtype bnaudit has no counterpart of.
+    /// Places one tensor in its located storage; `Err(name)` for one whose dtype bnaudit has
+    /// no counterpart of.
     fn tensor(
-        &mut self,
-        archive: &Archive,
-        pickle: &Pickle,
-        located: &mut HashMap<Box<str>, Located>,
+        &self,
+        loc: &Located,
         name: String,
         view: &TensorView,
+        storage: &Storage,
     ) -> Result<Result<TensorInfo, String>, CheckpointError> {
-        let Value::Storage(storage) = pickle.get(view.storage) else {
-            unreachable!("the pickle reader only rebuilds tensors over storages");
-        };
-        let dtype = match view.dtype {
-            Some(Some(d)) => d,
-            Some(None) => return Ok(Err(name)),
-            None if storage.unknown_type => return Ok(Err(name)),
-            // An untyped storage under `_rebuild_tensor_v2` is bytes.
-            None => storage.dtype.unwrap_or(Dtype::U8),
+        let Some(dtype) = resolve_dtype(view, storage) else {
+            return Ok(Err(name));
         };
         let bad = |what: String| {
             CheckpointError::new(
@@ -156,30 +195,6 @@ impl TorchFile {
                 }
             })
             .ok_or_else(|| bad("its view reaches past any storage".to_owned()))?;
-        let loc = match located.get(&storage.key) {
-            Some(l) => l.clone(),
-            None => {
-                let entry_name = format!("data/{}", storage.key);
-                let Some(entry) = archive.entry(&self.raw, &entry_name)? else {
-                    return Err(CheckpointError::new(
-                        self.raw.path(),
-                        TorchProblem::MissingStorage {
-                            tensor: name,
-                            storage: storage.key.to_string(),
-                            entry: format!("{}/{entry_name}", archive.root),
-                        }
-                        .into(),
-                    ));
-                };
-                let inflated = (!entry.stored).then(|| {
-                    self.inflated.push((entry.clone(), OnceLock::new()));
-                    self.inflated.len() - 1
-                });
-                let l = Located { entry, inflated };
-                located.insert(storage.key.clone(), l.clone());
-                l
-            }
-        };
         if needed > loc.entry.size {
             return Err(CheckpointError::new(
                 self.raw.path(),
@@ -322,6 +337,16 @@ impl TorchFile {
         let all = view::gather(&span, &offsets, min, width as usize);
         let skip = (offset - first * width) as usize;
         Ok(all[skip..skip + len as usize].to_vec())
+    }
+}
+
+/// A tensor's element type; `None` for one bnaudit has no counterpart of.
+fn resolve_dtype(view: &TensorView, storage: &Storage) -> Option<Dtype> {
+    match view.dtype {
+        Some(d) => d,
+        None if storage.unknown_type => None,
+        // An untyped storage under `_rebuild_tensor_v2` is bytes.
+        None => Some(storage.dtype.unwrap_or(Dtype::U8)),
     }
 }
 

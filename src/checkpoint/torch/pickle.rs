@@ -6,21 +6,22 @@
 //! global is only a name, reported by the caller. The work is bounded: opcodes, memo
 //! entries, mark nesting, and the stream's size (checked by the caller before reading it).
 
-use std::collections::HashMap;
-
 use super::error::TorchProblem;
 use super::globals::Global;
 use crate::checkpoint::Dtype;
 
 /// Most opcodes one pickle may execute.
 pub const MAX_OPCODES: u64 = 64 << 20;
-/// Most memo entries.
+/// Most memo entries; memo keys are below it too.
 pub const MAX_MEMO: u64 = 16 << 20;
 /// Deepest nesting of `MARK`s (tuples, lists and dicts being built inside each other).
 pub const MAX_MARK_DEPTH: u64 = 1000;
 
 /// Position of a value in the [`Pickle`] arena.
 pub(crate) type Id = u32;
+
+/// An unset memo slot (the arena never reaches it: it is bounded by [`MAX_OPCODES`]).
+const NO_ID: Id = Id::MAX;
 
 /// A storage named by a persistent id `('storage', class, key, location, numel)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +118,11 @@ struct Machine<'a> {
     values: Vec<Value>,
     stack: Vec<Slot>,
     marks: u64,
-    memo: HashMap<u32, Id>,
+    /// Memo slots by key ([`NO_ID`] when unset): keys are small and dense in what
+    /// torch.save writes, and a vector avoids hashing each of them.
+    memo: Vec<Id>,
+    /// Memo slots set.
+    memo_len: u64,
     unknown: Vec<Box<str>>,
 }
 
@@ -127,10 +132,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
         bytes,
         pos: 0,
         op_at: 0,
-        values: Vec::new(),
+        // About one value per 8 bytes of a state dict's pickle: reserved once, not regrown.
+        values: Vec::with_capacity(bytes.len() / 8),
         stack: Vec::new(),
         marks: 0,
-        memo: HashMap::new(),
+        memo: Vec::new(),
+        memo_len: 0,
         unknown: Vec::new(),
     };
     let mut ops = 0u64;
@@ -264,21 +271,31 @@ impl Machine<'_> {
 
     fn memo_put(&mut self, key: u32) -> Result<(), TorchProblem> {
         let id = self.top()?;
-        self.memo.insert(key, id);
-        if self.memo.len() as u64 > MAX_MEMO {
-            return Err(TorchProblem::Limit {
-                what: "pickle memo size",
-                limit: MAX_MEMO,
-                found: self.memo.len() as u64,
-            });
+        let limit = |found| TorchProblem::Limit {
+            what: "pickle memo size",
+            limit: MAX_MEMO,
+            found,
+        };
+        let slot = key as usize;
+        if key as u64 >= MAX_MEMO {
+            return Err(limit(key as u64 + 1));
         }
+        if slot >= self.memo.len() {
+            self.memo.resize(slot + 1, NO_ID);
+        }
+        if self.memo[slot] == NO_ID {
+            self.memo_len += 1;
+        }
+        self.memo[slot] = id;
         Ok(())
     }
 
     fn memo_get(&mut self, key: u32) -> Result<(), TorchProblem> {
-        let id = *self
+        let id = self
             .memo
-            .get(&key)
+            .get(key as usize)
+            .copied()
+            .filter(|&id| id != NO_ID)
             .ok_or_else(|| self.err(format!("memo key {key} read before it was written")))?;
         self.stack.push(Slot::Value(id));
         Ok(())
@@ -409,7 +426,8 @@ impl Machine<'_> {
                 self.memo_put(k)?;
             }
             0x94 => {
-                let k = self.memo.len() as u32;
+                // MEMOIZE's key is the memo's size, as in Python.
+                let k = self.memo_len as u32;
                 self.memo_put(k)?;
             }
             b'h' => {
