@@ -345,3 +345,40 @@ fn a_hostile_pickle_is_listed_never_run() {
         no_marker(&[dir.path(), &here, &fixture("")]);
     }
 }
+
+/// `--output` with a torch.save checkpoint's name (any case) is refused before anything is
+/// written: the checkpoint just read stays intact, and no file of the other names appears.
+#[test]
+fn output_over_a_torch_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("model.pt");
+    std::fs::copy(fixture("plain.pt"), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let names = [
+        "model.pt",
+        "Model.PTH",
+        "pytorch_model.bin",
+        "last.ckpt",
+        "timm.pth.tar",
+        "pytorch_model.bin.index.json",
+    ];
+    for name in names {
+        let target = dir.path().join(name);
+        let out = Command::cargo_bin("bnaudit")
+            .unwrap()
+            .arg("ls")
+            .arg(&copy)
+            .arg("-o")
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("refusing to write a report to a checkpoint's name"),
+            "{name}: {err}"
+        );
+        assert_eq!(target.exists(), name == "model.pt", "{name}");
+    }
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+}

@@ -266,13 +266,28 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
     })
 }
 
-/// `*.safetensors` or `*.safetensors.index.json`, in any case: `-o model.safetensors` would
-/// replace the checkpoint just read with a report.
+/// Names of the checkpoint files bnaudit reads (safetensors and torch.save, with their shard
+/// indexes), matched in any case: `-o model.safetensors` or `-o model.pt` would replace the
+/// checkpoint just read with a report.
+const CHECKPOINT_SUFFIXES: [&str; 7] = [
+    ".safetensors",
+    ".safetensors.index.json",
+    ".pt",
+    ".pth",
+    ".bin",
+    ".ckpt",
+    ".bin.index.json",
+];
+
+/// Whether `path` is named like a checkpoint (see [`CHECKPOINT_SUFFIXES`]; `.pth.tar` ends
+/// in `.tar` and is matched whole).
 fn is_checkpoint_name(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .map(str::to_ascii_lowercase)
-        .is_some_and(|n| n.ends_with(".safetensors") || n.ends_with(".safetensors.index.json"))
+        .is_some_and(|n| {
+            n.ends_with(".pth.tar") || CHECKPOINT_SUFFIXES.iter().any(|s| n.ends_with(s))
+        })
 }
 
 /// Whether `view` and `demo` start the UI: text for a terminal, no `--output`.

@@ -110,7 +110,8 @@ impl Archive {
         let mut order = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             let full = format!("{}/{name}", self.root);
-            let Some(&(header, compressed, size, method, encrypted)) = self.entries.get(&full) else {
+            let Some(&(header, compressed, size, method, encrypted)) = self.entries.get(&full)
+            else {
                 found.push(None);
                 continue;
             };
