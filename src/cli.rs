@@ -1,5 +1,6 @@
 //! Command-line definitions (clap derive) and their dispatch.
 
+mod demo;
 mod parse;
 mod progress;
 mod run;
@@ -54,8 +55,8 @@ Examples:
   bnaudit view A B > report.txt                             (not a terminal: the diff report)";
 
 const DEMO_AFTER_HELP: &str = "\
-Exit codes: 0 success, 2 usage error or no usable terminal, 3 demo files missing (they are \
-read from assets/demo of the source tree bnaudit was built from).
+Exit codes: 0 success, 2 usage error or no usable terminal, 3 the demo checkpoints (embedded \
+in the binary) cannot be written to the temporary directory.
 
 Examples:
   bnaudit demo

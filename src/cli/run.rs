@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use super::demo::DemoPair;
 use super::progress::ProgressLine;
 use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs};
 use crate::audit::align::normalise_prefix;
@@ -112,19 +113,18 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::View(args)) => {
             view(&args.checkpoints, args.activations.as_deref(), &args.output)
         }
-        Some(Command::Demo(args)) => view(&demo_paths(), None, &args.output),
+        Some(Command::Demo(args)) => {
+            let demo = DemoPair::unpack().map_err(|e| {
+                Failure::input(anyhow::anyhow!(
+                    "cannot unpack the demo checkpoints into {}: {e}",
+                    std::env::temp_dir().display()
+                ))
+            })?;
+            view(&demo.paths(), None, &args.output)
+        }
         Some(Command::Check(args)) => check(&args),
         None => view(&cli.checkpoints, cli.activations.as_deref(), &cli.view),
     }
-}
-
-/// The bundled demo pair: pretrained, then fine-tuned with the backbone left in train mode.
-pub fn demo_paths() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
-    vec![
-        dir.join("pretrained.safetensors"),
-        dir.join("finetuned.safetensors"),
-    ]
 }
 
 /// Opens both checkpoints and diffs them, with a progress line on a terminal.
