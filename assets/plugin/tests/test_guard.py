@@ -89,9 +89,21 @@ def test_train_through_apply():
         joint(torch.randn(5, 3))
     first, second = guard.events
     assert f"by `m.train()  # inside apply` at {at('inside apply')} via `joint.apply(set_train)  # apply` at {at('apply')}" in first["message"]
-    assert first["train_call"]["via"]["line"] == int(at("apply").rsplit(":", 1)[1])
+    assert first["mode_call"]["via"]["line"] == int(at("apply").rsplit(":", 1)[1])
     # A lambda on the line of the apply call: one site, not the same line twice.
     assert f"by `joint.apply(lambda m: m.train())  # inline apply` at {at('inline apply')} (frozen" in second["message"]
+
+
+def test_training_assigned_directly():
+    joint = joint_model()
+    with bnaudit.assert_frozen_bn(joint, ["model_A"], on_violation="record") as guard:
+        joint.eval()  # eval
+        for m in joint.modules():
+            m.training = True
+        joint(torch.randn(5, 3))
+    (event,) = guard.events
+    assert f"model_A was put back in train mode without .train() after `joint.eval()  # eval` at {at('eval')} put it in eval mode" in event["message"]
+    assert event["mode_call"]["training"] is False
 
 
 def test_modules_start_in_train_mode():
@@ -133,7 +145,8 @@ def test_record_collects_every_event_and_writes_the_report(tmp_path):
         ("model_A.1", 1, 0),
         ("model_A.1", 2, 1),
     ]
-    call = report["events"][0]["train_call"]
+    call = report["events"][0]["mode_call"]
+    assert call["training"] is True
     assert (call["code"], f"{os.path.relpath(call['file'])}:{call['line']}") == ("joint.train()  # record", at("record"))
     assert report["events"][0]["frozen_module"] == "model_A"
     assert report["frozen_since"]["line"] == int(at("record").rsplit(":", 1)[1]) - 2

@@ -3,12 +3,13 @@ scope is given, and a capture of the first training batches when a path is given
 
 from __future__ import annotations
 
+import sys
 from typing import Optional, Sequence
 
 import torch
 
 from ._capture import BnCapture
-from ._guard import FrozenBnGuard, assert_frozen_bn
+from ._guard import FrozenBnGuard, assert_frozen_bn, user_frame
 
 
 class FitAudit:
@@ -49,11 +50,14 @@ class FitAudit:
         self.guard: Optional[FrozenBnGuard] = None
         self.capture: Optional[BnCapture] = None
         self._batches = 0
+        # The guard is installed from the training loop's code; "frozen since" names the line
+        # that asked for it.
+        self._since = user_frame(sys._getframe(1))
 
     def guard_model(self, model: torch.nn.Module) -> None:
         # No frozen scope, no guard: a run captured to diagnose the bug must be allowed to run.
         if self.frozen is not None and self.guard is None:
-            self.guard = assert_frozen_bn(model, self.frozen, self.on_violation)
+            self.guard = assert_frozen_bn(model, self.frozen, self.on_violation, _since=self._since)
 
     def start_capture(self, model: torch.nn.Module) -> None:
         if self.capture_path is not None and self.capture is None and self._batches == 0:

@@ -20,7 +20,7 @@ from ._files import write_atomically
 from ._layers import batchnorm_layers, is_internal
 from ._patterns import covering_prefix
 
-__all__ = ["FrozenBatchNormError", "FrozenBatchNormWarning", "FrozenBnGuard", "assert_frozen_bn"]
+__all__ = ["CallSite", "FrozenBatchNormError", "FrozenBatchNormWarning", "FrozenBnGuard", "assert_frozen_bn"]
 
 ON_VIOLATION = ("raise", "warn", "record")
 
@@ -60,7 +60,8 @@ class CallSite:
         return f"`{self.code}` at {self}" if self.code else f"the call at {self}"
 
 
-def _user_frame(frame) -> Optional[CallSite]:
+def user_frame(frame) -> Optional[CallSite]:
+    """The first frame from ``frame`` outwards that is outside torch and bnaudit."""
     while frame is not None and is_internal(frame.f_code.co_filename):
         frame = frame.f_back
     return None if frame is None else CallSite.of(frame)
@@ -173,7 +174,7 @@ class FrozenBnGuard:
         self.layers = batchnorm_layers(model, self.patterns)
         if self.patterns is not None and not self.layers:
             raise ValueError(f"no BatchNorm layer is covered by {self.patterns!r}")
-        self.since = _since or _user_frame(sys._getframe(1))
+        self.since = _since or user_frame(sys._getframe(1))
         self.events: List[dict] = []
         self._forwards: Dict[str, int] = {}
         self._warned: Set[str] = set()
@@ -203,6 +204,7 @@ class FrozenBnGuard:
         return (covering_prefix(self.patterns, name) if self.patterns is not None else None) or name
 
     def _cause(self, name: str, module: _BatchNorm) -> tuple:
+        """The last recorded mode call reaching the layer, and the sentence naming the cause."""
         owner = self._owner(name)
         shown = owner or "the model"
         call = _RECORDER.calls.get(module)
@@ -213,7 +215,11 @@ class FrozenBnGuard:
                 f"{shown} was already in train mode when the guard was installed (modules start in "
                 "train mode) and no .eval() call reached it since"
             )
-        return None, f"{shown} was put in train mode without .train() (e.g. `module.training = True`)"
+        after = "" if call is None else f" after {call.describe()} put it in eval mode"
+        return call, (
+            f"{shown} was put back in train mode without .train(){after}, by assigning `module.training` "
+            "(as Lightning does when it restores modes after validation)"
+        )
 
     def _hook(self, name: str):
         def hook(module: _BatchNorm, args) -> None:
@@ -242,7 +248,7 @@ class FrozenBnGuard:
                     "frozen_module": self._owner(name),
                     "forward": forward,
                     "num_batches_tracked": counter,
-                    "train_call": None if call is None else _site_json(call.site, call.via),
+                    "mode_call": None if call is None else _call_json(call),
                     "frozen_since": None if self.since is None else asdict(self.since),
                     "message": message,
                 }
@@ -289,18 +295,18 @@ class FrozenBnGuard:
             del self._model._bnaudit_guard
 
 
-def _site_json(site: Optional[CallSite], via: Optional[CallSite]) -> Optional[dict]:
-    if site is None:
-        return None
-    out = asdict(site)
-    out["via"] = None if via is None else asdict(via)
-    return out
+def _call_json(call: ModeCall) -> dict:
+    """A mode call for the report: ``training`` (what it set), the site, and ``via``."""
+    site = {} if call.site is None else asdict(call.site)
+    return {"training": call.training, **site, "via": None if call.via is None else asdict(call.via)}
 
 
 def assert_frozen_bn(
     model: torch.nn.Module,
     patterns: Optional[Iterable[str]] = None,
     on_violation: str = "raise",
+    *,
+    _since: Optional[CallSite] = None,
 ) -> FrozenBnGuard:
     """Guard the BatchNorm layers of a model's frozen sub-models against train-mode forwards.
 
@@ -316,7 +322,7 @@ def assert_frozen_bn(
 
     The hooks are installed once per model: calling again with the same patterns and mode returns
     the installed guard; others replace it. Remove with ``guard.remove()`` or use the guard as a
-    context manager.
+    context manager. (``_since``: the call site reported as "frozen since", for the callbacks.)
     """
     patterns = None if patterns is None else ([patterns] if isinstance(patterns, str) else list(patterns))
     guard = getattr(model, "_bnaudit_guard", None)
@@ -324,6 +330,6 @@ def assert_frozen_bn(
         if guard.patterns == patterns and guard.on_violation == on_violation:
             return guard
         guard.remove()
-    guard = FrozenBnGuard(model, patterns, on_violation, _since=_user_frame(sys._getframe(1)))
+    guard = FrozenBnGuard(model, patterns, on_violation, _since=_since or user_frame(sys._getframe(1)))
     model._bnaudit_guard = guard
     return guard
