@@ -189,10 +189,6 @@ class FrozenBnGuard:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.remove()
 
-    @property
-    def installed(self) -> bool:
-        return bool(self._handles)
-
     def _frozen(self, module: _BatchNorm) -> bool:
         if self.patterns is not None:
             return True
