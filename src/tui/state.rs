@@ -516,15 +516,9 @@ impl App {
         let r = &self.reports;
         let keep_layer = self
             .selected_layer_id()
-            .map(|(group, name)| (group, r.realigned(&name).to_owned()));
-        let keep_tensor = self
-            .selected_tensor()
-            .map(|t| r.realigned(&t.name).to_owned());
-        let keep_detail = self
-            .detail
-            .layer
-            .as_deref()
-            .map(|name| r.realigned(name).to_owned());
+            .map(|(group, name)| (group, r.realigned(&name)));
+        let keep_tensor = self.selected_tensor().map(|t| r.realigned(&t.name));
+        let keep_detail = self.detail.layer.as_deref().map(|name| r.realigned(name));
         self.layers.entries.clear();
         self.tensors.entries.clear();
         self.detail.layer = keep_detail;
@@ -566,7 +560,7 @@ impl App {
             .filter(|&i| {
                 let row = &self.layer_rows[i];
                 v.filter.passes(r, row)
-                    && v.scope.as_deref().is_none_or(|s| in_module(&row.name, s))
+                    && v.scope.as_deref().is_none_or(|s| in_scope(&row.name, s))
                     && fuzzy.matches(&row.name)
             })
             .collect();
@@ -1198,6 +1192,12 @@ fn next_after<T: Copy + PartialEq>(items: &[T], current: T) -> T {
         .position(|&x| x == current)
         .map_or(0, |i| i + 1);
     items[i % items.len()]
+}
+
+/// Whether `name` is inside one of the modules a verdict names (`bn1, layer1`: modules
+/// that behaved alike share one verdict).
+pub fn in_scope(name: &str, scope: &str) -> bool {
+    scope.split(", ").any(|m| in_module(name, m))
 }
 
 /// Whether module `name` is `module` or inside it.
