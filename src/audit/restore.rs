@@ -197,7 +197,7 @@ pub fn refuse_inputs(out: &Path, a: &Checkpoint, b: &Checkpoint) -> Result<(), R
                 return Err(RestoreError::OutputIsInput {
                     output: out.to_owned(),
                     input: if f == ckpt.path() {
-                        format!("{side}, {}", f.display())
+                        side.to_owned()
                     } else {
                         format!("a file of {side}, {}", f.display())
                     },
