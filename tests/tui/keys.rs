@@ -420,6 +420,25 @@ fn diff_arriving_realigns_rows_under_the_selection() {
     assert!(ui.screen().contains("running_mean"));
 }
 
+#[test]
+fn overview_names_the_torch_save_format_and_key() {
+    let ui = Harness::explained(
+        "tests/fixtures/torch/model.safetensors",
+        "tests/fixtures/torch/lightning.ckpt",
+        None,
+        140,
+        30,
+    );
+    let screen = ui.screen();
+    assert!(screen.contains("torch.save, key state_dict"), "{screen}");
+    let single = Harness::single("tests/fixtures/torch/plain.pt", 140, 30);
+    assert!(
+        single.screen().contains("torch.save · 21 tensors"),
+        "{}",
+        single.screen()
+    );
+}
+
 /// A checkpoint without BatchNorm says so on Layers, not "No layer matches".
 #[test]
 fn a_checkpoint_without_batchnorm_says_so() {
