@@ -4,6 +4,7 @@ mod check;
 mod diff;
 mod explain;
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 pub use check::{check, compared_line, headline, scope_line, target};
@@ -169,11 +170,16 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
         s.trim_end().to_owned()
     };
     let _ = writeln!(out, "{}", style.dim(&line(header)));
+    // Counted once up front: counting per group heading was quadratic in the layers.
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for l in layers {
+        *counts.entry(submodel(&l.name)).or_default() += 1;
+    }
     let mut current = None;
     for (layer, row) in layers.iter().zip(&rows) {
         let group = submodel(&layer.name);
         if current != Some(group) {
-            let count = layers.iter().filter(|l| submodel(&l.name) == group).count();
+            let count = counts[group];
             let conv = layer.convention.as_str();
             let _ = writeln!(
                 out,

@@ -1,6 +1,6 @@
 //! Classification of each BatchNorm layer, and its explanation by the drift algebra.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{
     DiffOptions, Inference, LayerDiff, Momentum, PerTensor, Status, TensorChange, TensorDiff,
@@ -74,8 +74,9 @@ pub(super) fn compare(
             None => one_side(la, Status::OnlyInA, sides.a.counter(la)?, options),
         });
     }
+    let in_a: HashSet<&str> = found_a.iter().map(|l| l.name.as_str()).collect();
     for lb in found_b {
-        if !found_a.iter().any(|la| la.name == lb.name) {
+        if !in_a.contains(lb.name.as_str()) {
             out.push(one_side(lb, Status::OnlyInB, sides.b.counter(lb)?, options));
         }
     }
