@@ -16,7 +16,7 @@ use super::diff::{self, DiffOptions, DiffReport, LayerDiff, TensorChange, Tensor
 use super::scope::Scope;
 use crate::bn::{self, BnKeys, BnLayer, LayerValues, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
-use crate::report::{num, opt_num};
+use crate::fmt::{num, opt_num};
 
 /// What `check` needs besides the checkpoints.
 #[derive(Debug, Clone)]
