@@ -14,7 +14,7 @@ pub use explain::explain;
 use super::Style;
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
 use crate::bn::{Flag, Role};
-use crate::fmt::{self, bytes, opt_num, submodel};
+use crate::fmt::{self, bytes, opt_num, printable, submodel};
 
 /// `n` and `noun`, with an `s` unless `n` is 1.
 pub fn plural(n: usize, noun: &str) -> String {
@@ -31,7 +31,7 @@ pub fn checkpoint_line(c: &CheckpointSummary) -> String {
     };
     format!(
         "{}  ({files}{}, {}, {})",
-        c.path,
+        printable(&c.path),
         plural(c.tensors, "tensor"),
         bytes(c.bytes),
         dtypes.join(" ")
@@ -44,7 +44,11 @@ pub fn ls(report: &LsReport, style: Style) -> String {
     let c = &report.checkpoint;
     let _ = writeln!(out, "{}", style.bold(&checkpoint_line(c)));
     for w in &c.warnings {
-        let _ = writeln!(out, "{}", style.yellow(&format!("warning: {w}")));
+        let _ = writeln!(
+            out,
+            "{}",
+            style.yellow(&format!("warning: {}", printable(w)))
+        );
     }
     let flagged = report.layers.iter().filter(|l| !l.flags.is_empty()).count();
     let _ = writeln!(
@@ -74,13 +78,13 @@ pub fn ls(report: &LsReport, style: Style) -> String {
                 format!("[{}]", dims.join(", "))
             })
             .collect();
-        let width = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        let names: Vec<_> = tensors.iter().map(|t| printable(&t.name)).collect();
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
         let shape_width = shapes.iter().map(String::len).max().unwrap_or(0);
-        for (t, shape) in tensors.iter().zip(&shapes) {
+        for ((t, name), shape) in tensors.iter().zip(&names).zip(&shapes) {
             let _ = writeln!(
                 out,
-                "  {:width$}  {:11}  {shape:shape_width$}  {:>9}{}{}",
-                t.name,
+                "  {name:width$}  {:11}  {shape:shape_width$}  {:>9}{}{}",
                 t.dtype.as_str(),
                 bytes(t.bytes),
                 if t.decodable {
@@ -88,9 +92,8 @@ pub fn ls(report: &LsReport, style: Style) -> String {
                 } else {
                     style.dim("  (not decodable)")
                 },
-                t.bn_layer
-                    .as_ref()
-                    .map_or_else(String::new, |l| style.dim(&format!("  (BatchNorm {l})")))
+                t.bn_layer.as_ref().map_or_else(String::new, |l| style
+                    .dim(&format!("  (BatchNorm {})", printable(l))))
             );
         }
     }
@@ -114,7 +117,7 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
         .iter()
         .map(|l| {
             [
-                l.name.clone(),
+                printable(&l.name).into_owned(),
                 l.channels.to_string(),
                 l.dtype.to_string(),
                 l.num_batches_tracked
@@ -180,7 +183,11 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
             let _ = writeln!(
                 out,
                 "{}",
-                style.bold(&format!("{group}  ({}, {conv})", plural(count, "layer")))
+                style.bold(&format!(
+                    "{}  ({}, {conv})",
+                    printable(group),
+                    plural(count, "layer")
+                ))
             );
             current = Some(group);
         }
@@ -197,14 +204,19 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
     }
 }
 
-/// Left-aligns the first `left` columns, right-aligns the rest; two spaces between.
+/// Left-aligns the first `left` columns, right-aligns the rest; two spaces between. Cells
+/// are made [`printable`]: they hold names from the checkpoint.
 pub(crate) fn table<const N: usize>(
     header: [&str; N],
     rows: &[[String; N]],
     left: usize,
 ) -> Vec<String> {
+    let rows: Vec<[String; N]> = rows
+        .iter()
+        .map(|r| r.each_ref().map(|c| printable(c).into_owned()))
+        .collect();
     let mut width = header.map(|h| h.chars().count());
-    for row in rows {
+    for row in &rows {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }

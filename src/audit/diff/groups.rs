@@ -65,7 +65,8 @@ impl Weights {
         let mut changed_before = Vec::with_capacity(tensors.len() + 1);
         changed_before.push(0);
         for (_, changed) in &tensors {
-            changed_before.push(changed_before.last().copied().unwrap_or(0) + usize::from(*changed));
+            changed_before
+                .push(changed_before.last().copied().unwrap_or(0) + usize::from(*changed));
         }
         Weights {
             any_changed: changed_before.last().is_some_and(|&c| c > 0),
