@@ -1,7 +1,6 @@
 //! Names from a checkpoint cannot reach the terminal or a CI log as control characters:
 //! every text and Markdown report (and the error line) shows them escaped.
 
-#[allow(dead_code)]
 mod writer;
 
 use std::path::Path;
