@@ -5,6 +5,7 @@
 //! candidate prefixes are the chains of those wrappers that start some of its names; the
 //! pair of candidates that matches the most names wins (ties go to stripping less).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use super::compare::TensorPair;
@@ -19,19 +20,20 @@ const MAX_CHAIN: usize = 3;
 
 /// Both sides' tensors under their aligned names, sorted by name.
 ///
-/// The [`TensorInfo`]s are copies of the checkpoints' with only the name changed, so they
+/// The [`TensorInfo`]s are the checkpoint's own where nothing is stripped (a copy of a
+/// million tensors costs a few hundred MB), else copies with only the name changed, so they
 /// read from their checkpoint as before.
 #[derive(Debug, Clone)]
-pub struct Aligned {
+pub struct Aligned<'t> {
     /// How the names were aligned.
     pub alignment: Alignment,
     /// A's tensors, renamed.
-    pub a: Vec<TensorInfo>,
+    pub a: Cow<'t, [TensorInfo]>,
     /// B's tensors, renamed.
-    pub b: Vec<TensorInfo>,
+    pub b: Cow<'t, [TensorInfo]>,
 }
 
-impl Aligned {
+impl Aligned<'_> {
     /// Every aligned name with the tensor on each side, sorted by name.
     pub fn pairs(&self) -> Vec<TensorPair<'_>> {
         let mut pairs = Vec::with_capacity(self.a.len().max(self.b.len()));
@@ -68,12 +70,12 @@ pub fn normalise_prefix(prefix: &str) -> String {
 
 /// Aligns A's and B's names; a forced prefix (`--strip-prefix-a/-b`) is used as given,
 /// the other side's is detected.
-pub fn align(
-    a: &[TensorInfo],
-    b: &[TensorInfo],
+pub fn align<'t>(
+    a: &'t [TensorInfo],
+    b: &'t [TensorInfo],
     strip_a: Option<&str>,
     strip_b: Option<&str>,
-) -> Aligned {
+) -> Aligned<'t> {
     let cands_a = candidates(a, strip_a);
     let cands_b = candidates(b, strip_b);
     let mut best: Option<(usize, usize, &str, &str)> = None;
@@ -159,7 +161,11 @@ fn stripped_names<'n>(tensors: &'n [TensorInfo], prefix: &str) -> Option<HashSet
         .then_some(set)
 }
 
-fn renamed(tensors: &[TensorInfo], prefix: &str) -> Vec<TensorInfo> {
+/// `tensors` (sorted by name, names unique) with `prefix` stripped, sorted again.
+fn renamed<'t>(tensors: &'t [TensorInfo], prefix: &str) -> Cow<'t, [TensorInfo]> {
+    if prefix.is_empty() || !tensors.iter().any(|t| t.name.starts_with(prefix)) {
+        return Cow::Borrowed(tensors);
+    }
     let mut seen = HashSet::new();
     let mut out: Vec<TensorInfo> = tensors
         .iter()
@@ -170,7 +176,7 @@ fn renamed(tensors: &[TensorInfo], prefix: &str) -> Vec<TensorInfo> {
         })
         .collect();
     out.sort_by(|x, y| x.name.cmp(&y.name));
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -495,7 +495,7 @@ pub fn check(
     let names: Vec<String> = aligned
         .a
         .iter()
-        .chain(&aligned.b)
+        .chain(aligned.b.iter())
         .map(|t| bn::module_name(&t.name))
         .collect();
     let unmatched = scope.frozen.unmatched(names.iter().map(String::as_str));
