@@ -3,6 +3,7 @@
 mod check;
 mod diff;
 mod explain;
+mod restore;
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -10,6 +11,7 @@ use std::fmt::Write;
 pub use check::{check, compared_line, headline, scope_line, target};
 pub use diff::{alignment, diff};
 pub use explain::explain;
+pub use restore::restore;
 
 use super::Style;
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
