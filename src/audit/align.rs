@@ -276,7 +276,8 @@ mod tests {
 
     #[test]
     fn pairs_merge_sorted_names() {
-        let al = align(&tensors(&["a", "c"]), &tensors(&["b", "c"]), None, None);
+        let (a, b) = (tensors(&["a", "c"]), tensors(&["b", "c"]));
+        let al = align(&a, &b, None, None);
         let pairs = al.pairs();
         let pairs: Vec<(&str, bool, bool)> = pairs
             .iter()
