@@ -171,9 +171,11 @@ fn stripped_names<'n>(tensors: &'n [TensorInfo], prefix: &str) -> Option<HashSet
         .then_some(set)
 }
 
-/// `tensors` (sorted by name, names unique) with `prefix` stripped, sorted again.
+/// `tensors` with `prefix` stripped, first name wins, sorted by name; borrowed when that
+/// changes nothing (a checkpoint's tensors are sorted and unique already).
 fn renamed<'t>(tensors: &'t [TensorInfo], prefix: &str) -> Cow<'t, [TensorInfo]> {
-    if prefix.is_empty() || !tensors.iter().any(|t| t.name.starts_with(prefix)) {
+    let strips = !prefix.is_empty() && tensors.iter().any(|t| t.name.starts_with(prefix));
+    if !strips && tensors.is_sorted_by(|x, y| x.name < y.name) {
         return Cow::Borrowed(tensors);
     }
     let mut seen = HashSet::new();
