@@ -18,10 +18,7 @@ use crate::audit::{CheckpointSummary, LsLayer, LsReport};
 use crate::bn::{Flag, Role};
 use crate::fmt::{self, bytes, opt_num, printable, submodel};
 
-/// `n` and `noun`, with an `s` unless `n` is 1.
-pub fn plural(n: usize, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
+pub use crate::fmt::plural;
 
 /// One line describing a checkpoint: path, files, tensors, size and dtypes.
 pub fn checkpoint_line(c: &CheckpointSummary) -> String {

@@ -6,7 +6,7 @@ use bnaudit::tui::state::{Entry, LayerFilter, Pane};
 use ratatui::crossterm::event::{Event, KeyCode, MouseEvent, MouseEventKind};
 use ratatui::crossterm::event::{KeyModifiers, MouseButton};
 
-use super::harness::{Harness, ZOO};
+use super::harness::{FINETUNED, Harness, PRETRAINED, ZOO};
 
 /// Names of the layers listed, in order.
 fn listed(ui: &Harness) -> Vec<String> {
@@ -410,4 +410,64 @@ fn diff_arriving_realigns_rows_under_the_selection() {
     ui.key(KeyCode::Char('2'));
     ui.key(KeyCode::Enter);
     assert!(ui.screen().contains("running_mean"));
+}
+
+/// `w` on Layers: the path prompt, the plan (nothing written yet), Enter writes; the file
+/// then holds A's statistics where B's drifted. An input as the path is refused, and the
+/// key does nothing on the Overview.
+#[test]
+fn restore_key_plans_then_writes() {
+    let mut ui = Harness::pair(120, 40);
+    ui.key(KeyCode::Char('w'));
+    assert!(ui.app.restore.is_none(), "no dialog on the Overview");
+    ui.key(KeyCode::Char('2'));
+    ui.key(KeyCode::Char('w'));
+    assert!(
+        ui.screen()
+            .contains("assets/demo/finetuned.restored.safetensors_")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("fixed.safetensors");
+    // Replace the offered path with ours.
+    for _ in 0..200 {
+        ui.key(KeyCode::Backspace);
+    }
+    ui.type_str(&out.display().to_string());
+    ui.key(KeyCode::Enter);
+    let plan = ui.screen();
+    assert!(plan.contains("Restore plan"), "{plan}");
+    assert!(
+        plan.contains("backbone: 60 tensors restored in 20 layers"),
+        "{plan}"
+    );
+    assert!(!out.exists(), "the plan writes nothing");
+    ui.key(KeyCode::Enter);
+    assert!(ui.screen().contains("Restored"), "{}", ui.screen());
+    let check = assert_cmd::Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .args([
+            "check",
+            PRETRAINED,
+            &out.display().to_string(),
+            "--frozen",
+            "backbone",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(check.status.code(), Some(0));
+    ui.key(KeyCode::Esc);
+    assert!(ui.app.restore.is_none());
+
+    // An input is refused, and nothing else happens.
+    ui.key(KeyCode::Char('w'));
+    for _ in 0..200 {
+        ui.key(KeyCode::Backspace);
+    }
+    ui.type_str(FINETUNED);
+    ui.key(KeyCode::Enter);
+    let refused = ui.screen();
+    assert!(refused.contains("Restore failed"), "{refused}");
+    assert!(refused.contains("never replaces an input"), "{refused}");
+    ui.key(KeyCode::Esc);
+    assert!(!ui.app.quit);
 }
