@@ -81,7 +81,8 @@ Examples:
   bnaudit diff pretrained.safetensors finetuned.safetensors
   bnaudit diff a.safetensors b_dir/ --format json --output diff.json
   bnaudit diff a.safetensors b.safetensors --exit-code --atol 1e-6
-  bnaudit diff ddp.safetensors plain.safetensors --strip-prefix-a module.";
+  bnaudit diff ddp.safetensors plain.safetensors --strip-prefix-a module.
+  bnaudit diff modelA.safetensors joint.safetensors   (model_A saved on its own: aligned with joint's model_A)";
 
 const EXPLAIN_AFTER_HELP: &str = "\
 Exit codes: 0 success, 2 usage error, 3 unreadable or malformed checkpoint or activation \

@@ -23,11 +23,10 @@ pub use crate::fmt::plural;
 /// One line describing a checkpoint: path, files, tensors, size and dtypes.
 pub fn checkpoint_line(c: &CheckpointSummary) -> String {
     let dtypes: Vec<String> = c.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
-    let files = if c.files.len() == 1 {
-        String::new()
-    } else {
-        format!("{} shards, ", c.files.len())
-    };
+    let mut files = c.origin().map(|o| format!("{o}, ")).unwrap_or_default();
+    if c.files.len() > 1 {
+        files.push_str(&format!("{} shards, ", c.files.len()));
+    }
     format!(
         "{}  ({files}{}, {}, {})",
         printable(&c.path),

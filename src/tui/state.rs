@@ -1164,7 +1164,9 @@ impl App {
                 self.refresh_tensors();
             }
             Screen::Detail => self.show(Screen::Layers),
-            _ => self.quit = true,
+            // Only q and Ctrl-C quit: a second Esc after clearing a search must not lose
+            // the session.
+            _ => {}
         }
     }
 

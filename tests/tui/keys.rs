@@ -108,11 +108,19 @@ fn search_filters_names_and_esc_restores() {
     assert_eq!(ui.app.layers.query, "layer3bn2");
     ui.key(KeyCode::Esc);
     assert_eq!(ui.app.layers.query, "layer3");
-    // Esc outside typing clears the search, the next one quits.
+    // Esc outside typing clears the search; another does nothing (only q quits).
     ui.key(KeyCode::Esc);
     assert_eq!(listed(&ui).len(), 21);
     assert!(!ui.app.quit);
     ui.key(KeyCode::Esc);
+    assert!(!ui.app.quit);
+    assert_eq!(listed(&ui).len(), 21);
+    for screen in ['1', '4'] {
+        ui.key(KeyCode::Char(screen));
+        ui.key(KeyCode::Esc);
+        assert!(!ui.app.quit, "Esc on screen {screen}");
+    }
+    ui.key(KeyCode::Char('q'));
     assert!(ui.app.quit);
 }
 
@@ -410,6 +418,38 @@ fn diff_arriving_realigns_rows_under_the_selection() {
     ui.key(KeyCode::Char('2'));
     ui.key(KeyCode::Enter);
     assert!(ui.screen().contains("running_mean"));
+}
+
+#[test]
+fn overview_names_the_torch_save_format_and_key() {
+    let ui = Harness::explained(
+        "tests/fixtures/torch/model.safetensors",
+        "tests/fixtures/torch/lightning.ckpt",
+        None,
+        140,
+        30,
+    );
+    let screen = ui.screen();
+    assert!(screen.contains("torch.save, key state_dict"), "{screen}");
+    let single = Harness::single("tests/fixtures/torch/plain.pt", 140, 30);
+    assert!(
+        single.screen().contains("torch.save · 21 tensors"),
+        "{}",
+        single.screen()
+    );
+}
+
+/// A checkpoint without BatchNorm says so on Layers, not "No layer matches".
+#[test]
+fn a_checkpoint_without_batchnorm_says_so() {
+    let mut ui = Harness::single("tests/fixtures/ls/dtypes.safetensors", 100, 24);
+    ui.key(KeyCode::Char('2'));
+    let screen = ui.screen();
+    assert!(
+        screen.contains("This checkpoint has no BatchNorm layer"),
+        "{screen}"
+    );
+    assert!(!screen.contains("No layer matches"), "{screen}");
 }
 
 /// `w` on Layers: the path prompt, the plan (nothing written yet), Enter writes; the file

@@ -48,7 +48,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("?", "the key list"),
     (
         "Esc",
-        "close, cancel, clear the search and filters, back from Detail; quit",
+        "close, cancel, clear the search and filters, back from Detail",
     ),
     ("q  Ctrl-C", "quit"),
 ];

@@ -105,7 +105,7 @@ fn top_lines(app: &App, width: usize) -> Vec<Line<'static>> {
 
 /// Size, tensor count, dtypes (when there is room) and BatchNorm count of a checkpoint.
 fn facts(c: &CheckpointSummary, dtypes: bool) -> String {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = c.origin().into_iter().collect();
     if c.files.len() > 1 {
         parts.push(format!("{} shards", c.files.len()));
     }
