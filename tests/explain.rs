@@ -72,7 +72,8 @@ fn captured_train_forwards_account_for_b() {
             Inputs::Captured {
                 forwards: 3,
                 train_forwards: 3,
-                with_outputs: 3
+                with_outputs: 3,
+                statistics_only: 0
             }
         ));
     }

@@ -16,16 +16,17 @@ use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
 use super::SCHEMA_VERSION;
-use super::activations::{Activations, CapturedLayer, Values};
+use super::activations::{Activations, CapturedLayer, Forward};
 use super::align::{self, WRAPPERS};
 use super::diff::Alignment;
 use super::ls::layer_values;
 use crate::bn::drift::rounding_slack;
+use crate::bn::stream::{self, Affine, Geometry, Moments, Pooled};
 use crate::bn::{
-    self, BatchNorm, BnLayer, Convention, ForwardError, LayerValues, Mode, Momentum, RunningStats,
+    self, BatchNorm, BatchStats, BnLayer, Convention, LayerValues, Momentum, Real, RunningStats,
     UpdateRule,
 };
-use crate::checkpoint::{Checkpoint, CheckpointError, Dtype};
+use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
 
 /// Options of `explain`.
 #[derive(Debug, Clone, Default)]
@@ -252,6 +253,8 @@ pub enum Inputs {
         train_forwards: usize,
         /// Those with a recorded output.
         with_outputs: usize,
+        /// Those captured as batch statistics only (no modes run on them).
+        statistics_only: usize,
     },
     /// Seeded synthetic inputs `samples × C`, normal per channel.
     Synthetic {
@@ -568,46 +571,71 @@ enum Kind {
 /// Running summary of one computation's outputs.
 #[derive(Debug, Default, Clone, Copy)]
 struct Acc {
-    count: u64,
-    sum: f64,
-    sum_sq: f64,
+    out: Pooled,
     err: Option<f64>,
     diff_train: Option<f64>,
 }
 
 impl Acc {
-    fn add(&mut self, out: &[f64], recorded: Option<(&[f64], Dtype)>, train: Option<&[f64]>) {
-        for &y in out {
-            self.count += 1;
-            self.sum += y;
-            self.sum_sq += y * y;
-        }
-        if let Some((rec, dtype)) = recorded {
-            // Compare in the recorded precision: PyTorch rounds half-precision outputs.
-            let e = max_abs_diff(out.iter().map(|&y| dtype.round_f64(y)), rec);
-            self.err = Some(self.err.map_or(e, |x| x.max(e)));
-        }
-        if let Some(t) = train {
-            let d = max_abs_diff(out.iter().copied(), t);
-            self.diff_train = Some(self.diff_train.map_or(d, |x| x.max(d)));
+    fn stats(&self) -> Option<OutputStats> {
+        (self.out.count > 0).then(|| OutputStats {
+            mean: self.out.mean,
+            std: self.out.std(),
+        })
+    }
+}
+
+/// Values per tile read from an activation file: 1 MiB of f32, so a thread's buffers stay
+/// at a few MiB whatever the capture's size.
+const CHUNK: usize = 1 << 18;
+
+/// The maps of the three computations on one batch (the batch one absent where batch
+/// statistics do not exist), their output summaries folded into `accs`.
+struct Maps<T> {
+    batch: Option<Affine<T>>,
+    eval_a: Affine<T>,
+    eval_b: Affine<T>,
+}
+
+impl<T: Real> Maps<T> {
+    fn new(pair: &Pair<'_>, batch: Option<&BatchStats>) -> Maps<T> {
+        let (a, b) = (pair.bn_a, pair.bn_b);
+        Maps {
+            batch: batch.map(|s| Affine::normalising(&s.mean, &s.var, a.eps, a.weight, a.bias)),
+            eval_a: Affine::normalising(&pair.a.mean, &pair.a.var, a.eps, a.weight, a.bias),
+            eval_b: Affine::normalising(&pair.b.mean, &pair.b.var, b.eps, b.weight, b.bias),
         }
     }
 
-    fn stats(&self) -> Option<OutputStats> {
-        (self.count > 0).then(|| {
-            let n = self.count as f64;
-            let mean = self.sum / n;
-            let var = self.sum_sq / n - mean * mean;
-            OutputStats {
-                mean,
-                // `max` would turn a NaN variance (NaN outputs) into a std of 0.
-                std: if var.is_nan() {
-                    var
-                } else {
-                    var.max(0.0).sqrt()
-                },
+    fn each(&self) -> Vec<(Kind, &Affine<T>)> {
+        let mut v: Vec<(Kind, &Affine<T>)> = self.batch.iter().map(|m| (Kind::Batch, m)).collect();
+        v.push((Kind::EvalA, &self.eval_a));
+        v.push((Kind::EvalB, &self.eval_b));
+        v
+    }
+
+    /// Output moments and the difference from train mode, from the input's moments.
+    fn summarise(&self, m: &Moments, accs: &mut HashMap<Kind, Acc>) {
+        for (kind, map) in self.each() {
+            let acc = accs.entry(kind).or_default();
+            acc.out.merge(&map.output_moments(m));
+            if let Some(train) = &self.batch {
+                let d = map.max_diff(train, m);
+                acc.diff_train = Some(acc.diff_train.map_or(d, |x| x.max(d)));
             }
-        })
+        }
+    }
+}
+
+/// Rounds an output computed in `T` to `dtype` where that is narrower: PyTorch returns
+/// half-precision outputs for half-precision inputs.
+fn rounding<T: Real>(dtype: Dtype) -> Option<fn(T) -> T> {
+    let wide = std::mem::size_of::<T>() == 8;
+    match dtype {
+        Dtype::F32 if wide => Some(|v: T| T::narrow(f64::from(v.widen() as f32))),
+        Dtype::BF16 => Some(|v: T| T::narrow(Dtype::BF16.round_f64(v.widen()))),
+        Dtype::F16 => Some(|v: T| T::narrow(Dtype::F16.round_f64(v.widen()))),
+        _ => None,
     }
 }
 
@@ -622,25 +650,6 @@ fn max_abs_diff(a: impl Iterator<Item = f64>, b: &[f64]) -> f64 {
             _ => f64::INFINITY,
         })
         .fold(0.0, f64::max)
-}
-
-/// Runs `bn` on decoded values, returning the output widened to `f64`.
-fn run(bn: &BatchNorm<'_>, x: &Values, mode: Mode<'_>) -> Result<Vec<f64>, ForwardError> {
-    Ok(match x {
-        Values::F32(x) => bn
-            .forward(x.view(), mode)?
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect(),
-        Values::F64(x) => bn.forward(x.view(), mode)?.iter().copied().collect(),
-    })
-}
-
-fn shape_of(x: &Values) -> &[usize] {
-    match x {
-        Values::F32(x) => x.shape(),
-        Values::F64(x) => x.shape(),
-    }
 }
 
 impl Context<'_, '_> {
@@ -748,9 +757,7 @@ impl Context<'_, '_> {
         };
         let runs = match (cap, self.acts) {
             (Some(cap), Some(acts)) => self.captured(name, &pair, acts, cap)?,
-            _ => self
-                .synthetic(name, implied_batch.as_ref(), &pair)
-                .map_err(|e| ExplainError::input(ckpt_a.path(), format!("layer {name:?}: {e}")))?,
+            _ => self.synthetic(name, implied_batch.as_ref(), &pair),
         };
         notes.extend(runs.notes);
         let mut layer = ExplainLayer {
@@ -792,87 +799,74 @@ impl Context<'_, '_> {
         let c = pair.a.mean.len();
         let mut replay = pair.a.clone();
         let mut accs: HashMap<Kind, Acc> = HashMap::new();
-        let (mut train_forwards, mut with_outputs, mut single) = (0, 0, false);
+        let (mut train_forwards, mut with_outputs, mut statistics) = (0, 0, 0);
+        let mut single = false;
         let mut out_dtype = Dtype::F64;
         for (i, fwd) in cap.forwards.iter().enumerate() {
-            let key = &fwd.input.name;
-            let x = acts.values(&fwd.input)?;
-            let shape = shape_of(&x);
-            if !(2..=5).contains(&shape.len()) {
-                return Err(ExplainError::input(
-                    &path,
-                    format!(
-                        "{key}: shape {shape:?} has rank {}; BatchNorm inputs are N×C (rank 2) to N×C×D×H×W (rank 5)",
-                        shape.len()
-                    ),
-                ));
-            }
-            if shape[1] != c {
-                return Err(ExplainError::input(
-                    &path,
-                    format!(
-                        "{key}: shape {shape:?} has {} channels, layer {name:?} has {c}",
-                        shape[1]
-                    ),
-                ));
-            }
+            let key = fwd.key(&cap.name, i);
+            let bad = |problem: String| ExplainError::input(&path, format!("{key}: {problem}"));
             let trained = cap.trained(i);
-            let forward_err = |e: ForwardError| ExplainError::input(&path, format!("{key}: {e}"));
-            let batch = if trained {
-                train_forwards += 1;
-                let out = run(pair.bn_a, &x, Mode::Train(&mut replay)).map_err(|e| match e {
-                    ForwardError::SingleValue { .. } => ExplainError::input(
-                        &path,
-                        format!(
-                            "{key}: shape {shape:?} gives 1 value per channel in a train-mode forward, which PyTorch refuses (\"Expected more than 1 value per channel when training\")"
-                        ),
-                    ),
-                    e => forward_err(e),
-                })?;
-                Some(out)
-            } else {
-                match run(pair.bn_a, &x, Mode::TrainNoTrack) {
-                    Ok(out) => Some(out),
-                    // An eval-mode forward of one sample: batch statistics do not exist.
-                    Err(ForwardError::SingleValue { .. }) => {
-                        single = true;
-                        None
+            let batch = match fwd {
+                Forward::Stats(stats) => {
+                    statistics += 1;
+                    if stats.mean.len() != c {
+                        return Err(bad(format!(
+                            "{} channels of batch statistics, layer {name:?} has {c}",
+                            stats.mean.len()
+                        )));
                     }
-                    Err(e) => return Err(forward_err(e)),
+                    Some(stats.clone())
+                }
+                Forward::Tensors { input, output } => {
+                    if input.shape[1] != c as u64 {
+                        return Err(bad(format!(
+                            "shape {:?} has {} channels, layer {name:?} has {c}",
+                            input.shape, input.shape[1]
+                        )));
+                    }
+                    if let Some(o) = output {
+                        with_outputs += 1;
+                        out_dtype = o.dtype;
+                    }
+                    let run = if input.dtype == Dtype::F64 {
+                        tensor_forward::<f64>(pair, acts, input, output.as_ref(), &mut accs)
+                    } else {
+                        tensor_forward::<f32>(pair, acts, input, output.as_ref(), &mut accs)
+                    };
+                    let batch = run?;
+                    single |= batch.is_none();
+                    batch
                 }
             };
-            let eval_a = run(pair.bn_a, &x, Mode::Eval(pair.a)).map_err(forward_err)?;
-            let eval_b = run(pair.bn_b, &x, Mode::Eval(pair.b)).map_err(forward_err)?;
-            drop(x);
-            let recorded = match &fwd.output {
-                Some(o) => {
-                    with_outputs += 1;
-                    out_dtype = o.dtype;
-                    Some(widen(acts.values(o)?))
-                }
-                None => None,
-            };
-            let rec = recorded.as_deref().map(|r| (r, out_dtype));
-            for (kind, out) in [
-                (Kind::Batch, batch.as_deref()),
-                (Kind::EvalA, Some(&eval_a[..])),
-                (Kind::EvalB, Some(&eval_b[..])),
-            ] {
-                if let Some(out) = out {
-                    accs.entry(kind)
-                        .or_default()
-                        .add(out, rec, batch.as_deref());
+            if trained {
+                train_forwards += 1;
+                match batch {
+                    Some(b) if b.count > 1 || !pair.bn_a.rule.unbiased_var => {
+                        pair.bn_a.update(&mut replay, &b)
+                    }
+                    _ => {
+                        return Err(bad(
+                            "1 value per channel in a train-mode forward, which PyTorch refuses (\"Expected more than 1 value per channel when training\")".to_owned(),
+                        ));
+                    }
                 }
             }
         }
-        let notes = if single {
-            vec![
+        let mut notes = Vec::new();
+        if single {
+            notes.push(
                 "Some eval-mode forwards hold one value per channel: batch statistics do not exist for them, so the batch modes skip them."
                     .to_owned(),
-            ]
-        } else {
-            Vec::new()
-        };
+            );
+        }
+        if statistics > 0 {
+            notes.push(format!(
+                "{} of the capture {} batch statistics only: the modes need inputs and were not run on {}; the replay uses the recorded statistics.",
+                plural(statistics, "forward", "forwards"),
+                if statistics == 1 { "holds" } else { "hold" },
+                if statistics == 1 { "it" } else { "them" },
+            ));
+        }
         let modes = modes(&accs);
         let (best_mode, reproduced) = if with_outputs > 0 {
             best_mode(&modes, cap, out_dtype)
@@ -884,6 +878,7 @@ impl Context<'_, '_> {
                 forwards: cap.forwards.len(),
                 train_forwards,
                 with_outputs,
+                statistics_only: statistics,
             },
             modes,
             best_mode,
@@ -894,12 +889,7 @@ impl Context<'_, '_> {
     }
 
     /// Every mode on seeded normal inputs with the implied batch's (or A's) statistics.
-    fn synthetic(
-        &self,
-        name: &str,
-        implied: Option<&ImpliedBatch>,
-        pair: &Pair<'_>,
-    ) -> Result<Runs, ForwardError> {
+    fn synthetic(&self, name: &str, implied: Option<&ImpliedBatch>, pair: &Pair<'_>) -> Runs {
         let (mean, var, drawn_from) = match implied {
             // A negative implied variance is no distribution to draw from (the update rule
             // does not explain B): fall back to A's statistics.
@@ -934,34 +924,65 @@ impl Context<'_, '_> {
                 "Non-finite statistics: no synthetic inputs can be drawn, so no mode was re-run."
                     .to_owned(),
             );
-            return Ok(runs);
+            return runs;
         };
         let c = dists.len();
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
         let data: Vec<f64> = (0..samples * c)
             .map(|i| dists[i % c].sample(&mut rng))
             .collect();
-        let x = Values::F64(
-            ndarray::ArrayD::from_shape_vec(vec![samples, c], data)
-                .expect("length is samples × channels"),
-        );
-        let mut updated = pair.a.clone();
-        let train = run(pair.bn_a, &x, Mode::Train(&mut updated))?;
-        let eval_a = run(pair.bn_a, &x, Mode::Eval(pair.a))?;
-        let eval_b = run(pair.bn_b, &x, Mode::Eval(pair.b))?;
+        let g = Geometry {
+            samples,
+            channels: c,
+            spatial: 1,
+        };
+        let m = match stream::moments(&data[..], &g, CHUNK) {
+            Ok(m) => m,
+            Err(never) => match never {},
+        };
+        drop(data);
         let mut accs = HashMap::new();
-        for (kind, out) in [
-            (Kind::Batch, &train),
-            (Kind::EvalA, &eval_a),
-            (Kind::EvalB, &eval_b),
-        ] {
-            accs.entry(kind)
-                .or_insert_with(Acc::default)
-                .add(out, None, Some(&train));
-        }
+        Maps::<f64>::new(pair, Some(&m.batch())).summarise(&m, &mut accs);
         runs.modes = modes(&accs);
-        Ok(runs)
+        runs
     }
+}
+
+/// One captured input (and recorded output) through every mode, in `T`: the batch
+/// statistics in one pass over the input, then every mode's error against the recording in
+/// one fused pass over both. Returns the batch statistics, `None` where a single value per
+/// channel makes them undefined.
+fn tensor_forward<T: Real>(
+    pair: &Pair<'_>,
+    acts: &Activations<'_>,
+    input: &TensorInfo,
+    output: Option<&TensorInfo>,
+    accs: &mut HashMap<Kind, Acc>,
+) -> Result<Option<BatchStats>, ExplainError> {
+    let g = Geometry::of(&input.shape)
+        .map_err(|e| ExplainError::input(acts.path(), format!("{}: {e}", input.name)))?;
+    let x = acts.source::<T>(input);
+    let m = stream::moments(&x, &g, CHUNK)?;
+    let batch = (m.count > 1 || !pair.bn_a.rule.unbiased_var).then(|| m.batch());
+    let maps = Maps::<T>::new(pair, batch.as_ref());
+    maps.summarise(&m, accs);
+    if let Some(o) = output {
+        let each = maps.each();
+        let affines: Vec<&Affine<T>> = each.iter().map(|(_, a)| *a).collect();
+        let errs = stream::errors(
+            &x,
+            &acts.source::<T>(o),
+            &g,
+            CHUNK,
+            &affines,
+            rounding::<T>(o.dtype),
+        )?;
+        for ((kind, _), e) in each.iter().zip(errs) {
+            let acc = accs.entry(*kind).or_default();
+            acc.err = Some(acc.err.map_or(e, |x| x.max(e)));
+        }
+    }
+    Ok(batch)
 }
 
 /// What re-running the modes found.
@@ -980,13 +1001,6 @@ struct Pair<'p> {
     bn_b: &'p BatchNorm<'p>,
     a: &'p RunningStats,
     b: &'p RunningStats,
-}
-
-fn widen(v: Values) -> Vec<f64> {
-    match v {
-        Values::F32(x) => x.iter().map(|&v| f64::from(v)).collect(),
-        Values::F64(x) => x.into_iter().collect(),
-    }
 }
 
 fn modes(accs: &HashMap<Kind, Acc>) -> Vec<ModeResult> {

@@ -586,6 +586,7 @@ fn explain_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'static>> 
             forwards,
             train_forwards,
             with_outputs,
+            ..
         } => {
             text(
                 &mut lines,

@@ -122,9 +122,15 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
             forwards,
             train_forwards,
             with_outputs,
+            statistics_only,
         } => format!(
-            "{}, {train_forwards} in train mode, {with_outputs} with recorded outputs",
-            super::plural(*forwards, "captured forward")
+            "{}, {train_forwards} in train mode, {with_outputs} with recorded outputs{}",
+            super::plural(*forwards, "captured forward"),
+            if *statistics_only > 0 {
+                format!(", {statistics_only} as batch statistics only")
+            } else {
+                String::new()
+            }
         ),
         Inputs::Synthetic {
             seed,
