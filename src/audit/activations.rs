@@ -348,9 +348,28 @@ impl<T: Real> TileSource<T> for Tensor<'_, T> {
     ) -> Result<&'s [T], ExplainError> {
         let dtype = self.tensor.dtype;
         let width = (dtype.bits() / 8) as usize;
+        let offset = (range.start * width) as u64;
+        let native = match dtype {
+            Dtype::F32 => size_of::<T>() == 4,
+            Dtype::F64 => size_of::<T>() == 8,
+            _ => false,
+        };
+        if native && cfg!(target_endian = "little") {
+            // Straight into the values: the file holds them as this machine does.
+            buf.values.resize(range.len(), T::ZERO);
+            // SAFETY: T is f32 or f64 (the only `Real`s), for which every bit pattern is a
+            // value; the byte view covers exactly the vector's initialised elements.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    buf.values.as_mut_ptr().cast::<u8>(),
+                    range.len() * width,
+                )
+            };
+            self.file.read_into(self.tensor, offset, bytes)?;
+            return Ok(&buf.values);
+        }
         buf.bytes.resize(range.len() * width, 0);
-        self.file
-            .read_into(self.tensor, (range.start * width) as u64, &mut buf.bytes)?;
+        self.file.read_into(self.tensor, offset, &mut buf.bytes)?;
         buf.values.clear();
         let bytes = &buf.bytes;
         match dtype {

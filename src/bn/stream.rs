@@ -432,34 +432,33 @@ pub fn max_errors<T: Real>(
     }
 }
 
-/// Largest error of `f(x)` against `r` over a run (see [`max_errors`]).
+/// Largest error of `f(x)` against `r` over a run (see [`max_errors`]). Branch-free, so
+/// it vectorises: a NaN difference (NaN on a side, or equal infinities) is skipped by the
+/// maximum, and NaN on exactly one side is flagged apart and counts infinite.
 #[inline(always)]
 fn run_max_error<T: Real>(xs: &[T], rs: &[T], f: impl Fn(T) -> T) -> f64 {
-    let err = |y: T, r: T| {
-        let d = (y - r).abs();
-        if !d.is_nan() {
-            d
-        } else if y == r || (y.is_nan() && r.is_nan()) {
-            T::ZERO
-        } else {
-            T::INFINITY
-        }
-    };
     let xc = xs.chunks_exact(LANES);
     let rc = rs.chunks_exact(LANES);
     let tail = xc.remainder().iter().zip(rc.remainder());
     let mut m = [T::ZERO; LANES];
+    let mut lone_nan = [false; LANES];
     for (x, r) in xc.zip(rc) {
         for i in 0..LANES {
-            let e = err(f(x[i]), r[i]);
-            m[i] = if e > m[i] { e } else { m[i] };
+            let y = f(x[i]);
+            let d = (y - r[i]).abs();
+            m[i] = if d > m[i] { d } else { m[i] };
+            lone_nan[i] |= y.is_nan() != r[i].is_nan();
         }
     }
     let mut worst = m.iter().fold(0.0f64, |w, e| w.max(e.widen()));
+    let mut lone = lone_nan.iter().any(|&b| b);
     for (&x, &r) in tail {
-        worst = worst.max(err(f(x), r).widen());
+        let y = f(x);
+        let d = (y - r).abs().widen();
+        worst = if d > worst { d } else { worst };
+        lone |= y.is_nan() != r.is_nan();
     }
-    worst
+    if lone { f64::INFINITY } else { worst }
 }
 
 /// Where tiles' values come from: a slice in memory, or a file read tile by tile.
