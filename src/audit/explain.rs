@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
+use rayon::prelude::*;
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
@@ -19,6 +20,7 @@ use super::SCHEMA_VERSION;
 use super::activations::{Activations, CapturedLayer, Forward};
 use super::align::{self, WRAPPERS};
 use super::diff::Alignment;
+use super::scope::Patterns;
 use super::ls::layer_values;
 use crate::bn::drift::rounding_slack;
 use crate::bn::stream::{self, Affine, Geometry, Moments, Pooled};
@@ -38,6 +40,11 @@ pub struct ExplainOptions {
     pub momentum: Option<Momentum>,
     /// Epsilon overriding the activation metadata and the convention (`--eps`).
     pub eps: Option<f64>,
+    /// Momentum for the layers a pattern covers (`--momentum PATTERN=M`); the last pattern
+    /// that covers a layer wins over `momentum`.
+    pub momentum_for: Vec<(Patterns, Momentum)>,
+    /// Epsilon for the layers a pattern covers (`--eps PATTERN=E`), as `momentum_for`.
+    pub eps_for: Vec<(Patterns, f64)>,
     /// Seed of the synthetic inputs.
     pub seed: u64,
 }
@@ -81,10 +88,25 @@ pub struct ExplainReport {
     pub activations: Option<String>,
     /// How A's and B's names were aligned.
     pub alignment: Alignment,
+    /// How the activation file's layer names were aligned with them, where they differ
+    /// by a wrapper prefix: `strip_a` is taken off the checkpoints' names, `strip_b` off the
+    /// capture's (`null` without activations or when nothing matched).
+    pub activations_alignment: Option<Alignment>,
     /// The layers explained.
     pub layers: Vec<ExplainLayer>,
+    /// Layers that could not be explained, with the reason.
+    pub skipped: Vec<SkippedLayer>,
     /// Observations about the whole run.
     pub notes: Vec<String>,
+}
+
+/// A layer left out of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedLayer {
+    /// Module path (aligned).
+    pub name: String,
+    /// Why it could not be explained.
+    pub reason: String,
 }
 
 /// Where a setting came from.
@@ -282,7 +304,12 @@ pub struct Replay {
     pub max_rel_err_var: f64,
     /// Counter the replay ends with, where A has one.
     pub nbt_replayed: Option<i64>,
-    /// Whether the replay reproduces B's statistics (and counter) within float rounding.
+    /// Largest relative error still counted as reproducing B: each of the `batches`
+    /// updates rounds to B's storage dtype, and so does PyTorch's batch statistic.
+    pub tolerance: f64,
+    /// B's storage dtype, whose rounding sets `tolerance`.
+    pub dtype: Dtype,
+    /// Whether the replay reproduces B's statistics (and counter) within `tolerance`.
     pub explains_b: bool,
 }
 
@@ -327,6 +354,13 @@ pub struct ExplainLayer {
     pub reproduced: Option<bool>,
     /// Replay of the captured train-mode forwards.
     pub replay: Option<Replay>,
+    /// Where the momentum was assumed and did not replay to B: a momentum that does
+    /// (`"cma"`, momentum=None).
+    pub momentum_fits: Option<Momentum>,
+    /// Channels whose running mean or variance is NaN or infinite in A.
+    pub nonfinite_channels_a: Vec<usize>,
+    /// Channels whose running mean or variance is NaN or infinite in B.
+    pub nonfinite_channels_b: Vec<usize>,
     /// One sentence: what accounts for B.
     pub verdict: String,
     /// Further observations, one sentence each.
@@ -350,6 +384,10 @@ pub fn synthetic_samples(channels: usize) -> usize {
 const WORST: usize = 3;
 
 /// Explains the layers of A and B chosen by `options`, with captured activations if given.
+///
+/// Layers are explained in parallel. A layer that cannot be explained (missing on a side, a
+/// capture that does not fit it) is reported in `skipped` with the reason; the run fails
+/// only when no layer can be explained.
 pub fn explain(
     a: &Checkpoint,
     b: &Checkpoint,
@@ -360,7 +398,16 @@ pub fn explain(
     let side_a = Side::new(a, &alignment.strip_a);
     let side_b = Side::new(b, &alignment.strip_b);
     let captured = activations.map(Activations::read).transpose()?;
+    let capture_alignment = captured.as_ref().map(|c| capture_alignment(&side_a, c));
     let mut notes = Vec::new();
+    let captured_name = |l: &CapturedLayer| match &capture_alignment {
+        Some(al) => side_a.aligned_name(&format!(
+            "{}{}",
+            al.strip_a,
+            l.name.strip_prefix(al.strip_b.as_str()).unwrap_or(&l.name)
+        )),
+        None => side_a.aligned_name(&l.name),
+    };
     let chosen: Vec<(String, Option<&CapturedLayer>)> = if !options.layers.is_empty() {
         // A layer named twice is explained once, where it was first named.
         let mut seen = std::collections::HashSet::new();
@@ -370,15 +417,14 @@ pub fn explain(
             .filter(|n| seen.insert(n.as_str()))
             .map(|n| {
                 let name = side_a.aligned_name(n);
-                let cap = captured.as_ref().and_then(|c| find_captured(c, &name));
+                let cap = captured.as_ref().and_then(|c| {
+                    c.layers.values().find(|l| captured_name(l) == name)
+                });
                 (name, cap)
             })
             .collect()
     } else if let Some(c) = &captured {
-        c.layers
-            .values()
-            .map(|l| (side_a.aligned_name(&l.name), Some(l)))
-            .collect()
+        c.layers.values().map(|l| (captured_name(l), Some(l))).collect()
     } else {
         changed_layers(&side_a, &side_b, &mut notes)?
     };
@@ -386,11 +432,33 @@ pub fn explain(
         acts: captured.as_ref(),
         options,
     };
-    let mut layers = Vec::with_capacity(chosen.len());
-    for (name, cap) in chosen {
-        let la = side_a.layer(&name, captured.as_ref())?;
-        let lb = side_b.layer(&name, captured.as_ref())?;
-        layers.push(context.layer(&name, (a, la), (b, lb), cap)?);
+    let results: Vec<Result<ExplainLayer, ExplainError>> = chosen
+        .par_iter()
+        .map(|(name, cap)| {
+            let la = side_a.layer(name, captured.as_ref(), *cap)?;
+            let lb = side_b.layer(name, captured.as_ref(), *cap)?;
+            context.layer(name, (a, la), (b, lb), *cap)
+        })
+        .collect();
+    let mut layers = Vec::with_capacity(results.len());
+    let mut skipped = Vec::new();
+    let mut first_error = None;
+    for ((name, _), result) in chosen.iter().zip(results) {
+        match result {
+            Ok(l) => layers.push(l),
+            Err(e) => {
+                skipped.push(SkippedLayer {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                });
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if layers.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
     }
     Ok(ExplainReport {
         schema_version: SCHEMA_VERSION,
@@ -398,9 +466,33 @@ pub fn explain(
         b: b.path().display().to_string(),
         activations: captured.as_ref().map(|c| c.path().display().to_string()),
         alignment,
+        activations_alignment: capture_alignment.filter(|al| al.matched > 0),
         layers,
+        skipped,
         notes,
     })
+}
+
+/// How the capture's layer names meet the checkpoints' (aligned) ones: the diff's wrapper
+/// prefix detection, between A's layer names (`strip_a`) and the captured ones (`strip_b`),
+/// so that a capture of the inner model explains a `module.`- or `_orig_mod.`-wrapped
+/// checkpoint and the other way round.
+fn capture_alignment(side_a: &Side<'_>, acts: &Activations<'_>) -> Alignment {
+    let infos = |names: &mut dyn Iterator<Item = &String>| -> Vec<TensorInfo> {
+        names
+            .map(|n| TensorInfo {
+                name: n.clone(),
+                dtype: Dtype::F32,
+                shape: Vec::new(),
+                file: 0,
+                bytes: 0,
+                start: 0,
+            })
+            .collect()
+    };
+    let layers = infos(&mut side_a.layers.keys());
+    let captured = infos(&mut acts.layers.keys());
+    align::align(&layers, &captured, None, None).alignment
 }
 
 /// One checkpoint's BatchNorm layers under aligned names.
@@ -439,8 +531,22 @@ impl<'c> Side<'c> {
         n.to_owned()
     }
 
-    fn layer(&self, name: &str, acts: Option<&Activations<'_>>) -> Result<&BnLayer, ExplainError> {
+    fn layer(
+        &self,
+        name: &str,
+        acts: Option<&Activations<'_>>,
+        cap: Option<&CapturedLayer>,
+    ) -> Result<&BnLayer, ExplainError> {
         self.layers.get(name).ok_or_else(|| {
+            if let (Some(acts), Some(false)) = (acts, cap.and_then(|c| c.meta.track_running_stats))
+            {
+                return ExplainError::input(
+                    acts.path(),
+                    format!(
+                        "layer {name:?} was captured with track_running_stats=False: it keeps no running statistics in A or B, so there is nothing to explain or replay"
+                    ),
+                );
+            }
             let mut known: Vec<&str> = self.layers.keys().map(String::as_str).collect();
             known.sort_unstable();
             let listed = if known.len() > 8 {
@@ -460,16 +566,6 @@ impl<'c> Side<'c> {
             )
         })
     }
-}
-
-fn find_captured<'a>(acts: &'a Activations<'_>, name: &str) -> Option<&'a CapturedLayer> {
-    acts.layers.get(name).or_else(|| {
-        acts.layers.values().find(|l| {
-            WRAPPERS
-                .iter()
-                .any(|w| l.name.strip_prefix(w) == Some(name))
-        })
-    })
 }
 
 /// Layers on both sides whose running statistics or counter differ, sorted by name.
@@ -525,6 +621,31 @@ fn stats_differ(a: &LayerValues, b: &LayerValues) -> bool {
     bits(&a.running_mean) != bits(&b.running_mean)
         || bits(&a.running_var) != bits(&b.running_var)
         || a.num_batches_tracked != b.num_batches_tracked
+}
+
+/// A relative error for sentences: `1.27%`, or `7.2e-8` when too small for percent.
+fn percent(x: f64) -> String {
+    if x * 100.0 >= 0.01 {
+        format!("{:.2}%", x * 100.0)
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+/// Channels whose running mean or variance is NaN or infinite.
+fn nonfinite_channels(s: &RunningStats) -> Vec<usize> {
+    (0..s.mean.len())
+        .filter(|&ch| !(s.mean[ch].is_finite() && s.var[ch].is_finite()))
+        .collect()
+}
+
+/// The value of the last pattern that covers `name`, else `global`.
+fn for_layer<T: Copy>(name: &str, list: &[(Patterns, T)], global: Option<T>) -> Option<T> {
+    list.iter()
+        .rev()
+        .find(|(p, _)| p.covers(name))
+        .map(|(_, v)| *v)
+        .or(global)
 }
 
 /// A layer's decoded side: statistics and affine parameters.
@@ -677,7 +798,7 @@ impl Context<'_, '_> {
         let b = load(ckpt_b, lb)?;
         let meta = cap.map(|c| &c.meta);
         let (momentum, momentum_source) =
-            match (self.options.momentum, meta.and_then(|m| m.momentum)) {
+            match (for_layer(name, &self.options.momentum_for, self.options.momentum), meta.and_then(|m| m.momentum)) {
                 (Some(m), _) => (m, Source::Option),
                 (None, Some(m)) => (m, Source::Activations),
                 (None, None) => (
@@ -685,7 +806,10 @@ impl Context<'_, '_> {
                     Source::Convention,
                 ),
             };
-        let (eps, eps_source) = match (self.options.eps, meta.and_then(|m| m.eps)) {
+        let (eps, eps_source) = match (
+            for_layer(name, &self.options.eps_for, self.options.eps),
+            meta.and_then(|m| m.eps),
+        ) {
             (Some(e), _) => (e, Source::Option),
             (None, Some(e)) => (e, Source::Activations),
             (None, None) => (la.convention.default_eps(), Source::Convention),
@@ -724,8 +848,11 @@ impl Context<'_, '_> {
             .num_batches_tracked
             .or(meta.and_then(|m| m.num_batches_tracked))
             .unwrap_or(0);
+        let nonfinite_a = nonfinite_channels(&a.stats);
+        let nonfinite_b = nonfinite_channels(&b.stats);
+        // Non-finite statistics imply no batch: the rule's algebra turns them into noise.
         let implied_batch = forwards
-            .filter(|_| stats_changed)
+            .filter(|_| stats_changed && nonfinite_a.is_empty() && nonfinite_b.is_empty())
             .and_then(|k| implied(&rule, &a.stats, &b.stats, k, counter_before));
         if let Some(ib) = &implied_batch
             && !ib.negative_var_channels.is_empty()
@@ -756,10 +883,29 @@ impl Context<'_, '_> {
             b: &b.stats,
         };
         let runs = match (cap, self.acts) {
-            (Some(cap), Some(acts)) => self.captured(name, &pair, acts, cap)?,
+            (Some(cap), Some(acts)) => {
+                // Nothing records the momentum: try the cumulative average too, which
+                // `momentum=None` layers use.
+                let alternative = (momentum_source == Source::Convention
+                    && momentum != Momentum::Cma
+                    && rule.unbiased_var)
+                    .then(|| UpdateRule::new(la.convention, Momentum::Cma));
+                self.captured(name, &pair, acts, cap, alternative)?
+            }
             _ => self.synthetic(name, implied_batch.as_ref(), &pair),
         };
         notes.extend(runs.notes);
+        let cma_fits = match (&runs.replay, &runs.replay_alternative) {
+            (Some(r), Some((m, alt))) if alt.explains_b && !r.explains_b => {
+                notes.push(format!(
+                    "Nothing records this layer's momentum and the assumed {momentum} does not replay to B, but momentum=None (a cumulative average) does: max relative error {} against {} at {momentum}. Pass --momentum {m} (or capture with the plugin, which records it).",
+                    percent(alt.max_rel_err_mean.max(alt.max_rel_err_var)),
+                    percent(r.max_rel_err_mean.max(r.max_rel_err_var)),
+                ));
+                Some(*m)
+            }
+            _ => None,
+        };
         let mut layer = ExplainLayer {
             name: name.to_owned(),
             convention: la.convention,
@@ -780,6 +926,9 @@ impl Context<'_, '_> {
             best_mode: runs.best_mode,
             reproduced: runs.reproduced,
             replay: runs.replay,
+            momentum_fits: cma_fits,
+            nonfinite_channels_a: nonfinite_a,
+            nonfinite_channels_b: nonfinite_b,
             verdict: String::new(),
             notes,
         };
@@ -794,10 +943,13 @@ impl Context<'_, '_> {
         pair: &Pair<'_>,
         acts: &Activations<'_>,
         cap: &CapturedLayer,
+        alternative: Option<UpdateRule>,
     ) -> Result<Runs, ExplainError> {
         let path = acts.path();
         let c = pair.a.mean.len();
         let mut replay = pair.a.clone();
+        let bn_alt = alternative.map(|rule| BatchNorm { rule, ..*pair.bn_a });
+        let mut replay_alt = pair.a.clone();
         let mut accs: HashMap<Kind, Acc> = HashMap::new();
         let (mut train_forwards, mut with_outputs, mut statistics) = (0, 0, 0);
         let mut single = false;
@@ -842,7 +994,10 @@ impl Context<'_, '_> {
                 train_forwards += 1;
                 match batch {
                     Some(b) if b.count > 1 || !pair.bn_a.rule.unbiased_var => {
-                        pair.bn_a.update(&mut replay, &b)
+                        pair.bn_a.update(&mut replay, &b);
+                        if let Some(bn) = &bn_alt {
+                            bn.update(&mut replay_alt, &b);
+                        }
                     }
                     _ => {
                         return Err(bad(
@@ -884,6 +1039,9 @@ impl Context<'_, '_> {
             best_mode,
             reproduced,
             replay: Some(compare_replay(&replay, pair.b, train_forwards)),
+            replay_alternative: bn_alt
+                .filter(|_| train_forwards > 0)
+                .map(|bn| (bn.rule.momentum, compare_replay(&replay_alt, pair.b, train_forwards))),
             notes,
         })
     }
@@ -912,6 +1070,7 @@ impl Context<'_, '_> {
             best_mode: None,
             reproduced: None,
             replay: None,
+            replay_alternative: None,
             notes: Vec::new(),
         };
         let Some(dists) = mean
@@ -992,6 +1151,8 @@ struct Runs {
     best_mode: Option<ModeName>,
     reproduced: Option<bool>,
     replay: Option<Replay>,
+    /// The replay under another momentum than the one assumed, where nothing recorded it.
+    replay_alternative: Option<(Momentum, Replay)>,
     notes: Vec<String>,
 }
 
@@ -1078,6 +1239,8 @@ fn compare_replay(replay: &RunningStats, b: &RunningStats, batches: usize) -> Re
         max_rel_err_mean: rel_m,
         max_rel_err_var: rel_v,
         nbt_replayed: replay.num_batches_tracked,
+        tolerance: slack,
+        dtype: b.dtype,
         explains_b: counter_ok && rel_m <= slack && rel_v <= slack,
     }
 }
@@ -1208,6 +1371,19 @@ fn describe(mode: ModeName) -> &'static str {
 
 /// The lead sentence of a layer.
 fn verdict(l: &ExplainLayer) -> String {
+    if !l.nonfinite_channels_b.is_empty() {
+        let n = l.nonfinite_channels_b.len();
+        return format!(
+            "B's running statistics are not finite (NaN or Inf in {} {}){}: a train-mode forward saw NaN or Inf inputs or overflowed, and eval mode with B outputs NaN there.",
+            if n == 1 { "channel" } else { "channels" },
+            list(&l.nonfinite_channels_b),
+            if l.nonfinite_channels_a.is_empty() {
+                ""
+            } else {
+                "; A's already were"
+            }
+        );
+    }
     if let Some(r) = &l.replay {
         let fwd = plural(
             r.batches,
@@ -1216,17 +1392,48 @@ fn verdict(l: &ExplainLayer) -> String {
         );
         if r.batches > 0 {
             let one = r.batches == 1;
-            return if r.explains_b {
-                format!(
-                    "The {fwd} account{} for B exactly.",
+            let k = r.batches as u64;
+            match l.forwards.filter(|_| l.forwards_source == Some(ForwardsSource::Counter)) {
+                Some(n) if k < n => {
+                    return format!(
+                        "The capture holds {k} of the {n} train-mode forwards between A and B (the counter moved by {n}): {} replayed, the other {} were not captured, so the replay stops short of B.",
+                        if one { "that one is" } else { "those are" },
+                        n - k
+                    );
+                }
+                Some(n) if k > n => {
+                    return format!(
+                        "The capture holds {k} train-mode forwards but the counter moved by only {n} between A and B: B was saved before the capture ended (or A after it began), so the replay overshoots B."
+                    );
+                }
+                _ => {}
+            }
+            if r.explains_b {
+                let how = match r.dtype {
+                    Dtype::F32 | Dtype::F64 => " exactly".to_owned(),
+                    d => format!(
+                        " within {d} rounding: max relative error {}, inside the tolerance {} of {} updates each rounded to {d}",
+                        percent(r.max_rel_err_mean.max(r.max_rel_err_var)),
+                        percent(r.tolerance),
+                        r.batches
+                    ),
+                };
+                return format!(
+                    "The {fwd} account{} for B{how}.",
                     if one { "s" } else { "" }
-                )
-            } else {
-                format!(
-                    "The {fwd} {} not account for B: something else changed these statistics.",
-                    if one { "does" } else { "do" }
-                )
-            };
+                );
+            }
+            if l.momentum_fits == Some(Momentum::Cma) {
+                return format!(
+                    "The {fwd} account{} for B with momentum=None (a cumulative average), not with the assumed momentum {}.",
+                    if one { "s" } else { "" },
+                    l.momentum
+                );
+            }
+            return format!(
+                "The {fwd} {} not account for B: something else changed these statistics.",
+                if one { "does" } else { "do" }
+            );
         }
         let outputs = match l.best_mode {
             Some(m) => format!("; their outputs are those of {}", describe(m)),
