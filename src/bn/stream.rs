@@ -354,6 +354,10 @@ impl<T: Real> Affine<T> {
                 if da == 0.0 && db == 0.0 {
                     return 0.0;
                 }
+                if !(da.is_finite() && db.is_finite()) {
+                    // NaN or infinite outputs against finite ones.
+                    return f64::INFINITY;
+                }
                 [m.min[ch], m.max[ch]]
                     .into_iter()
                     .filter(|x| x.is_finite())
