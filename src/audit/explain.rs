@@ -192,13 +192,14 @@ impl ModeName {
 #[derive(Debug, Clone, Serialize)]
 pub struct Impact {
     /// Shift of the output mean in units of the output's standard deviation under A
-    /// (`null` where that deviation is 0).
-    pub mean_shift: Vec<Option<f64>>,
-    /// Output standard deviation under B over that under A.
-    pub scale_ratio: Vec<Option<f64>>,
+    /// (NaN, `null` in JSON, where that deviation is 0). Plain `f64`s: a layer of millions
+    /// of channels keeps three of these vectors, and an `Option` would double them.
+    pub mean_shift: Vec<f64>,
+    /// Output standard deviation under B over that under A (NaN/`null` as `mean_shift`).
+    pub scale_ratio: Vec<f64>,
     /// Root-mean-square change of the outputs in units of their deviation under A:
-    /// `√(mean_shift² + (scale_ratio − 1)²)`.
-    pub rms_change: Vec<Option<f64>>,
+    /// `√(mean_shift² + (scale_ratio − 1)²)` (NaN/`null` as `mean_shift`).
+    pub rms_change: Vec<f64>,
     /// Largest `rms_change`.
     pub max_rms_change: Option<f64>,
     /// The channels that change most (up to 3, largest first, only channels that change).
@@ -616,13 +617,25 @@ fn changed_layers<'a>(
 
 /// Whether running statistics or counters differ (bitwise: NaN payloads count).
 fn stats_differ(a: &LayerValues, b: &LayerValues) -> bool {
-    let bits = |v: &Option<Vec<f64>>| {
-        v.as_ref()
-            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
-    };
-    bits(&a.running_mean) != bits(&b.running_mean)
-        || bits(&a.running_var) != bits(&b.running_var)
+    !same_bits(a.running_mean.as_deref(), b.running_mean.as_deref())
+        || !same_bits(a.running_var.as_deref(), b.running_var.as_deref())
         || a.num_batches_tracked != b.num_batches_tracked
+}
+
+/// [`stats_differ`] of loaded layers, whose statistics moved out of their values.
+fn loaded_differ(a: &Loaded, b: &Loaded) -> bool {
+    !same_bits(Some(&a.stats.mean), Some(&b.stats.mean))
+        || !same_bits(Some(&a.stats.var), Some(&b.stats.var))
+        || a.stats.num_batches_tracked != b.stats.num_batches_tracked
+}
+
+fn same_bits(x: Option<&[f64]>, y: Option<&[f64]>) -> bool {
+    match (x, y) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+        }
+        (x, y) => x.is_none() && y.is_none(),
+    }
 }
 
 /// A relative error for sentences: `1.27%`, or `7.2e-8` when too small for percent.
@@ -657,8 +670,28 @@ struct Loaded {
 }
 
 fn load(ckpt: &Checkpoint, layer: &BnLayer) -> Result<Loaded, ExplainError> {
-    let values = layer_values(ckpt, layer)?;
-    let (Some(mean), Some(var)) = (values.running_mean.clone(), values.running_var.clone()) else {
+    let mut values = layer_values(ckpt, layer)?;
+    let c = layer.channels as usize;
+    let bad_len = [
+        &values.weight,
+        &values.bias,
+        &values.running_mean,
+        &values.running_var,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|v| v.len() != c);
+    if bad_len {
+        return Err(ExplainError::input(
+            ckpt.path(),
+            format!(
+                "layer {:?}: its tensors do not all hold {c} values, one per channel",
+                layer.name
+            ),
+        ));
+    }
+    // Moved, not copied: a layer of millions of channels holds them once.
+    let (Some(mean), Some(var)) = (values.running_mean.take(), values.running_var.take()) else {
         return Err(ExplainError::input(
             ckpt.path(),
             format!(
@@ -820,7 +853,7 @@ impl Context<'_, '_> {
         };
         let rule = UpdateRule::new(la.convention, momentum);
         let mut notes = Vec::new();
-        let stats_changed = stats_differ(&a.values, &b.values);
+        let stats_changed = loaded_differ(&a, &b);
         let train_forwards = cap.map(|c| (0..c.forwards.len()).filter(|&i| c.trained(i)).count());
         let (forwards, forwards_source) = match (
             a.stats.num_batches_tracked,
@@ -1314,33 +1347,44 @@ fn impact(a: &Loaded, b: &Loaded, eps: f64) -> Impact {
         let std_a = (wa / (va + eps).sqrt()).abs() * sd_x;
         let std_b = (wb / (vb + eps).sqrt()).abs() * sd_x;
         let mean_b = (ma - mb) / (vb + eps).sqrt() * wb + bb;
-        let ok = |v: f64| (std_a > 0.0 && v.is_finite()).then_some(v);
+        let ok = |v: f64| {
+            if std_a > 0.0 && v.is_finite() {
+                v
+            } else {
+                f64::NAN
+            }
+        };
         let shift = ok((mean_b - ba) / std_a);
         let ratio = ok(std_b / std_a);
         mean_shift.push(shift);
         scale_ratio.push(ratio);
-        rms_change.push(shift.zip(ratio).map(|(s, r)| s.hypot(r - 1.0)));
+        rms_change.push(shift.hypot(ratio - 1.0));
     }
-    let mut order: Vec<usize> = (0..c)
-        .filter(|&ch| rms_change[ch].is_some_and(|r| r > 0.0))
-        .collect();
-    order.sort_by(|&x, &y| {
-        rms_change[y]
-            .unwrap_or(0.0)
-            .total_cmp(&rms_change[x].unwrap_or(0.0))
-    });
-    let worst = order
+    // The WORST largest changes, in one pass (no sort of millions of channels).
+    let mut top: Vec<usize> = Vec::with_capacity(WORST + 1);
+    for ch in (0..c).filter(|&ch| rms_change[ch] > 0.0) {
+        let at = top.partition_point(|&t| rms_change[t] >= rms_change[ch]);
+        if at < WORST {
+            top.insert(at, ch);
+            top.truncate(WORST);
+        }
+    }
+    let some = |v: f64| (!v.is_nan()).then_some(v);
+    let worst = top
         .into_iter()
-        .take(WORST)
         .map(|channel| ChannelImpact {
             channel,
-            mean_shift: mean_shift[channel],
-            scale_ratio: scale_ratio[channel],
-            rms_change: rms_change[channel],
+            mean_shift: some(mean_shift[channel]),
+            scale_ratio: some(scale_ratio[channel]),
+            rms_change: some(rms_change[channel]),
         })
         .collect();
     Impact {
-        max_rms_change: rms_change.iter().flatten().copied().reduce(f64::max),
+        max_rms_change: rms_change
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .reduce(f64::max),
         mean_shift,
         scale_ratio,
         rms_change,
