@@ -490,6 +490,7 @@ fn capture_alignment(side_a: &Side<'_>, acts: &Activations<'_>) -> Alignment {
                 file: 0,
                 bytes: 0,
                 start: 0,
+                view: None,
             })
             .collect()
     };
