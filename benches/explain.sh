@@ -20,6 +20,7 @@ for kind in big resnet; do
     hyperfine --warmup 1 --runs 10 --export-json "$dir/$kind.json" "$cmd" >&2
     ours=$("$python" -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(f\"{r['median']*1e3:.1f} {r['min']*1e3:.1f}\")" "$dir/$kind.json")
     rss=$(/usr/bin/time -f %M $cmd 2>&1 >/dev/null | tail -1)
+    "$python" benches/explain_bench.py torch "$d" 5 bn | sed 's/^/F.batch_norm calls only: /' >&2
     theirs=$("$python" benches/explain_bench.py torch "$d" 5 | tee /dev/stderr)
     field() { sed -n "s/^$1=//p" <<<"$theirs"; }
     read -r median min <<<"$ours"

@@ -2,7 +2,9 @@
 
 Usage:
   python benches/explain_bench.py gen DIR [big|resnet]   write DIR/{a,b,acts}.safetensors
-  python benches/explain_bench.py torch DIR [ITERS]      time PyTorch on them, in-process
+  python benches/explain_bench.py torch DIR [ITERS] [bn] time PyTorch on them, in-process
+                                                         (`bn`: the F.batch_norm calls and the
+                                                         replay only, no output statistics)
 
 `big`: one BatchNorm2d(256) and one captured 64×256×56×56 f32 train-mode forward, input and
 output (a 392 MiB activation file). `resnet`: 20 BatchNorm2d layers of a resnet-like stack
@@ -68,7 +70,7 @@ def gen(out: str, kind: str) -> None:
     save("b.safetensors")
 
 
-def explain_like_bnaudit(d: str) -> dict:
+def explain_like_bnaudit(d: str, bn_only: bool = False) -> dict:
     a = load_file(os.path.join(d, "a.safetensors"))
     b = load_file(os.path.join(d, "b.safetensors"))
     acts = load_file(os.path.join(d, "acts.safetensors"))
@@ -90,6 +92,8 @@ def explain_like_bnaudit(d: str) -> dict:
                     "eval_no_track": F.batch_norm(x, None, None, w, bias, True, 0.0, 1e-5),
                 }
                 for mode, y in outs.items():
+                    if bn_only:
+                        continue
                     modes.setdefault(mode, []).append((y.mean().item(), y.std().item(), (y - rec).abs().max().item()))
                     del y
                 del outs
@@ -99,12 +103,12 @@ def explain_like_bnaudit(d: str) -> dict:
     return report
 
 
-def bench(d: str, iters: int) -> None:
+def bench(d: str, iters: int, bn_only: bool) -> None:
     torch.set_num_threads(2)
     times = []
     for _ in range(iters):
         t = time.perf_counter()
-        report = explain_like_bnaudit(d)
+        report = explain_like_bnaudit(d, bn_only)
         times.append(time.perf_counter() - t)
         del report
     times.sort()
@@ -117,4 +121,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "gen":
         gen(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "big")
     else:
-        bench(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5)
+        bench(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5, sys.argv[4:5] == ["bn"])

@@ -84,13 +84,19 @@ Examples:
   bnaudit diff ddp.safetensors plain.safetensors --strip-prefix-a module.";
 
 const EXPLAIN_AFTER_HELP: &str = "\
+Activations are streamed in 1 MiB tiles: memory stays small whatever the capture's size. \
+A capture of the inner model meets a module./_orig_mod.-wrapped checkpoint. A layer that \
+cannot be explained (track_running_stats=False, missing, channel mismatch, one value per \
+channel in train mode) is listed as skipped with its reason and the rest explained. \
+Stats-only captures (<layer>.batch_mean/batch_var/batch_count.<i>) replay A to B.
+
 Exit codes: 0 success, 2 usage error, 3 unreadable or malformed checkpoint or activation \
-file, or a layer that cannot be re-run (missing, channel mismatch, wrong rank, one value \
-per channel in train mode).
+file, or no layer that can be explained.
 
 Examples:
   bnaudit explain pretrained.safetensors finetuned.safetensors
   bnaudit explain A B --activations acts.safetensors
+  bnaudit explain A B --momentum 'backbone.**.bn*=cma' --momentum 0.1 --eps head=1e-3
   bnaudit explain A B --layer backbone.layer1.0.bn1 --momentum cma --format json";
 
 /// The `bnaudit` command line.

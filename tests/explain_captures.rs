@@ -3,6 +3,8 @@
 //! wrapped checkpoints, bfloat16, unknown momentum, non-finite statistics, stats-only captures,
 //! and activation files that must be refused without a panic.
 
+// Shared with tests/explain.rs, which uses the helpers this file does not.
+#[allow(dead_code)]
 mod common;
 
 use assert_cmd::Command;

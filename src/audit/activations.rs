@@ -303,7 +303,7 @@ fn forward(
             .ok_or_else(|| format!("{}: cannot be decoded", t.name))
     };
     let n = values(count)?[0];
-    if !(n >= 1.0) {
+    if n.is_nan() || n < 1.0 {
         return Err(format!("{}: {n} values per channel", count.name));
     }
     Ok(Forward::Stats(BatchStats {

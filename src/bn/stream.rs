@@ -59,7 +59,7 @@ impl Geometry {
             channels: shape[1] as usize,
             spatial,
         };
-        if g.len() == 0 {
+        if g.is_empty() {
             return Err(ForwardError::Empty { shape: dims() });
         }
         Ok(g)
