@@ -44,6 +44,11 @@ pub struct Alignment {
     pub strip_a: String,
     /// Prefix removed from B's names (empty for none).
     pub strip_b: String,
+    /// Module prefix added to A's names (after `strip_a`): A is a sub-model saved on its
+    /// own, B the model that holds it under this prefix (empty for none).
+    pub prefix_a: String,
+    /// Module prefix added to B's names: B is the sub-model saved on its own.
+    pub prefix_b: String,
     /// Whether the prefixes were detected (true) or forced by options (false).
     pub detected: bool,
     /// Tensors whose aligned names matched on both sides.
@@ -52,6 +57,30 @@ pub struct Alignment {
     pub only_a: usize,
     /// Tensors of B with no counterpart in A after alignment.
     pub only_b: usize,
+}
+
+impl Alignment {
+    /// A's tensor or layer name `raw`, as the report names it.
+    pub fn name_a(&self, raw: &str) -> String {
+        aligned_name(raw, &self.strip_a, &self.prefix_a)
+    }
+
+    /// B's tensor or layer name `raw`, as the report names it.
+    pub fn name_b(&self, raw: &str) -> String {
+        aligned_name(raw, &self.strip_b, &self.prefix_b)
+    }
+
+    /// The sub-model prefix added to one side, and which: `("A", "model_A.")`.
+    pub fn submodel(&self) -> Option<(&'static str, &str)> {
+        [("A", &self.prefix_a), ("B", &self.prefix_b)]
+            .into_iter()
+            .find(|(_, p)| !p.is_empty())
+            .map(|(side, p)| (side, p.as_str()))
+    }
+}
+
+fn aligned_name(raw: &str, strip: &str, added: &str) -> String {
+    format!("{added}{}", raw.strip_prefix(strip).unwrap_or(raw))
 }
 
 /// Classification of one BatchNorm layer (DESIGN's status table).
@@ -128,6 +157,8 @@ pub struct Inference {
     /// When the variance fell further than the assumed momentum allows: the smallest
     /// momentum that explains it over `forwards` forwards.
     pub momentum_min: Option<f64>,
+    /// Channels whose running mean or variance is finite in A and NaN or infinite in B.
+    pub nonfinite_channels: Vec<usize>,
     /// Signatures and explanations, one sentence each.
     pub notes: Vec<String>,
 }
@@ -149,10 +180,20 @@ pub struct LayerDiff {
     pub nbt_delta: Option<i64>,
     /// Which tensors changed.
     pub changed: PerTensor<bool>,
-    /// Largest absolute difference of each tensor.
+    /// Largest absolute difference of each tensor; `null` where the tensor is absent or
+    /// some value became NaN or infinite (the difference is then no finite number).
     pub max_abs_diff: PerTensor<f64>,
     /// What the algebra supports.
     pub inference: Inference,
+}
+
+impl LayerDiff {
+    /// Whether the layer only lost its counter: statistics and affine parameters unchanged,
+    /// `num_batches_tracked` in A and not in B. That is a conversion to a BatchNorm whose
+    /// statistics never move (torchvision's FrozenBatchNorm2d), not a change of the model.
+    pub fn counter_dropped(&self) -> bool {
+        self.status == Status::Unchanged && self.nbt_a.is_some() && self.nbt_b.is_none()
+    }
 }
 
 /// Severity of a group verdict, for colouring and ordering.
@@ -172,8 +213,11 @@ pub enum Severity {
 /// Statuses aggregated over a module prefix, with a verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
-    /// Module prefix (a top-level sub-model, or one level down).
+    /// Module prefix (a top-level sub-model, or one level down); modules that behaved
+    /// alike share one group, named by them all (`bn1, layer1, layer2`).
     pub prefix: String,
+    /// The module prefixes of the group, one unless modules that behaved alike were merged.
+    pub prefixes: Vec<String>,
     /// BatchNorm layers under it.
     pub layers: usize,
     /// Count of each status.
@@ -311,7 +355,7 @@ pub fn diff(
 }
 
 /// Aligns A's and B's names as `options` say (forced prefixes, or detection).
-pub fn align_names(a: &Checkpoint, b: &Checkpoint, options: &DiffOptions) -> Aligned {
+pub fn align_names<'c>(a: &'c Checkpoint, b: &'c Checkpoint, options: &DiffOptions) -> Aligned<'c> {
     let strip_a = options.strip_prefix_a.as_deref().map(normalise_prefix);
     let strip_b = options.strip_prefix_b.as_deref().map(normalise_prefix);
     align::align(
@@ -328,16 +372,18 @@ pub fn align_names(a: &Checkpoint, b: &Checkpoint, options: &DiffOptions) -> Ali
 pub fn diff_aligned(
     a: &Checkpoint,
     b: &Checkpoint,
-    aligned: &Aligned,
+    aligned: &Aligned<'_>,
     options: &DiffOptions,
     select: &dyn Fn(&str) -> bool,
     progress: Option<Progress<'_>>,
 ) -> Result<DiffReport, CheckpointError> {
     let all_a = bn::discover(&aligned.a);
     let all_b = bn::discover(&aligned.b);
+    let (layers_a, layers_b) = (all_a.len(), all_b.len());
     let selected = |l: &bn::BnLayer| l.keys.iter().any(|(_, k)| select(k));
-    let found_a: Vec<bn::BnLayer> = all_a.iter().filter(|l| selected(l)).cloned().collect();
-    let found_b: Vec<bn::BnLayer> = all_b.iter().filter(|l| selected(l)).cloned().collect();
+    // Moved, not copied: a checkpoint may hold hundreds of thousands of layers.
+    let found_a: Vec<bn::BnLayer> = all_a.into_iter().filter(selected).collect();
+    let found_b: Vec<bn::BnLayer> = all_b.into_iter().filter(selected).collect();
     let layer_keys: HashSet<&str> = found_a
         .iter()
         .chain(&found_b)
@@ -351,6 +397,7 @@ pub fn diff_aligned(
         .collect();
     let whole_model = pairs.len() == total;
     let mut tensors = compare::compare_tensors(a, b, &pairs, options.tolerance(), progress)?;
+    drop(pairs);
     let owner: BTreeMap<&str, &str> = found_a
         .iter()
         .chain(&found_b)
@@ -361,12 +408,19 @@ pub fn diff_aligned(
     }
     let sides = layers::Sides::new(a, b, aligned);
     let layers = layers::compare(&sides, &found_a, &found_b, &tensors, options)?;
-    let groups = groups::groups(&layers, &found_a, &found_b, &tensors, whole_model);
+    let groups = groups::groups(
+        &layers,
+        &found_a,
+        &found_b,
+        &tensors,
+        whole_model,
+        aligned.alignment.submodel(),
+    );
     let summary = summarise(&layers, &tensors);
     Ok(DiffReport {
         schema_version: SCHEMA_VERSION,
-        a: CheckpointSummary::of(a, all_a.len()),
-        b: CheckpointSummary::of(b, all_b.len()),
+        a: CheckpointSummary::of(a, layers_a),
+        b: CheckpointSummary::of(b, layers_b),
         alignment: aligned.alignment.clone(),
         summary,
         groups,

@@ -334,8 +334,7 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
         },
     };
     tui::run(session, reports, DiffOptions::default(), theme)
-        .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))?;
-    Ok(0)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))
 }
 
 /// Pattern lists as given on the command line, and `--config`.
@@ -413,7 +412,9 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let report =
         with_progress(|p| audit::check::check(&a, &b, &options, p)).map_err(|e| match e {
             CheckError::Input(e) => Failure::input(e),
-            e @ CheckError::UnmatchedPatterns { .. } => Failure::usage(e),
+            e @ (CheckError::UnmatchedPatterns { .. } | CheckError::NothingFrozen { .. }) => {
+                Failure::usage(e)
+            }
         })?;
     emit(&args.output, |format, style, out| {
         let text = match format {

@@ -12,6 +12,7 @@ pub mod events;
 pub mod jobs;
 pub mod layout;
 pub mod model;
+pub mod restore;
 pub mod runner;
 pub mod search;
 pub mod session;

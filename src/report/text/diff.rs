@@ -1,14 +1,14 @@
 //! The `diff` report as text: verdicts first, then the BatchNorm layers that changed, the
 //! reasoning behind each group, and the other tensors that changed.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 
 use super::{checkpoint_line, table};
 use crate::audit::diff::{
     Alignment, DiffReport, Group, LayerDiff, Severity, Status, TensorChange, TensorDiff,
 };
-use crate::fmt::submodel;
-use crate::fmt::{num, opt_num};
+use crate::fmt::{num, opt_num, printable, shape, submodel};
 use crate::report::Style;
 
 /// Changed tensors listed before the rest is only counted (JSON lists them all).
@@ -20,7 +20,11 @@ pub fn diff(report: &DiffReport, style: Style) -> String {
     let _ = writeln!(out, "A  {}", checkpoint_line(&report.a));
     let _ = writeln!(out, "B  {}", checkpoint_line(&report.b));
     for w in report.a.warnings.iter().chain(&report.b.warnings) {
-        let _ = writeln!(out, "{}", style.yellow(&format!("warning: {w}")));
+        let _ = writeln!(
+            out,
+            "{}",
+            style.yellow(&format!("warning: {}", printable(w)))
+        );
     }
     let _ = writeln!(out, "{}", style.dim(&alignment(&report.alignment)));
     out.push('\n');
@@ -38,15 +42,27 @@ pub fn diff(report: &DiffReport, style: Style) -> String {
 }
 
 /// "aligned: \"module.\" stripped from B (detected); 39 tensors matched, 0 only in A, 0
-/// only in B".
+/// only in B", and for a sub-model saved on its own "\"model_A.\" added to A's names (A is
+/// the sub-model model_A of B)".
 pub fn alignment(al: &Alignment) -> String {
     let stripped: Vec<String> = [("A", &al.strip_a), ("B", &al.strip_b)]
         .iter()
         .filter(|(_, p)| !p.is_empty())
         .map(|(side, p)| format!("{p:?} stripped from {side}"))
+        .chain(
+            al.submodel()
+                .map(|(side, p)| format!("{p:?} added to {side}'s names")),
+        )
         .collect();
+    let submodel = al.submodel().map_or_else(String::new, |(side, p)| {
+        let other = if side == "A" { "B" } else { "A" };
+        format!(
+            "; {side} is {other}'s sub-model {}, saved on its own",
+            p.trim_end_matches(['.', '/'])
+        )
+    });
     format!(
-        "aligned: {}{}; {} tensors matched, {} only in A, {} only in B",
+        "aligned: {}{}{submodel}; {} tensors matched, {} only in A, {} only in B",
         if stripped.is_empty() {
             "names as they are".to_owned()
         } else {
@@ -80,10 +96,11 @@ pub fn verdicts(out: &mut String, groups: &[Group], style: Style) {
     }
     let _ = writeln!(out, "{}", style.bold("Verdicts"));
     for g in groups {
+        let verdict = printable(&g.verdict);
         let text = match g.severity {
-            Severity::Problem => style.red(&g.verdict),
-            Severity::Warning => style.yellow(&g.verdict),
-            _ => g.verdict.clone(),
+            Severity::Problem => style.red(&verdict),
+            Severity::Warning => style.yellow(&verdict),
+            _ => verdict.into_owned(),
         };
         let _ = writeln!(out, "  {} {text}", mark(g.severity, style));
     }
@@ -111,6 +128,15 @@ fn counter(l: &LayerDiff) -> String {
         (Some(a), None) => format!("{a} → -"),
         (None, Some(b)) => format!("- → {b}"),
         (None, None) => "-".to_owned(),
+    }
+}
+
+/// A statistic's largest difference; "non-finite" for one that changed without a finite
+/// difference (NaN or infinity appeared).
+fn delta(changed: Option<bool>, max: Option<f64>) -> String {
+    match (changed, max) {
+        (Some(true), None) => "non-finite".to_owned(),
+        _ => opt_num(max),
     }
 }
 
@@ -156,8 +182,8 @@ fn layers(out: &mut String, report: &DiffReport, style: Style) {
                 inf.consistent
                     .map_or("-", |c| if c { "yes" } else { "NO" })
                     .to_owned(),
-                opt_num(d.running_mean),
-                opt_num(d.running_var),
+                delta(l.changed.running_mean, d.running_mean),
+                delta(l.changed.running_var, d.running_var),
                 opt_num(match (d.weight, d.bias) {
                     (Some(w), Some(b)) => Some(w.max(b)),
                     (w, b) => w.or(b),
@@ -190,16 +216,20 @@ fn layers(out: &mut String, report: &DiffReport, style: Style) {
 /// The notes of the first changed layer of each sub-model: the algebra behind the verdicts,
 /// without repeating it for every layer.
 fn reasoning(out: &mut String, changed: &[&LayerDiff], style: Style) {
-    let mut seen = Vec::new();
+    let mut seen = HashSet::new();
     let mut lines = Vec::new();
     for l in changed {
         let key = (submodel(&l.name), l.status, l.inference.consistent);
-        if seen.contains(&key) || l.inference.notes.is_empty() {
+        if l.inference.notes.is_empty() || !seen.insert(key) {
             continue;
         }
-        seen.push(key);
-        lines.push(format!("  {}", style.bold(&l.name)));
-        lines.extend(l.inference.notes.iter().map(|n| format!("    {n}")));
+        lines.push(format!("  {}", style.bold(&printable(&l.name))));
+        lines.extend(
+            l.inference
+                .notes
+                .iter()
+                .map(|n| format!("    {}", printable(n))),
+        );
     }
     if !lines.is_empty() {
         let _ = writeln!(
@@ -223,13 +253,10 @@ fn dtypes(t: &TensorDiff) -> String {
 }
 
 fn shapes(t: &TensorDiff) -> String {
-    let show = |s: &Vec<u64>| {
-        let dims: Vec<String> = s.iter().map(u64::to_string).collect();
-        format!("[{}]", dims.join(", "))
-    };
     match (&t.shape_a, &t.shape_b) {
-        (Some(a), Some(b)) if a != b => format!("{} → {}", show(a), show(b)),
-        (Some(s), _) | (None, Some(s)) => show(s),
+        (Some(a), Some(b)) if a != b => format!("{} → {}", shape(&t.shape_a), shape(&t.shape_b)),
+        (Some(_), _) => shape(&t.shape_a),
+        (None, Some(_)) => shape(&t.shape_b),
         (None, None) => String::new(),
     }
 }

@@ -7,16 +7,28 @@ use super::table;
 use crate::audit::explain::{
     ExplainLayer, ExplainReport, ImpliedBatch, Inputs, ModeResult, Source,
 };
-use crate::fmt::{num, opt_num};
+use crate::fmt::{num, opt_num, printable};
 use crate::report::Style;
 
 /// Renders the `explain` report.
 pub fn explain(report: &ExplainReport, style: Style) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}", style.bold(&format!("A: {}", report.a)));
-    let _ = writeln!(out, "{}", style.bold(&format!("B: {}", report.b)));
+    let _ = writeln!(
+        out,
+        "{}",
+        style.bold(&format!("A: {}", printable(&report.a)))
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        style.bold(&format!("B: {}", printable(&report.b)))
+    );
     if let Some(acts) = &report.activations {
-        let _ = writeln!(out, "{}", style.bold(&format!("activations: {acts}")));
+        let _ = writeln!(
+            out,
+            "{}",
+            style.bold(&format!("activations: {}", printable(acts)))
+        );
     }
     let al = &report.alignment;
     if !al.strip_a.is_empty() || !al.strip_b.is_empty() {
@@ -42,7 +54,7 @@ pub fn explain(report: &ExplainReport, style: Style) -> String {
         );
     }
     for note in &report.notes {
-        let _ = writeln!(out, "{note}");
+        let _ = writeln!(out, "{}", printable(note));
     }
     if report.layers.len() + report.skipped.len() > 1 {
         summary(&mut out, report, style);
@@ -143,7 +155,7 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
     let _ = writeln!(
         out,
         "{}  {}",
-        style.bold(&l.name),
+        style.bold(&printable(&l.name)),
         style.dim(&format!(
             "({}, {} channels, momentum {} {}, eps {} {})",
             l.convention.as_str(),
@@ -154,10 +166,11 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
             source(l.eps_source)
         ))
     );
+    let verdict = printable(&l.verdict);
     let verdict = if good(l) {
-        style.green(&l.verdict)
+        style.green(&verdict)
     } else {
-        style.yellow(&l.verdict)
+        style.yellow(&verdict)
     };
     let _ = writeln!(out, "  {verdict}");
     if let Some(r) = &l.replay {
@@ -261,7 +274,11 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
         );
     }
     for note in &l.notes {
-        let _ = writeln!(out, "  {}", style.dim(&format!("note: {note}")));
+        let _ = writeln!(
+            out,
+            "  {}",
+            style.dim(&format!("note: {}", printable(note)))
+        );
     }
 }
 
