@@ -40,7 +40,7 @@ pub enum CheckError {
         "frozen pattern{} {} match{} no tensor of A or B{aligned}; check the spelling, or \
          list the names with `bnaudit ls --all`",
         if patterns.len() == 1 { "" } else { "s" },
-        patterns.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
+        listed(patterns),
         if patterns.len() == 1 { "es" } else { "" }
     )]
     UnmatchedPatterns {
@@ -50,6 +50,25 @@ pub enum CheckError {
         /// without B's prefix "module.")`; empty when none was.
         aligned: String,
     },
+}
+
+/// Most unmatched patterns named in the error; a generated scope can hold hundreds of
+/// thousands, and the error is one line.
+pub const MAX_LISTED_PATTERNS: usize = 20;
+
+/// The first [`MAX_LISTED_PATTERNS`] patterns, quoted, then how many more there are.
+fn listed(patterns: &[String]) -> String {
+    let shown: Vec<String> = patterns
+        .iter()
+        .take(MAX_LISTED_PATTERNS)
+        .map(|p| format!("{p:?}"))
+        .collect();
+    let more = patterns.len().saturating_sub(MAX_LISTED_PATTERNS);
+    if more == 0 {
+        shown.join(", ")
+    } else {
+        format!("{} and {more} more", shown.join(", "))
+    }
 }
 
 /// Why the gate failed, one kind per DESIGN's list.
@@ -212,7 +231,7 @@ fn dtype(d: Option<Dtype>) -> &'static str {
 }
 
 fn elements(s: &Option<Vec<u64>>) -> u64 {
-    s.as_ref().map_or(0, |s| s.iter().product())
+    s.as_deref().map_or(0, crate::checkpoint::element_count)
 }
 
 fn tensor_bytes(d: Option<Dtype>, s: &Option<Vec<u64>>) -> u64 {

@@ -9,6 +9,7 @@ use memmap2::Mmap;
 
 use super::error::{CheckpointError, Problem};
 use super::header::{self, Header, HeaderTensor};
+use super::input;
 
 /// How tensor bytes are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,33 +39,13 @@ pub struct SafetensorsFile {
     header: Header,
 }
 
-/// Refuses directories, pipes and devices: a pipe (`<(curl …)`, /dev/stdin) has no length to
-/// check a header against and cannot be read by offset.
-fn regular(meta: &std::fs::Metadata) -> Result<(), Problem> {
-    if meta.is_file() {
-        return Ok(());
-    }
-    let kind = if meta.is_dir() {
-        "a directory"
-    } else {
-        "a pipe or device"
-    };
-    Err(Problem::NotRegularFile { kind })
-}
-
 impl SafetensorsFile {
     /// Opens `path` read-only and validates its header; tensor data is not touched.
     pub fn open(path: &Path, mode: ReadMode) -> Result<Self, CheckpointError> {
         let err = |problem| CheckpointError::new(path, problem);
-        // Stat before opening: opening a FIFO without a writer blocks forever.
-        let meta = std::fs::metadata(path).map_err(|e| err(Problem::io("cannot open", e)))?;
-        regular(&meta).map_err(err)?;
-        let file = File::open(path).map_err(|e| err(Problem::io("cannot open", e)))?;
-        // Again on what was opened, in case the path was replaced in between.
-        let meta = file
-            .metadata()
-            .map_err(|e| err(Problem::io("cannot stat", e)))?;
-        regular(&meta).map_err(err)?;
+        // A pipe (`<(curl …)`, /dev/stdin) has no length to check a header against and
+        // cannot be read by offset.
+        let (file, meta) = input::open_regular(path).map_err(err)?;
         let len = meta.len();
         if len < 8 {
             return Err(err(Problem::TooShort { len }));

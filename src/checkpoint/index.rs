@@ -1,12 +1,13 @@
 //! Sharded checkpoints (`*.safetensors.index.json`) and directories.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
 use super::error::{CheckpointError, Problem};
 use super::file::{ReadMode, SafetensorsFile};
+use super::input;
 use super::{Checkpoint, Layout};
 
 const INDEX_SUFFIX: &str = ".safetensors.index.json";
@@ -52,7 +53,7 @@ pub(super) fn resolve_directory(dir: &Path) -> Result<PathBuf, CheckpointError> 
 /// Opens an index and every shard it names, verifying that each mapped tensor is in its shard.
 pub(super) fn open_sharded(path: &Path, mode: ReadMode) -> Result<Checkpoint, CheckpointError> {
     let err = |problem| CheckpointError::new(path, problem);
-    let text = std::fs::read(path).map_err(|e| err(Problem::io("cannot read", e)))?;
+    let text = input::read_small(path, "index", input::MAX_INDEX_LEN).map_err(err)?;
     let json: Value = serde_json::from_slice(&text)
         .map_err(|e| err(Problem::Index(format!("not valid JSON: {e}"))))?;
     let map = json
@@ -79,6 +80,11 @@ pub(super) fn open_sharded(path: &Path, mode: ReadMode) -> Result<Checkpoint, Ch
     }
     let mut files = Vec::with_capacity(shard_names.len());
     for name in &shard_names {
+        if !inside(name) {
+            return Err(err(Problem::ShardOutside {
+                shard: (*name).to_owned(),
+            }));
+        }
         let shard_path = dir.join(name);
         if !shard_path.exists() {
             return Err(err(Problem::MissingShard {
@@ -127,6 +133,16 @@ pub(super) fn open_sharded(path: &Path, mode: ReadMode) -> Result<Checkpoint, Ch
         warnings,
         Some(&shard_of),
     ))
+}
+
+/// Whether a shard path stays inside the index's directory: relative, and no `..`. An index
+/// from a downloaded repository could otherwise have us read `/etc/shadow` as a shard.
+fn inside(shard: &str) -> bool {
+    let path = Path::new(shard);
+    !shard.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 /// The index's `metadata` object as strings (numbers such as `total_size` as written).
