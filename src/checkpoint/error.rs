@@ -183,6 +183,15 @@ pub enum Problem {
         /// End of the tensor in the file.
         end: u64,
     },
+    /// The file shrank under its memory map while being read (reported from the SIGBUS
+    /// handler, which knows the file but not the tensor).
+    #[error(
+        "file changed while reading: it shrank while memory-mapped; audit a finished copy, or use --no-mmap"
+    )]
+    ChangedWhileMapped,
+    /// The path names another file than the one opened (replaced while being read).
+    #[error("file changed while reading: the path now names a different file")]
+    Replaced,
     /// A sharded index that is not valid JSON or lacks a `weight_map`.
     #[error("invalid index: {0}")]
     Index(String),

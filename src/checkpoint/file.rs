@@ -4,10 +4,13 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
 use super::error::{CheckpointError, Problem};
+use super::fault::Registration;
+use super::handles::Handle;
 use super::header::{self, Header, HeaderTensor};
 use super::input;
 
@@ -33,10 +36,20 @@ pub const MAP_AT_LEAST: u64 = 64 * 1024;
 #[derive(Debug)]
 pub struct SafetensorsFile {
     path: PathBuf,
-    file: File,
-    map: Option<Mmap>,
+    /// The descriptor, from a pool bounded across all files (thousands of shards).
+    handle: Handle,
+    map: Option<Mapped>,
     len: u64,
     header: Header,
+}
+
+/// A memory map, registered with the SIGBUS handler for as long as it lives.
+#[derive(Debug)]
+struct Mapped {
+    /// Declared first, so dropped first: the range leaves the handler's table before it is
+    /// unmapped.
+    _registration: Registration,
+    map: Mmap,
 }
 
 impl SafetensorsFile {
@@ -60,16 +73,22 @@ impl SafetensorsFile {
         let data_start = 8 + header_len;
         let header = header::parse(&bytes, data_start, len - data_start).map_err(err)?;
         let map = match mode {
-            // SAFETY: the map is read-only; a concurrent truncation is detected by
-            // `check_len` before each access, which narrows (not closes) the SIGBUS window.
+            // SAFETY: the map is read-only. A concurrent truncation is detected by
+            // `check_len` before each access; one during the access raises SIGBUS, which
+            // the registration turns into an input error (see `fault`).
             ReadMode::Mmap if len > data_start => {
-                Some(unsafe { Mmap::map(&file) }.map_err(|e| err(Problem::io("cannot map", e)))?)
+                let map =
+                    unsafe { Mmap::map(&file) }.map_err(|e| err(Problem::io("cannot map", e)))?;
+                Some(Mapped {
+                    _registration: Registration::new(map.as_ptr(), map.len(), path),
+                    map,
+                })
             }
             _ => None,
         };
         Ok(SafetensorsFile {
             path: path.to_owned(),
-            file,
+            handle: Handle::new(path, file, &meta),
             map,
             len,
             header,
@@ -129,10 +148,10 @@ impl SafetensorsFile {
             return Ok(Cow::Borrowed(&[]));
         }
         match &self.map {
-            Some(map) if len >= MAP_AT_LEAST => {
+            Some(mapped) if len >= MAP_AT_LEAST => {
                 let (start, end) = (self.header.data_start + start, self.header.data_start + end);
                 self.check_len(tensor, end)?;
-                Ok(Cow::Borrowed(&map[start as usize..end as usize]))
+                Ok(Cow::Borrowed(&mapped.map[start as usize..end as usize]))
             }
             _ => {
                 let mut buf = vec![0u8; len as usize];
@@ -164,7 +183,7 @@ impl SafetensorsFile {
         tensor: &str,
     ) -> Result<(), CheckpointError> {
         let start = self.header.data_start + start;
-        self.file.read_exact_at(buf, start).map_err(|e| {
+        self.file()?.read_exact_at(buf, start).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 self.truncated(tensor, start + buf.len() as u64)
             } else {
@@ -178,10 +197,17 @@ impl SafetensorsFile {
         self.read(tensor, 0, tensor.end - tensor.start)
     }
 
+    /// The open file (reopened if the descriptor pool closed it).
+    fn file(&self) -> Result<Arc<File>, CheckpointError> {
+        self.handle
+            .file()
+            .map_err(|problem| CheckpointError::new(&self.path, problem))
+    }
+
     /// Refuses to touch mapped bytes past the file's current end, which would raise SIGBUS.
     fn check_len(&self, tensor: &str, end: u64) -> Result<(), CheckpointError> {
         let now = self
-            .file
+            .file()?
             .metadata()
             .map_err(|e| CheckpointError::new(&self.path, Problem::io("cannot stat", e)))?
             .len();
@@ -192,7 +218,11 @@ impl SafetensorsFile {
     }
 
     fn truncated(&self, tensor: &str, end: u64) -> CheckpointError {
-        let len = self.file.metadata().map_or(0, |m| m.len());
+        let len = self
+            .file()
+            .ok()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
         CheckpointError::new(
             &self.path,
             Problem::Truncated {

@@ -5,7 +5,9 @@
 
 pub mod dtype;
 pub mod error;
+pub mod fault;
 pub mod file;
+pub mod handles;
 pub mod header;
 mod index;
 pub mod input;

@@ -9,6 +9,7 @@
 
 pub mod detail;
 pub mod events;
+mod fault;
 pub mod format;
 pub mod help;
 pub mod jobs;
