@@ -13,7 +13,12 @@ use bnaudit::checkpoint::{Checkpoint, ReadMode};
 /// A directory that lives as long as the fuzzing process.
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temporary directory"))
+    // In memory where there is a tmpfs: every execution writes its input as a file.
+    DIR.get_or_init(|| {
+        tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .expect("temporary directory")
+    })
         .path()
 }
 
@@ -35,7 +40,7 @@ pub fn fixture(path: &str) -> PathBuf {
 pub fn open_both(path: &Path) -> impl Iterator<Item = Checkpoint> + '_ {
     [ReadMode::Mmap, ReadMode::Pread]
         .into_iter()
-        .filter_map(|mode| Checkpoint::open(path, mode).ok())
+        .filter_map(move |mode| Checkpoint::open(path, mode).ok())
 }
 
 /// Runs `ls`, `diff`, `check` and `explain` of `ckpt` against `other` (and itself), as the
