@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bnaudit::audit::{DiffOptions, diff};
 use bnaudit::checkpoint::{Checkpoint, ReadMode};
-use bnaudit::tui::{App, Session, Theme, ui};
+use bnaudit::tui::{App, Session, Theme, view};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::layout::Rect;
@@ -112,7 +112,7 @@ fn main() {
     let reports = session.reports().expect("ls");
     let app = App::new(reports, Theme { color: true }, Rect::new(0, 0, 120, 40));
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
-    terminal.draw(|f| ui::render(f, &app)).expect("draw");
+    terminal.draw(|f| view::render(f, &app)).expect("draw");
     let first_frame = start.elapsed();
 
     let start = Instant::now();

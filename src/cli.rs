@@ -21,11 +21,14 @@ Find BatchNorm statistics that moved inside frozen sub-models.
 
 `requires_grad=False` freezes weights, not BatchNorm's running statistics: any forward pass \
 in train mode moves running_mean/running_var and bumps num_batches_tracked. bnaudit lists \
-every BatchNorm layer of a safetensors checkpoint, diffs two checkpoints and explains what \
+every BatchNorm layer of a checkpoint, diffs two checkpoints and explains what \
 changed, and gates CI so that frozen layers stay frozen.
 
-A CHECKPOINT is a .safetensors file, a sharded *.safetensors.index.json, or a directory \
-holding exactly one of those.";
+A CHECKPOINT is a safetensors file or a PyTorch torch.save file (.pt, .pth, .bin, Lightning \
+.ckpt, timm .pth.tar: recognised by content, read without executing anything), a sharded \
+*.safetensors.index.json or pytorch_model.bin.index.json, or a directory holding exactly one \
+of those. --key PATH picks the state dict inside a torch.save file (default: the top level, \
+else state_dict, model_state_dict, model, module or net).";
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success (check: no violation), 1 check found violations (diff --exit-code: \
@@ -168,6 +171,69 @@ pub enum Command {
     /// implies the batch statistics and synthetic inputs drawn from them are re-run.
     #[command(after_help = EXPLAIN_AFTER_HELP)]
     Explain(ExplainArgs),
+    /// Write B with A's BatchNorm statistics put back in the frozen scope.
+    ///
+    /// In scope (--frozen/--trainable, else the configuration file as for `check`, else
+    /// every layer whose status is frozen_stats_drift), each BatchNorm layer whose running
+    /// statistics or counter differ gets A's running_mean, running_var and
+    /// num_batches_tracked (or their Keras and Flax equivalents); --all also puts back the
+    /// scope's other changed tensors. Everything else is B's, with B's names, dtypes and
+    /// metadata (A's values cast to B's dtype), plus the metadata key bnaudit_restored
+    /// listing what was put back. The output is a safetensors file written atomically; it
+    /// may not be A, B or one of their files. The report goes to standard output.
+    #[command(after_help = RESTORE_AFTER_HELP)]
+    Restore(RestoreArgs),
+}
+
+const RESTORE_AFTER_HELP: &str = "\
+Exit codes: 0 written (or planned, with --dry-run), 2 usage error (including an output that \
+is one of the inputs, or a read-only one), 3 unreadable or malformed checkpoint.
+
+Examples:
+  bnaudit restore pretrained.safetensors finetuned.safetensors --frozen backbone -o fixed.safetensors
+  bnaudit restore A B -o fixed.safetensors                (the scope from bnaudit.toml, or every drifted layer)
+  bnaudit restore A B --frozen backbone --all -o fixed.safetensors --dry-run
+  bnaudit check A fixed.safetensors --frozen backbone     (passes for what was restored)";
+
+/// Arguments of `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The checkpoint whose statistics are put back (before fine-tuning).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+
+    /// The checkpoint to repair (after fine-tuning).
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+
+    /// Modules whose BatchNorm statistics are put back. Several patterns may follow one
+    /// flag, so give A and B first (or end the list with `--`).
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub frozen: Vec<String>,
+
+    /// Modules carved out of the frozen scope: left as B has them.
+    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    pub trainable: Vec<String>,
+
+    /// Read the pattern lists from FILE instead of looking in the working directory.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Also put back the scope's weights and every other changed tensor in scope.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print what would be restored; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Comparison options.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+
+    /// Output options: --output names the restored checkpoint (required).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Arguments of `diff`.
@@ -397,6 +463,28 @@ pub struct OutputArgs {
     /// Read tensors with positioned reads instead of memory maps (network filesystems, WSL).
     #[arg(long)]
     pub no_mmap: bool,
+
+    /// The state dict inside a torch.save file, as a dot path (e.g. `state_dict_ema`);
+    /// default: the top level when it holds tensors, else the first of state_dict,
+    /// model_state_dict, model, module, net that does. Applies to A and B.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<String>,
+
+    /// --key for A only (the first checkpoint).
+    #[arg(long, value_name = "PATH")]
+    pub key_a: Option<String>,
+
+    /// --key for B only (the second checkpoint).
+    #[arg(long, value_name = "PATH")]
+    pub key_b: Option<String>,
+}
+
+impl OutputArgs {
+    /// The state-dict key for the checkpoint at position `side` (0 for A, 1 for B).
+    pub fn key_for(&self, side: usize) -> Option<&str> {
+        let one = if side == 0 { &self.key_a } else { &self.key_b };
+        one.as_deref().or(self.key.as_deref())
+    }
 }
 
 /// Report formats.

@@ -64,6 +64,29 @@ impl Made {
         Made::file(dir, name, &safetensors(&header(&[A, b]), data_len))
     }
 
+    /// A copy of a torch fixture (tests/fixtures/torch, made by its gen.py), cut to `keep` of
+    /// its bytes when given.
+    fn torch(dir: &Path, name: &str, keep: Option<fn(usize) -> usize>) -> Made {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+        let mut bytes = fs::read(src.join(name)).unwrap();
+        if let Some(keep) = keep {
+            bytes.truncate(keep(bytes.len()));
+        }
+        Made::file(dir, name, &bytes)
+    }
+
+    /// A zip archive `model.pt` holding `archive/data.pkl` with `pickle`.
+    fn torch_pickle(dir: &Path, pickle: &[u8]) -> Made {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", stored).unwrap();
+        zip.write_all(pickle).unwrap();
+        let bytes = zip.finish().unwrap().into_inner();
+        Made::file(dir, "model.pt", &bytes)
+    }
+
     /// A sharded index with the given text, next to a valid shard `shard.safetensors`.
     fn index(dir: &Path, text: &str) -> Made {
         write(dir, "shard.safetensors", &valid());
@@ -433,13 +456,13 @@ const CASES: &[Case] = &[
         name: "directory with no checkpoint",
         make: |d| {
             write(d, "notes.txt", b"not a checkpoint");
-            write(d, "model.bin", b"");
+            write(d, "model.onnx", b"");
             Made {
                 arg: d.to_owned(),
                 named: d.to_owned(),
             }
         },
-        expect: "directory holds no *.safetensors file or *.safetensors.index.json",
+        expect: "directory holds no *.safetensors file or *.index.json",
     },
     Case {
         name: "directory with two checkpoints",
@@ -452,6 +475,56 @@ const CASES: &[Case] = &[
             }
         },
         expect: "directory holds several checkpoints (a.safetensors, b.safetensors); name one",
+    },
+    Case {
+        name: "legacy torch.save",
+        make: |d| Made::torch(d, "legacy.pt", None),
+        expect: "a legacy torch.save file (PyTorch < 1.6, not a zip archive)",
+    },
+    Case {
+        name: "TorchScript archive",
+        make: |d| Made::torch(d, "script.pt", None),
+        expect: "a TorchScript archive (torch.jit.save), not a state dict",
+    },
+    Case {
+        name: "zip that is not a checkpoint",
+        make: |d| Made::torch(d, "other.zip", None),
+        expect: "a zip archive that is not a torch.save checkpoint",
+    },
+    Case {
+        name: "truncated torch.save archive",
+        make: |d| Made::torch(d, "plain.pt", Some(|n| n * 2 / 3)),
+        expect: "truncated or damaged zip archive",
+    },
+    Case {
+        name: "torch.save pickle naming a missing storage",
+        make: |d| Made::torch(d, "missing_storage.pt", None),
+        expect: "needs storage \"0\", which the archive lacks",
+    },
+    Case {
+        name: "torch.save storage shorter than its tensor",
+        make: |d| Made::torch(d, "short_storage.pt", None),
+        expect: "tensor \"backbone.0.weight\" needs 432 bytes of storage \"0\", which holds 4",
+    },
+    Case {
+        name: "bare pickle",
+        make: |d| Made::file(d, "model.pkl", b"\x80\x04K\x01."),
+        expect: "a bare Python pickle, not a torch.save zip archive",
+    },
+    Case {
+        name: "pickle nested past the limit",
+        make: |d| Made::torch_pickle(d, &[b'('; 5000]),
+        expect: "pickle nesting depth exceeds the limit of 1000",
+    },
+    Case {
+        name: "truncated pickle",
+        make: |d| Made::torch_pickle(d, b"\x80\x02}q\x00(X\x05\x00\x00"),
+        expect: "stream ends inside an opcode (truncated data.pkl)",
+    },
+    Case {
+        name: "pickle with an opcode torch.save never writes",
+        make: |d| Made::torch_pickle(d, b"\x80\x02\x82\x01."),
+        expect: "opcode 0x82 is not one torch.save writes",
     },
     Case {
         name: "missing path",
@@ -724,6 +797,19 @@ fn open_and_read_all(bytes: &[u8]) {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn damaged_torch_files_never_panic(
+        file in prop::sample::select(vec!["plain.pt", "views.pt", "lightning.ckpt", "deflated.pt"]),
+        mutations in prop::collection::vec(mutation(), 1..6),
+    ) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch").join(file);
+        let mut bytes = fs::read(src).unwrap();
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        open_and_read_all(&bytes);
+    }
 
     #[test]
     fn mutated_headers_never_panic(mutations in prop::collection::vec(mutation(), 1..6)) {

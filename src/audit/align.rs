@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use super::compare::TensorPair;
 use super::diff::Alignment;
-use crate::checkpoint::TensorInfo;
+use crate::checkpoint::{Checkpoint, TensorInfo};
 
 /// Wrapper prefixes tried, alone and chained.
 pub const WRAPPERS: [&str; 3] = ["module.", "_orig_mod.", "model."];
@@ -122,6 +122,16 @@ pub fn align(
     aligned
 }
 
+/// The tensor of `ckpt` that has the aligned name `aligned` after `prefix` was stripped:
+/// the inverse of the renaming, where a name that did not start with the prefix kept it
+/// as it was, and a prefixed name wins a collision as it does in [`align`].
+pub fn original<'c>(ckpt: &'c Checkpoint, prefix: &str, aligned: &str) -> Option<&'c TensorInfo> {
+    ckpt.get(&format!("{prefix}{aligned}")).or_else(|| {
+        ckpt.get(aligned)
+            .filter(|t| !t.name.starts_with(prefix) || prefix.is_empty())
+    })
+}
+
 /// Prefixes to try on one side: the forced one, or "" and every chain of wrappers that
 /// starts at least one name.
 fn candidates(tensors: &[TensorInfo], forced: Option<&str>) -> Vec<String> {
@@ -188,6 +198,7 @@ mod tests {
                 file: 0,
                 bytes: 4,
                 start: 0,
+                view: None,
             })
             .collect()
     }

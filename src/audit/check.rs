@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::SCHEMA_VERSION;
+use super::align::Aligned;
 use super::compare::Progress;
 use super::diff::{self, DiffOptions, DiffReport, LayerDiff, TensorChange, TensorDiff};
 use super::scope::Scope;
 use crate::bn::{self, BnKeys, BnLayer, LayerValues, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
-use crate::report::{num, opt_num};
+use crate::fmt::{num, opt_num};
 
 /// What `check` needs besides the checkpoints.
 #[derive(Debug, Clone)]
@@ -178,7 +179,7 @@ pub struct CheckReport {
 
 /// The module of a tensor that belongs to no BatchNorm layer: its name up to the last
 /// separator (the name itself at the top level).
-fn parent(name: &str) -> &str {
+pub(crate) fn parent(name: &str) -> &str {
     name.rfind(['.', '/']).map_or(name, |i| &name[..i])
 }
 
@@ -209,14 +210,14 @@ struct Frozen<'r> {
     stats_allowed: bool,
 }
 
-fn is_buffer(role: Option<Role>) -> bool {
+pub(crate) fn is_buffer(role: Option<Role>) -> bool {
     matches!(
         role,
         Some(Role::RunningMean | Role::RunningVar | Role::NumBatchesTracked)
     )
 }
 
-fn shape(s: &Option<Vec<u64>>) -> String {
+pub(crate) fn shape(s: &Option<Vec<u64>>) -> String {
     s.as_ref().map_or_else(
         || "-".to_owned(),
         |s| {
@@ -239,7 +240,7 @@ fn tensor_bytes(d: Option<Dtype>, s: &Option<Vec<u64>>) -> u64 {
 }
 
 /// "+25 train-mode forwards" and the like, from the layer's counter.
-fn counter_clause(layer: Option<&LayerDiff>, stats_changed: bool) -> Option<String> {
+pub(crate) fn counter_clause(layer: Option<&LayerDiff>, stats_changed: bool) -> Option<String> {
     let l = layer?;
     let (a, b) = (l.nbt_a?, l.nbt_b?);
     let d = b - a;
@@ -288,13 +289,13 @@ fn stats_drift_detail(changed: &[&Frozen<'_>], layer: Option<&LayerDiff>) -> Str
 }
 
 /// The last segment of a tensor name (`running_var`, `moving_variance:0`, `var`).
-fn leaf(name: &str) -> &str {
+pub(crate) fn leaf(name: &str) -> &str {
     name.rfind(['.', '/']).map_or(name, |i| &name[i + 1..])
 }
 
 /// "max |Δ| 0.031", with the elements that became or stopped being NaN or infinite, whose
 /// difference has no magnitude.
-fn magnitude(d: &TensorDiff) -> String {
+pub(crate) fn magnitude(d: &TensorDiff) -> String {
     let max = format!("max |Δ| {}", opt_num(d.max_abs_diff));
     match d.nonfinite_changed {
         Some(k) if k > 0 && d.max_abs_diff.is_some_and(|m| m > 0.0) => {
@@ -317,7 +318,7 @@ fn is_are(n: usize) -> &'static str {
     if n == 1 { "is" } else { "are" }
 }
 
-fn changed_detail(d: &TensorDiff) -> String {
+pub(crate) fn changed_detail(d: &TensorDiff) -> String {
     let n = elements(&d.shape_b);
     let mut detail = match d.changed_elements {
         Some(k) => format!("{k} of {n} elements changed, {}", magnitude(d)),
@@ -498,19 +499,12 @@ fn evaluate(
 }
 
 /// Whether the aligned tensor `name` is frozen (matched without a Flax collection segment).
-fn is_frozen(scope: &Scope, name: &str) -> bool {
+pub(crate) fn is_frozen(scope: &Scope, name: &str) -> bool {
     scope.is_frozen(&bn::module_name(name))
 }
 
-/// Runs the gate: compares every tensor in scope and lists the violations.
-pub fn check(
-    a: &Checkpoint,
-    b: &Checkpoint,
-    options: &CheckOptions,
-    progress: Option<Progress<'_>>,
-) -> Result<CheckReport, CheckError> {
-    let scope = &options.scope;
-    let aligned = diff::align_names(a, b, &options.diff);
+/// Refuses frozen patterns that match no aligned tensor name of A or B.
+pub(crate) fn require_matches(scope: &Scope, aligned: &Aligned) -> Result<(), CheckError> {
     let names: Vec<String> = aligned
         .a
         .iter()
@@ -534,6 +528,19 @@ pub fn check(
             },
         });
     }
+    Ok(())
+}
+
+/// Runs the gate: compares every tensor in scope and lists the violations.
+pub fn check(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    options: &CheckOptions,
+    progress: Option<Progress<'_>>,
+) -> Result<CheckReport, CheckError> {
+    let scope = &options.scope;
+    let aligned = diff::align_names(a, b, &options.diff);
+    require_matches(scope, &aligned)?;
     let report = diff::diff_aligned(
         a,
         b,

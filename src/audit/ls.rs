@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::SCHEMA_VERSION;
 use crate::bn::{self, BnKeys, BnLayer, Convention, Flag, LayerValues, Role, TensorStats};
-use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, Layout, TensorInfo};
+use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, Format, Layout, TensorInfo};
 
 /// Options of the `ls` report.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,6 +45,10 @@ pub struct CheckpointSummary {
     pub metadata: BTreeMap<String, String>,
     /// `file` or `sharded`.
     pub layout: Layout,
+    /// `safetensors` or `torch`.
+    pub format: Format,
+    /// The state dict's key inside a torch.save file, `null` for the top level.
+    pub key: Option<String>,
     /// Number of tensors of each dtype.
     pub dtypes: BTreeMap<Dtype, usize>,
     /// Number of BatchNorm layers.
@@ -71,6 +75,8 @@ impl CheckpointSummary {
             bytes: ckpt.file_bytes(),
             metadata: ckpt.metadata().clone(),
             layout: ckpt.layout(),
+            format: ckpt.format(),
+            key: ckpt.key().map(str::to_owned),
             dtypes,
             bn_layers,
             warnings: ckpt.warnings().to_vec(),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod diff;
 pub mod explain;
 pub mod ls;
+pub mod restore;
 pub mod scope;
 
 pub use channels::{ChannelSeries, LayerChannels, layer_channels};

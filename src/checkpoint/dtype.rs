@@ -246,6 +246,139 @@ impl Dtype {
     }
 }
 
+/// A value that cannot be cast to another dtype without changing it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CastError {
+    /// No conversion between these dtypes (sub-byte floats, FP8 targets, complex).
+    #[error("cannot convert {from} values to {to}")]
+    Unsupported {
+        /// The source dtype.
+        from: Dtype,
+        /// The target dtype.
+        to: Dtype,
+    },
+    /// A value outside the target's range, or a fraction or NaN for an integer target.
+    #[error("value {value} does not fit {to}")]
+    DoesNotFit {
+        /// The value, as written by Rust.
+        value: String,
+        /// The target dtype.
+        to: Dtype,
+    },
+}
+
+impl Dtype {
+    /// Whether [`Dtype::cast_into`] can convert this dtype's values to `to`.
+    pub fn can_cast(self, to: Dtype) -> bool {
+        let encodable = |d: Dtype| {
+            d.is_integer() || matches!(d, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
+        };
+        self == to || (self.is_decodable() && self.bits().is_multiple_of(8) && encodable(to))
+    }
+
+    /// Converts little-endian `bytes` of this dtype to `to`, appending to `out`, the way
+    /// `tensor.to(dtype)` does where that changes no value: floats round to the nearest
+    /// value of `to` (half to even, [`Dtype::round_f64`], the rule `diff` compares casts
+    /// with), integers convert exactly. An integer target refuses fractions, NaN and values
+    /// out of range rather than wrap them.
+    pub fn cast_into(self, bytes: &[u8], to: Dtype, out: &mut Vec<u8>) -> Result<(), CastError> {
+        if self == to {
+            out.extend_from_slice(bytes);
+            return Ok(());
+        }
+        if !self.can_cast(to) {
+            return Err(CastError::Unsupported { from: self, to });
+        }
+        let width = (self.bits() / 8) as usize;
+        out.reserve(bytes.len() / width * (to.bits() / 8) as usize);
+        for chunk in bytes.chunks_exact(width) {
+            let value = match self.int_value(chunk) {
+                Some(i) => Value::Int(i),
+                None => {
+                    let mut v = Vec::with_capacity(1);
+                    self.decode_into(chunk, &mut v);
+                    Value::Float(v[0])
+                }
+            };
+            to.encode(value, out)?;
+        }
+        Ok(())
+    }
+
+    /// The exact value of one integer element, `None` for other dtypes.
+    fn int_value(self, b: &[u8]) -> Option<i128> {
+        let mut le = [0u8; 8];
+        le[..b.len()].copy_from_slice(b);
+        let unsigned = u64::from_le_bytes(le);
+        let signed = |bits: u32| {
+            let shift = 64 - bits;
+            i128::from(((unsigned << shift) as i64) >> shift)
+        };
+        Some(match self {
+            Dtype::Bool | Dtype::U8 | Dtype::U16 | Dtype::U32 | Dtype::U64 => i128::from(unsigned),
+            Dtype::I8 => signed(8),
+            Dtype::I16 => signed(16),
+            Dtype::I32 => signed(32),
+            Dtype::I64 => signed(64),
+            _ => return None,
+        })
+    }
+
+    /// Appends one value in this (encodable) dtype.
+    fn encode(self, value: Value, out: &mut Vec<u8>) -> Result<(), CastError> {
+        let float = match value {
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+        };
+        if self.is_integer() {
+            let does_not_fit = || CastError::DoesNotFit {
+                value: match value {
+                    Value::Int(i) => i.to_string(),
+                    Value::Float(f) => f.to_string(),
+                },
+                to: self,
+            };
+            let int = match value {
+                Value::Int(i) => i,
+                // Every integral f64 below 2^127 converts exactly.
+                Value::Float(f) if f.fract() == 0.0 && f.abs() < 2f64.powi(127) => f as i128,
+                Value::Float(_) => return Err(does_not_fit()),
+            };
+            let (min, max): (i128, i128) = match self {
+                Dtype::Bool => (0, 1),
+                Dtype::U8 => (0, u8::MAX.into()),
+                Dtype::I8 => (i8::MIN.into(), i8::MAX.into()),
+                Dtype::U16 => (0, u16::MAX.into()),
+                Dtype::I16 => (i16::MIN.into(), i16::MAX.into()),
+                Dtype::U32 => (0, u32::MAX.into()),
+                Dtype::I32 => (i32::MIN.into(), i32::MAX.into()),
+                Dtype::U64 => (0, u64::MAX.into()),
+                _ => (i64::MIN.into(), i64::MAX.into()),
+            };
+            if !(min..=max).contains(&int) {
+                return Err(does_not_fit());
+            }
+            let bytes = (int as u64).to_le_bytes();
+            out.extend_from_slice(&bytes[..(self.bits() / 8) as usize]);
+            return Ok(());
+        }
+        match self {
+            Dtype::F16 => out.extend_from_slice(&half::f16::from_f64(float).to_le_bytes()),
+            Dtype::BF16 => out.extend_from_slice(&half::bf16::from_f64(float).to_le_bytes()),
+            Dtype::F32 => out.extend_from_slice(&(float as f32).to_le_bytes()),
+            _ => out.extend_from_slice(&float.to_le_bytes()),
+        }
+        Ok(())
+    }
+}
+
+/// One element on its way from one dtype to another: integers stay exact.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(i128),
+    Float(f64),
+}
+
 /// OCP FP8 E4M3 "fn": bias 7, no infinities, S.1111.111 is NaN.
 fn f8_e4m3fn_to_f64(b: u8) -> f64 {
     let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
@@ -356,5 +489,38 @@ mod tests {
         assert_eq!(Dtype::F4.byte_len(3), Some(2));
         assert_eq!(Dtype::F32.byte_len(3), Some(12));
         assert_eq!(Dtype::F64.byte_len(u64::MAX), None);
+    }
+
+    #[test]
+    fn casts_round_like_torch_and_keep_integers_exact() {
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut out = Vec::new();
+        // 1 + 2^-11 is halfway between two halves: ties to even, as torch's .half() does.
+        let halfway = 1.0 + 2f32.powi(-11);
+        Dtype::F32
+            .cast_into(&f32s(&[halfway, 0.1, -3.0]), Dtype::F16, &mut out)
+            .unwrap();
+        let halves: Vec<u16> = out
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(halves, [0x3c00, 0x2e66, 0xc200]);
+        let mut out = Vec::new();
+        let big = (1i64 << 60) + 1;
+        Dtype::I64
+            .cast_into(&big.to_le_bytes(), Dtype::U64, &mut out)
+            .unwrap();
+        assert_eq!(out, (big as u64).to_le_bytes());
+        let mut out = Vec::new();
+        assert!(matches!(
+            Dtype::I64.cast_into(&300i64.to_le_bytes(), Dtype::U8, &mut out),
+            Err(CastError::DoesNotFit { .. })
+        ));
+        assert!(matches!(
+            Dtype::F32.cast_into(&f32s(&[0.5]), Dtype::I64, &mut out),
+            Err(CastError::DoesNotFit { .. })
+        ));
+        assert!(!Dtype::F32.can_cast(Dtype::F8E4M3));
+        assert!(Dtype::F8E4M3.can_cast(Dtype::F32));
     }
 }

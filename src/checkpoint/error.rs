@@ -216,8 +216,13 @@ pub enum Problem {
         shard: String,
     },
     /// A directory with no checkpoint.
-    #[error("directory holds no *.safetensors file or *.safetensors.index.json")]
+    #[error(
+        "directory holds no *.safetensors file or *.index.json (nor a torch.save .bin/.pt/.pth/.ckpt file)"
+    )]
     EmptyDirectory,
+    /// A torch.save file (or something posing as one) that cannot be read.
+    #[error(transparent)]
+    Torch(#[from] super::torch::TorchProblem),
     /// A directory with several candidate checkpoints.
     #[error("directory holds several checkpoints ({}); name one", candidates.join(", "))]
     AmbiguousDirectory {

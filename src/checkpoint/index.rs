@@ -1,4 +1,5 @@
-//! Sharded checkpoints (`*.safetensors.index.json`) and directories.
+//! Sharded checkpoints (`*.safetensors.index.json`, `pytorch_model.bin.index.json`) and
+//! directories.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -6,11 +7,17 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value;
 
 use super::error::{CheckpointError, Problem};
-use super::file::{ReadMode, SafetensorsFile};
+use super::format::CheckpointFile;
 use super::input;
+use super::raw::ReadMode;
 use super::{Checkpoint, Layout};
 
 const INDEX_SUFFIX: &str = ".safetensors.index.json";
+
+/// Names a directory's torch.save checkpoint usually has; looked for only when the directory
+/// holds no safetensors checkpoint (Hugging Face folders often hold both).
+const TORCH_INDEX_SUFFIX: &str = ".bin.index.json";
+const TORCH_SUFFIXES: [&str; 5] = [".bin", ".pt", ".pth", ".ckpt", ".pth.tar"];
 
 /// Whether `path` names a sharded index rather than a safetensors file.
 pub(super) fn is_index(path: &Path) -> bool {
@@ -20,11 +27,13 @@ pub(super) fn is_index(path: &Path) -> bool {
 }
 
 /// The one checkpoint a directory holds: its index if it has exactly one, else its single
-/// `.safetensors` file.
+/// `.safetensors` file; without either, the same among torch.save names.
 pub(super) fn resolve_directory(dir: &Path) -> Result<PathBuf, CheckpointError> {
     let err = |problem| CheckpointError::new(dir, problem);
     let mut indexes = Vec::new();
     let mut files = Vec::new();
+    let mut torch_indexes = Vec::new();
+    let mut torch_files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| err(Problem::io("cannot list", e)))? {
         let entry = entry.map_err(|e| err(Problem::io("cannot list", e)))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -32,7 +41,14 @@ pub(super) fn resolve_directory(dir: &Path) -> Result<PathBuf, CheckpointError> 
             indexes.push(name);
         } else if name.ends_with(".safetensors") {
             files.push(name);
+        } else if name.ends_with(TORCH_INDEX_SUFFIX) {
+            torch_indexes.push(name);
+        } else if TORCH_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            torch_files.push(name);
         }
+    }
+    if indexes.is_empty() && files.is_empty() {
+        (indexes, files) = (torch_indexes, torch_files);
     }
     indexes.sort();
     files.sort();
@@ -51,7 +67,12 @@ pub(super) fn resolve_directory(dir: &Path) -> Result<PathBuf, CheckpointError> 
 }
 
 /// Opens an index and every shard it names, verifying that each mapped tensor is in its shard.
-pub(super) fn open_sharded(path: &Path, mode: ReadMode) -> Result<Checkpoint, CheckpointError> {
+/// `key` picks the state dict inside each torch.save shard.
+pub(super) fn open_sharded(
+    path: &Path,
+    mode: ReadMode,
+    key: Option<&str>,
+) -> Result<Checkpoint, CheckpointError> {
     let err = |problem| CheckpointError::new(path, problem);
     let text = input::read_small(path, "index", input::MAX_INDEX_LEN).map_err(err)?;
     let json: Value = serde_json::from_slice(&text)
@@ -91,22 +112,13 @@ pub(super) fn open_sharded(path: &Path, mode: ReadMode) -> Result<Checkpoint, Ch
                 shard: (*name).to_owned(),
             }));
         }
-        files.push(SafetensorsFile::open(&shard_path, mode)?);
+        files.push(CheckpointFile::open(&shard_path, mode, key)?);
     }
     let mut warnings = Vec::new();
     for (i, file) in files.iter().enumerate() {
-        let present: std::collections::HashSet<&str> = file
-            .header()
-            .tensors
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
-        let unmapped = file
-            .header()
-            .tensors
-            .iter()
-            .filter(|t| !shard_of.contains_key(&t.name))
-            .count();
+        let names = file.tensor_names();
+        let present: std::collections::HashSet<&str> = names.clone().collect();
+        let unmapped = names.filter(|t| !shard_of.contains_key(*t)).count();
         if unmapped > 0 {
             warnings.push(format!(
                 "{}: {unmapped} tensors not in the index's weight_map are ignored",
@@ -131,6 +143,7 @@ pub(super) fn open_sharded(path: &Path, mode: ReadMode) -> Result<Checkpoint, Ch
         files,
         metadata,
         warnings,
+        key,
         Some(&shard_of),
     ))
 }

@@ -1,16 +1,21 @@
-//! Checkpoints as bytes: safetensors files, sharded indexes and directories.
+//! Checkpoints as bytes: safetensors files, torch.save archives, sharded indexes and
+//! directories, and the safetensors writer ([`write`]).
 //!
 //! This layer knows dtypes, shapes and byte ranges, nothing about BatchNorm. Opening reads
-//! headers only; tensor bytes are read when asked for.
+//! headers (and a torch.save file's pickle) only; tensor bytes are read when asked for.
 
 pub mod dtype;
 pub mod error;
 pub mod fault;
 pub mod file;
+pub mod format;
 pub mod handles;
 pub mod header;
 mod index;
 pub mod input;
+mod raw;
+pub mod torch;
+pub mod write;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -19,9 +24,12 @@ use std::path::{Path, PathBuf};
 
 use hashbrown::HashTable;
 
-pub use dtype::Dtype;
+pub use dtype::{CastError, Dtype};
 pub use error::{CheckpointError, Problem};
-pub use file::{MAP_AT_LEAST, ReadMode, SafetensorsFile};
+pub use file::SafetensorsFile;
+pub use format::{CheckpointFile, Format};
+pub use raw::{MAP_AT_LEAST, ReadMode};
+pub use torch::TorchFile;
 
 /// Largest gap between two tensors that [`Checkpoint::values_many`] reads through rather
 /// than issuing a second read: one page costs less to copy than a system call.
@@ -31,9 +39,9 @@ pub const COALESCE_GAP: u64 = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
-    /// One `.safetensors` file.
+    /// One file.
     File,
-    /// A `*.safetensors.index.json` and its shards.
+    /// A `*.index.json` (safetensors or `pytorch_model.bin`) and its shards.
     Sharded,
 }
 
@@ -50,8 +58,11 @@ pub struct TensorInfo {
     pub file: usize,
     /// Bytes of data.
     pub bytes: u64,
-    /// Where the data starts within its file's data section.
+    /// Where the data starts within its file's data section (safetensors), the file
+    /// (torch.save), or the inflated storage (a deflated torch.save entry).
     pub(crate) start: u64,
+    /// How a torch.save tensor that is not one contiguous stored run reaches its storage.
+    pub(crate) view: Option<Box<torch::View>>,
 }
 
 impl TensorInfo {
@@ -80,7 +91,9 @@ pub fn element_count(shape: &[u64]) -> u64 {
 pub struct Checkpoint {
     path: PathBuf,
     layout: Layout,
-    files: Vec<SafetensorsFile>,
+    files: Vec<CheckpointFile>,
+    format: Format,
+    key: Option<String>,
     /// Sorted by name, names unique.
     tensors: Vec<TensorInfo>,
     /// Positions in `tensors` hashed by name: lookups compare one name, and building the
@@ -92,9 +105,20 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens a `.safetensors` file, a `*.safetensors.index.json`, or a directory holding
-    /// exactly one of those. Only headers are read.
+    /// Opens a checkpoint file (safetensors or torch.save, told apart by content), a
+    /// `*.index.json`, or a directory holding exactly one of those. Only headers (and a
+    /// torch.save file's pickle) are read.
     pub fn open(path: impl AsRef<Path>, mode: ReadMode) -> Result<Self, CheckpointError> {
+        Self::open_key(path, mode, None)
+    }
+
+    /// [`Checkpoint::open`], with `key` (a dot path) naming the state dict inside a
+    /// torch.save file; a safetensors file ignores it, with a warning.
+    pub fn open_key(
+        path: impl AsRef<Path>,
+        mode: ReadMode,
+        key: Option<&str>,
+    ) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path)
             .map_err(|e| CheckpointError::new(path, Problem::io("cannot open", e)))?;
@@ -104,16 +128,20 @@ impl Checkpoint {
             path.to_owned()
         };
         if index::is_index(&target) {
-            index::open_sharded(&target, mode)
+            index::open_sharded(&target, mode, key)
         } else {
-            let file = SafetensorsFile::open(&target, mode)?;
-            let metadata = file.header().metadata.clone();
+            let file = CheckpointFile::open(&target, mode, key)?;
+            let metadata = match &file {
+                CheckpointFile::Safetensors(f) => f.header().metadata.clone(),
+                CheckpointFile::Torch(_) => BTreeMap::new(),
+            };
             Ok(Checkpoint::assemble(
                 target,
                 Layout::File,
                 vec![file],
                 metadata,
                 Vec::new(),
+                key,
                 None,
             ))
         }
@@ -124,30 +152,37 @@ impl Checkpoint {
     fn assemble(
         path: PathBuf,
         layout: Layout,
-        mut files: Vec<SafetensorsFile>,
+        mut files: Vec<CheckpointFile>,
         metadata: BTreeMap<String, String>,
-        warnings: Vec<String>,
+        mut warnings: Vec<String>,
+        key: Option<&str>,
         only: Option<&HashMap<String, usize>>,
     ) -> Checkpoint {
         let mut tensors = Vec::new();
         for (fi, file) in files.iter_mut().enumerate() {
+            let shown = if layout == Layout::Sharded {
+                format!("{}: ", file.path().display())
+            } else {
+                String::new()
+            };
+            warnings.extend(file.warnings().iter().map(|w| format!("{shown}{w}")));
+            if key.is_some() && file.format() == Format::Safetensors {
+                warnings.push(format!(
+                    "{shown}--key applies to torch.save files; this safetensors file has one state dict"
+                ));
+            }
             // Moved, not copied: tens of thousands of names and shapes in big checkpoints.
-            for t in file.take_tensors() {
+            for mut t in file.take_tensors() {
                 if only.is_some_and(|m| m.get(&t.name) != Some(&fi)) {
                     continue;
                 }
-                tensors.push(TensorInfo {
-                    bytes: t.end - t.start,
-                    start: t.start,
-                    name: t.name,
-                    dtype: t.dtype,
-                    shape: t.shape,
-                    file: fi,
-                });
+                t.file = fi;
+                tensors.push(t);
             }
         }
-        // Names are unique (per file by header validation, across shards by the index's
-        // map), so an unstable sort gives the same order without a scratch copy of the list.
+        // Names are unique (per file by header validation or the pickle reader, across
+        // shards by the index's map), so an unstable sort gives the same order without a
+        // scratch copy of the list.
         tensors.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let hasher = foldhash::fast::RandomState::default();
         let mut index = HashTable::with_capacity(tensors.len());
@@ -156,10 +191,19 @@ impl Checkpoint {
                 hasher.hash_one(&tensors[j].name)
             });
         }
+        let format = files
+            .first()
+            .map_or(Format::Safetensors, CheckpointFile::format);
+        let key = files
+            .iter()
+            .find_map(CheckpointFile::key)
+            .map(str::to_owned);
         Checkpoint {
             path,
             layout,
             files,
+            format,
+            key,
             tensors,
             index,
             hasher,
@@ -179,8 +223,19 @@ impl Checkpoint {
     }
 
     /// The files read (one, or each shard).
-    pub fn files(&self) -> &[SafetensorsFile] {
+    pub fn files(&self) -> &[CheckpointFile] {
         &self.files
+    }
+
+    /// The container format (of the first shard, for an index).
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The dot path of the state dict inside a torch.save file, `None` for the top level
+    /// or a safetensors file.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     /// Every tensor, sorted by name.
@@ -215,7 +270,7 @@ impl Checkpoint {
 
     /// Total size of the files on disk.
     pub fn file_bytes(&self) -> u64 {
-        self.files.iter().map(SafetensorsFile::len).sum()
+        self.files.iter().map(CheckpointFile::len).sum()
     }
 
     /// All bytes of a tensor of this checkpoint.
@@ -231,12 +286,20 @@ impl Checkpoint {
         len: u64,
     ) -> Result<Cow<'_, [u8]>, CheckpointError> {
         debug_assert!(offset + len <= t.bytes);
-        let start = t.start + offset;
-        self.files[t.file].read_data(start, start + len, &t.name)
+        match (&self.files[t.file], t.view.as_deref()) {
+            (CheckpointFile::Torch(f), Some(view)) => {
+                Ok(Cow::Owned(f.read_view(t, view, offset, len)?))
+            }
+            (file, _) => {
+                let start = t.start + offset;
+                file.read_data(start, start + len, &t.name)
+            }
+        }
     }
 
     /// Fills `buf` with bytes of a tensor starting `offset` bytes into it, with a positioned
-    /// read into the caller's buffer (see [`SafetensorsFile::read_into`]).
+    /// read into the caller's buffer (see [`SafetensorsFile::read_into`]); a strided
+    /// torch.save view is gathered.
     pub fn read_into(
         &self,
         t: &TensorInfo,
@@ -244,7 +307,13 @@ impl Checkpoint {
         buf: &mut [u8],
     ) -> Result<(), CheckpointError> {
         debug_assert!(offset + buf.len() as u64 <= t.bytes);
-        self.files[t.file].read_data_into(t.start + offset, buf, &t.name)
+        match (&self.files[t.file], t.view.as_deref()) {
+            (CheckpointFile::Torch(f), Some(view)) => {
+                buf.copy_from_slice(&f.read_view(t, view, offset, buf.len() as u64)?);
+                Ok(())
+            }
+            (file, _) => file.read_data_into(t.start + offset, buf, &t.name),
+        }
     }
 
     /// The tensor's values as `f64`, or `None` when its dtype cannot be decoded.
@@ -260,9 +329,17 @@ impl Checkpoint {
         &self,
         tensors: &[&TensorInfo],
     ) -> Result<Vec<Option<Vec<f64>>>, CheckpointError> {
-        let mut order: Vec<(usize, &TensorInfo)> = tensors.iter().copied().enumerate().collect();
-        order.sort_by_key(|(_, t)| (t.file, t.start));
         let mut out = vec![None; tensors.len()];
+        // Views are gathered one by one; contiguous runs are coalesced.
+        let mut order: Vec<(usize, &TensorInfo)> = Vec::with_capacity(tensors.len());
+        for (i, &t) in tensors.iter().enumerate() {
+            if t.view.is_some() {
+                out[i] = self.values(t)?;
+            } else {
+                order.push((i, t));
+            }
+        }
+        order.sort_by_key(|(_, t)| (t.file, t.start));
         for span in
             order.chunk_by(|(_, a), (_, b)| a.file == b.file && b.start <= a.end() + COALESCE_GAP)
         {

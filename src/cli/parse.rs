@@ -32,7 +32,10 @@ where
     match cmd.try_get_matches_from_mut(&args) {
         Ok(matches) => Cli::from_arg_matches(&matches),
         Err(e) if e.kind() == ErrorKind::MissingRequiredArgument => {
-            Err(swallowed_checkpoints(&mut cmd, &args).unwrap_or(e))
+            let explained = ["check", "restore"]
+                .into_iter()
+                .find_map(|sub| swallowed_checkpoints(&mut cmd, &args, sub));
+            Err(explained.unwrap_or(e))
         }
         Err(e) => Err(e),
     }
@@ -54,7 +57,14 @@ pub fn command() -> clap::Command {
             }
         })
     };
-    let mut cmd = Cli::command().mut_arg("format", |a| a.value_parser(text_or_json()));
+    let mut cmd = Cli::command()
+        .mut_arg("format", |a| a.value_parser(text_or_json()))
+        .mut_subcommand("restore", |c| {
+            c.mut_arg("output", |a| {
+                a.required(true)
+                    .help("The restored checkpoint to write (a safetensors file, atomically)")
+            })
+        });
     let names: Vec<String> = cmd
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
@@ -73,21 +83,26 @@ pub fn parse() -> Cli {
     parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
-/// When `check`'s A or B are missing because a pattern list took them, the error that says
-/// so (with `cmd`'s usage of `check`); `None` for any other cause.
-fn swallowed_checkpoints(cmd: &mut clap::Command, args: &[OsString]) -> Option<clap::Error> {
+/// When the A or B of `sub` (`check` or `restore`) are missing because a pattern list took
+/// them, the error that says so (with `cmd`'s usage of `sub`); `None` for any other cause.
+fn swallowed_checkpoints(
+    cmd: &mut clap::Command,
+    args: &[OsString],
+    sub: &str,
+) -> Option<clap::Error> {
     // The same command with A and B optional shows what each list received.
-    let mut relaxed = command().mut_subcommand("check", |c| {
+    let mut relaxed = command().mut_subcommand(sub, |c| {
         c.mut_arg("a", |a| a.required(false))
             .mut_arg("b", |a| a.required(false))
     });
     let matches = relaxed.try_get_matches_from_mut(args).ok()?;
-    let check = matches.subcommand_matches("check")?;
+    let check = matches.subcommand_matches(sub)?;
     let missing = usize::from(!check.contains_id("a")) + usize::from(!check.contains_id("b"));
     // Values in command-line order, each with its flag and whether it opened its list
     // (that one is a pattern for sure: every list needs one).
     let mut values: Vec<(usize, &str, bool, String)> = PATTERN_LISTS
         .iter()
+        .filter(|(id, _)| check.try_contains_id(id).is_ok())
         .flat_map(|&(id, flag)| list_values(check, id, flag))
         .collect();
     values.sort_by_key(|v| v.0);
@@ -114,13 +129,13 @@ fn swallowed_checkpoints(cmd: &mut clap::Command, args: &[OsString]) -> Option<c
     let a = check
         .get_one::<std::path::PathBuf>("a")
         .and_then(|p| p.to_str());
-    if let Some((first, end)) = corrected(args, a, taken.iter().map(|v| v.3.as_str())) {
+    if let Some((first, end)) = corrected(args, sub, a, taken.iter().map(|v| v.3.as_str())) {
         msg.push_str(&format!(
-            "\n\n  tip: give the checkpoints first: bnaudit check {first}\
-             \n  tip: or end the pattern list with `--`: bnaudit check {end}"
+            "\n\n  tip: give the checkpoints first: bnaudit {sub} {first}\
+             \n  tip: or end the pattern list with `--`: bnaudit {sub} {end}"
         ));
     }
-    let check_cmd = cmd.find_subcommand_mut("check")?;
+    let check_cmd = cmd.find_subcommand_mut(sub)?;
     Some(check_cmd.error(ErrorKind::MissingRequiredArgument, msg))
 }
 
@@ -150,11 +165,12 @@ fn list_values<'m>(
         .map(move |((i, first), v)| (i, flag, first, v))
 }
 
-/// The two corrected `check` argument lists, as the user typed them: the checkpoints
+/// The two corrected argument lists of `sub`, as the user typed them: the checkpoints
 /// first, and the patterns ended by `--`. `a` is the A given as a positional, if any;
 /// `None` when the arguments are not plain UTF-8 words.
 fn corrected<'a>(
     args: &[OsString],
+    sub: &str,
     a: Option<&str>,
     taken: impl Iterator<Item = &'a str>,
 ) -> Option<(String, String)> {
@@ -162,7 +178,7 @@ fn corrected<'a>(
         .iter()
         .map(|a| a.to_str().map(str::to_owned))
         .collect::<Option<_>>()?;
-    let start = words.iter().position(|w| w == "check")? + 1;
+    let start = words.iter().position(|w| w == sub)? + 1;
     let mut rest: Vec<String> = words[start..].to_vec();
     let mut swallowed = Vec::new();
     // Remove each swallowed word at its last occurrence, the one clap gave the list.

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::report::bytes;
+use crate::fmt::bytes;
 
 /// Comparisons shorter than this show nothing, so quick runs do not flicker.
 const DELAY: Duration = Duration::from_millis(300);

@@ -4,15 +4,18 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use super::progress::ProgressLine;
-use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs};
+use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs, RestoreArgs};
 use crate::audit::align::normalise_prefix;
 use crate::audit::check::{CheckError, CheckOptions};
 use crate::audit::compare::Progress;
 use crate::audit::config::{self, ScopePatterns};
 use crate::audit::explain::ExplainError;
+use crate::audit::restore::{self, RestoreError, RestoreOptions};
 use crate::audit::scope::Scope;
 use crate::audit::{self, DiffOptions, ExplainOptions, LsOptions};
+use crate::checkpoint::write::WriteError;
 use crate::checkpoint::{Checkpoint, CheckpointError, ReadMode};
+use crate::output;
 use crate::report::{self, Style};
 use crate::tui;
 
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Explain(a)) => &a.output,
         Some(Command::Diff(a)) => &a.output,
         Some(Command::Check(a)) => &a.output,
+        Some(Command::Restore(a)) => &a.output,
         None => &cli.view,
     };
     let is_check = matches!(cli.command, Some(Command::Check(_)));
@@ -80,17 +84,17 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     }
     match cli.command {
         Some(Command::Ls(args)) => {
-            let ckpt = open(&args.checkpoint, &args.output)?;
+            let ckpt = open(&args.checkpoint, &args.output, args.output.key_for(0))?;
             let report = audit::ls(&ckpt, LsOptions { all: args.all })?;
             show_ls(&report, &args.output)
         }
         Some(Command::Explain(args)) => {
-            let a = open(&args.a, &args.output)?;
-            let b = open(&args.b, &args.output)?;
+            let a = open(&args.a, &args.output, args.output.key_for(0))?;
+            let b = open(&args.b, &args.output, args.output.key_for(1))?;
             let acts = args
                 .activations
                 .as_deref()
-                .map(|p| open(p, &args.output))
+                .map(|p| open(p, &args.output, None))
                 .transpose()?;
             let options = ExplainOptions {
                 layers: args.layers.clone(),
@@ -114,6 +118,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Some(Command::Demo(args)) => view(&demo_paths(), None, &args.output),
         Some(Command::Check(args)) => check(&args),
+        Some(Command::Restore(args)) => restore(&args),
         None => view(&cli.checkpoints, cli.activations.as_deref(), &cli.view),
     }
 }
@@ -134,7 +139,11 @@ fn diff(
     options: &DiffOptions,
     output: &OutputArgs,
 ) -> Result<audit::DiffReport, Failure> {
-    diff_opened(&open(a, output)?, &open(b, output)?, options)
+    diff_opened(
+        &open(a, output, output.key_for(0))?,
+        &open(b, output, output.key_for(1))?,
+        options,
+    )
 }
 
 /// Diffs checkpoints already opened, with a progress line on a terminal.
@@ -226,7 +235,10 @@ fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> R
         return show_diff(&report, output);
     }
     // One checkpoint: exactly what `ls` prints (the JSON contract's object, not a list).
-    let report = audit::ls(&open(&paths[0], output)?, LsOptions::default())?;
+    let report = audit::ls(
+        &open(&paths[0], output, output.key_for(0))?,
+        LsOptions::default(),
+    )?;
     show_ls(&report, output)
 }
 
@@ -237,7 +249,11 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
             "view --activations has no JSON form: use `bnaudit diff` and `bnaudit explain` with --format json"
         )));
     }
-    let (a, b, acts) = (open(a, output)?, open(b, output)?, open(acts, output)?);
+    let (a, b, acts) = (
+        open(a, output, output.key_for(0))?,
+        open(b, output, output.key_for(1))?,
+        open(acts, output, None)?,
+    );
     let report = diff_opened(&a, &b, &DiffOptions::default())?;
     let explained = audit::explain(&a, &b, Some(&acts), &ExplainOptions::default())?;
     emit(output, |_, style, out| {
@@ -250,11 +266,12 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
     })
 }
 
-/// `*.safetensors` or `*.safetensors.index.json`: `-o model.safetensors` would replace the
-/// checkpoint just read with a report.
+/// `*.safetensors` or `*.safetensors.index.json`, in any case: `-o model.safetensors` would
+/// replace the checkpoint just read with a report.
 fn is_checkpoint_name(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
+        .map(str::to_ascii_lowercase)
         .is_some_and(|n| n.ends_with(".safetensors") || n.ends_with(".safetensors.index.json"))
 }
 
@@ -268,7 +285,8 @@ fn interactive(output: &OutputArgs) -> bool {
 fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Result<u8, Failure> {
     let mut opened = paths
         .iter()
-        .map(|p| open(p, output))
+        .enumerate()
+        .map(|(side, p)| open(p, output, output.key_for(side)))
         .collect::<Result<Vec<_>, _>>()?;
     let b = if opened.len() == 2 {
         opened.pop()
@@ -276,7 +294,7 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
         None
     };
     let a = opened.remove(0);
-    let activations = activations.map(|p| open(p, output)).transpose()?;
+    let activations = activations.map(|p| open(p, output, None)).transpose()?;
     let session = tui::Session::new(a, b, activations);
     let reports = session.reports()?;
     let theme = tui::Theme {
@@ -291,17 +309,26 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
     Ok(0)
 }
 
-/// The frozen scope from the command line over the configuration file, if any.
-fn scope(args: &CheckArgs) -> Result<(Scope, Option<PathBuf>), Failure> {
-    let config = match &args.config {
+/// Pattern lists as given on the command line, and `--config`.
+struct ScopeArgs<'a> {
+    frozen: &'a [String],
+    trainable: &'a [String],
+    allow_stats: &'a [String],
+    config: Option<&'a Path>,
+}
+
+/// The frozen scope from the command line over the configuration file (`None` when neither
+/// gives a `frozen` list), and the configuration file read, if any.
+fn scope(args: ScopeArgs<'_>) -> Result<(Option<Scope>, Option<PathBuf>), Failure> {
+    let config = match args.config {
         Some(path) => Some(config::load(path).map_err(Failure::usage)?),
         None => config::discover(Path::new(".")).map_err(Failure::usage)?,
     };
-    let given = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let given = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
     let cli = ScopePatterns {
-        frozen: given(&args.frozen),
-        trainable: given(&args.trainable),
-        allow_stats: given(&args.allow_stats),
+        frozen: given(args.frozen),
+        trainable: given(args.trainable),
+        allow_stats: given(args.allow_stats),
     };
     let (patterns, path) = match config {
         Some(c) => (cli.over(c.patterns), Some(c.path)),
@@ -309,13 +336,7 @@ fn scope(args: &CheckArgs) -> Result<(Scope, Option<PathBuf>), Failure> {
     };
     let frozen = patterns.frozen.unwrap_or_default();
     if frozen.is_empty() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "no frozen scope: give --frozen PATTERN, or a `frozen` list in {}",
-            path.as_ref().map_or_else(
-                || "bnaudit.toml or [tool.bnaudit] of pyproject.toml".to_owned(),
-                |p| p.display().to_string()
-            )
-        )));
+        return Ok((None, path));
     }
     let scope = Scope::new(
         &frozen,
@@ -323,14 +344,36 @@ fn scope(args: &CheckArgs) -> Result<(Scope, Option<PathBuf>), Failure> {
         &patterns.allow_stats.unwrap_or_default(),
     )
     .map_err(Failure::usage)?;
-    Ok((scope, path))
+    Ok((Some(scope), path))
+}
+
+/// `check`'s scope: a `frozen` list is required.
+fn check_scope(args: &CheckArgs) -> Result<(Scope, Option<PathBuf>), Failure> {
+    let (found, path) = scope(ScopeArgs {
+        frozen: &args.frozen,
+        trainable: &args.trainable,
+        allow_stats: &args.allow_stats,
+        config: args.config.as_deref(),
+    })?;
+    match found {
+        Some(scope) => Ok((scope, path)),
+        None => {
+            let place = match &path {
+                Some(p) => p.display().to_string(),
+                None => "bnaudit.toml or [tool.bnaudit] of pyproject.toml".to_owned(),
+            };
+            Err(Failure::usage(anyhow::anyhow!(
+                "no frozen scope: give --frozen PATTERN, or a `frozen` list in {place}"
+            )))
+        }
+    }
 }
 
 /// `check`: exit 1 when the frozen scope changed.
 fn check(args: &CheckArgs) -> Result<u8, Failure> {
-    let (scope, config) = scope(args)?;
-    let a = open(&args.a, &args.output)?;
-    let b = open(&args.b, &args.output)?;
+    let (scope, config) = check_scope(args)?;
+    let a = open(&args.a, &args.output, args.output.key_for(0))?;
+    let b = open(&args.b, &args.output, args.output.key_for(1))?;
     let diff = args.compare.options();
     forced_prefixes_apply(&a, &b, &diff)?;
     let options = CheckOptions {
@@ -356,6 +399,70 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
     Ok(if report.passed { 0 } else { 1 })
 }
 
+/// `restore`: plan, write the output unless `--dry-run`, print the report.
+fn restore(args: &RestoreArgs) -> Result<u8, Failure> {
+    let out = args
+        .output
+        .output
+        .clone()
+        .ok_or_else(|| Failure::usage(anyhow::anyhow!("restore needs --output FILE")))?;
+    let (scope, config) = scope(ScopeArgs {
+        frozen: &args.frozen,
+        trainable: &args.trainable,
+        allow_stats: &[],
+        config: args.config.as_deref(),
+    })?;
+    let a = open(&args.a, &args.output, args.output.key_for(0))?;
+    let b = open(&args.b, &args.output, args.output.key_for(1))?;
+    let diff = args.compare.options();
+    forced_prefixes_apply(&a, &b, &diff)?;
+    restore::refuse_inputs(&out, &a, &b).map_err(restore_failure)?;
+    // Opened first: a read-only or impossible target fails before the comparison runs.
+    let file = if args.dry_run {
+        None
+    } else {
+        Some(output::Output::create(&out).map_err(Failure::usage)?)
+    };
+    let options = RestoreOptions {
+        scope,
+        config,
+        all: args.all,
+        diff,
+        output: out,
+        dry_run: args.dry_run,
+    };
+    let plan = with_progress(|p| restore::plan(&a, &b, &options, p)).map_err(restore_failure)?;
+    if let Some(mut file) = file {
+        plan.write(&mut file).map_err(|e| match e {
+            WriteError::Io(e) => Failure::usage(anyhow::anyhow!(
+                "{}: cannot write output: {e}",
+                file.target().display()
+            )),
+            e => restore_failure(e.into()),
+        })?;
+        file.commit().map_err(Failure::usage)?;
+    }
+    let report = OutputArgs {
+        output: None,
+        ..args.output.clone()
+    };
+    emit(&report, |format, style, w| match format {
+        Format::Json => report::json::write(w, &plan.report),
+        _ => w.write_all(report::text::restore(&plan.report, style).as_bytes()),
+    })
+}
+
+/// Exit codes of `restore`'s errors: the output's problems are usage errors (2), the
+/// inputs' are input errors (3).
+fn restore_failure(e: RestoreError) -> Failure {
+    match e {
+        RestoreError::Scope(_)
+        | RestoreError::OutputIsInput { .. }
+        | RestoreError::Write(WriteError::Io(_)) => Failure::usage(e),
+        _ => Failure::input(e),
+    }
+}
+
 fn format_name(format: Format) -> String {
     use clap::ValueEnum;
     format
@@ -363,13 +470,14 @@ fn format_name(format: Format) -> String {
         .map_or_else(String::new, |v| v.get_name().to_owned())
 }
 
-fn open(path: &Path, output: &OutputArgs) -> Result<Checkpoint, Failure> {
+/// Opens a checkpoint; `key` picks the state dict inside a torch.save file.
+fn open(path: &Path, output: &OutputArgs, key: Option<&str>) -> Result<Checkpoint, Failure> {
     let mode = if output.no_mmap {
         ReadMode::Pread
     } else {
         ReadMode::Mmap
     };
-    Ok(Checkpoint::open(path, mode)?)
+    Ok(Checkpoint::open_key(path, mode, key)?)
 }
 
 /// Whether `NO_COLOR` leaves colour on: unset or empty (no-color.org), for reports and UI
@@ -401,14 +509,13 @@ fn emit(
         }
         Some(path) => {
             let mut bytes = Vec::new();
-            render(output.format, style, &mut bytes)
-                .and_then(|()| report::write_atomic(path, &bytes))
-                .map_err(|e| {
-                    Failure::usage(anyhow::anyhow!(
-                        "{}: cannot write output: {e}",
-                        path.display()
-                    ))
-                })?;
+            render(output.format, style, &mut bytes).map_err(|e| {
+                Failure::usage(anyhow::anyhow!(
+                    "{}: cannot write output: {e}",
+                    path.display()
+                ))
+            })?;
+            output::write_file(path, &bytes).map_err(Failure::usage)?;
         }
         None => {
             let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::audit::check::{CheckReport, Violation};
-use crate::report::text::{compared_line, scope_line, submodel};
+use crate::fmt::submodel;
+use crate::report::text::{compared_line, scope_line};
 
 /// Renders the `check` report as a JUnit XML document.
 pub fn render(report: &CheckReport) -> String {

@@ -3,21 +3,19 @@
 mod check;
 mod diff;
 mod explain;
+mod restore;
 
 use std::fmt::Write;
 
 pub use check::{check, compared_line, headline, scope_line, target};
 pub use diff::{alignment, diff};
 pub use explain::explain;
+pub use restore::restore;
 
-use super::{Style, bytes, opt_num};
+use super::Style;
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
 use crate::bn::{Flag, Role};
-
-/// The top-level sub-model of a module path (`backbone` of `backbone.layer1.0.bn1`).
-pub fn submodel(name: &str) -> &str {
-    name.split(['.', '/']).next().unwrap_or(name)
-}
+use crate::fmt::{self, bytes, opt_num, submodel};
 
 /// `n` and `noun`, with an `s` unless `n` is 1.
 pub fn plural(n: usize, noun: &str) -> String {
@@ -102,7 +100,7 @@ pub fn ls(report: &LsReport, style: Style) -> String {
 
 fn range(layer: &LsLayer, role: Role) -> String {
     match layer.stats.get(&role).copied().flatten() {
-        Some(s) => format!("{}..{}", opt_num(s.min), opt_num(s.max)),
+        Some(s) => fmt::range(s.min, s.max),
         None => "-".to_owned(),
     }
 }

@@ -9,7 +9,7 @@ use crate::audit::diff::{DiffReport, Group, LayerDiff, Status, TensorChange, Ten
 use crate::audit::explain::{ExplainLayer, ExplainReport};
 use crate::audit::{LayerChannels, LsLayer, LsReport, TensorEntry};
 use crate::bn::{Flag, Role};
-use crate::report::{self, opt_num};
+use crate::fmt::{self, opt_num};
 
 /// How far a background job has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -246,7 +246,7 @@ impl Reports {
         }
         let mut subs: Vec<GroupRow> = Vec::new();
         for l in &self.a.layers {
-            let prefix = report::text::submodel(&l.name);
+            let prefix = fmt::submodel(&l.name);
             match subs.last_mut() {
                 Some(GroupRow::Submodel {
                     prefix: p,
@@ -491,7 +491,7 @@ impl LayerColumn {
         let ls = r.layer_ls(row);
         let diff = r.layer_diff(row);
         let range = |role: Role| match ls.and_then(|l| l.stats.get(&role).copied().flatten()) {
-            Some(s) => format!("{}..{}", opt_num(s.min), opt_num(s.max)),
+            Some(s) => fmt::range(s.min, s.max),
             None => "-".to_owned(),
         };
         let pending = || {
@@ -696,7 +696,7 @@ impl TensorColumn {
                 }
                 _ => either.map_or_else(String::new, |t| shape(&t.shape)),
             },
-            TensorColumn::Bytes => either.map_or_else(String::new, |t| report::bytes(t.bytes)),
+            TensorColumn::Bytes => either.map_or_else(String::new, |t| fmt::bytes(t.bytes)),
             TensorColumn::Change => match diff {
                 Some(d) => super::theme::change_label(d.change).to_owned(),
                 None => pending(),

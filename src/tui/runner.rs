@@ -16,7 +16,7 @@ use super::model::{Job, Progress, Reports};
 use super::session::Session;
 use super::state::App;
 use super::theme::Theme;
-use super::ui;
+use super::view;
 use crate::audit::diff::{DiffOptions, DiffReport};
 use crate::audit::explain::ExplainReport;
 
@@ -89,7 +89,7 @@ fn event_loop(
             app.on_channels(name, channels);
         }
         if dirty {
-            terminal.draw(|frame| ui::render(frame, app))?;
+            terminal.draw(|frame| view::render(frame, app))?;
             dirty = false;
         }
         // Wait briefly for input so that background progress still shows.

@@ -13,7 +13,7 @@ use super::model::{
 };
 use super::search::Fuzzy;
 use super::theme::{Theme, status_rank};
-use super::{detail, ui};
+use super::view::{self, detail};
 use crate::audit::LayerChannels;
 use crate::audit::diff::{DiffReport, Status, TensorChange};
 use crate::audit::explain::ExplainReport;
@@ -733,7 +733,7 @@ impl App {
                 self.help_scroll = self.help_scroll.saturating_sub(1)
             }
             Action::Down | Action::Wheel { up: false, .. } => {
-                self.help_scroll = (self.help_scroll + 1).min(super::help::max_scroll(self))
+                self.help_scroll = (self.help_scroll + 1).min(view::help::max_scroll(self))
             }
             Action::Resize(w, h) => self.resize(w, h),
             _ => {}
@@ -854,7 +854,7 @@ impl App {
 
     fn side_max_scroll(&self) -> usize {
         let side = layout::inner(self.areas().side);
-        ui::side_lines(self, side.width)
+        view::side_lines(self, side.width)
             .len()
             .saturating_sub(usize::from(side.height))
     }
@@ -1187,7 +1187,7 @@ impl App {
             .select(self.tensors.cursor.selected, len, h);
         self.side_scroll = self.side_scroll.min(self.side_max_scroll());
         self.detail.plot_offset = self.detail.plot_offset.min(detail::max_plot_offset(self));
-        self.help_scroll = self.help_scroll.min(super::help::max_scroll(self));
+        self.help_scroll = self.help_scroll.min(view::help::max_scroll(self));
     }
 }
 

@@ -3,7 +3,7 @@
 
 use bnaudit::audit::{DiffOptions, ExplainOptions, diff, explain};
 use bnaudit::checkpoint::{Checkpoint, ReadMode};
-use bnaudit::tui::{App, Session, Theme, events, ui};
+use bnaudit::tui::{App, Session, Theme, events, view};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
@@ -135,7 +135,7 @@ impl Harness {
         let mut terminal =
             Terminal::new(TestBackend::new(size.width, size.height)).expect("test terminal");
         terminal
-            .draw(|frame| ui::render(frame, &self.app))
+            .draw(|frame| view::render(frame, &self.app))
             .expect("draw");
         terminal
     }

@@ -328,7 +328,7 @@ fn readme_lists_every_key_of_the_help() {
         .split("### Keys")
         .nth(1)
         .expect("README has a Keys section");
-    for (_, what) in bnaudit::tui::help::KEYS {
+    for (_, what) in bnaudit::tui::view::help::KEYS {
         assert!(
             section.contains(what),
             "README misses the key doing: {what}"

@@ -7,7 +7,8 @@ use super::diff::{alignment, verdicts};
 use super::{checkpoint_line, plural};
 use crate::audit::check::{CheckReport, Violation};
 use crate::audit::scope::Patterns;
-use crate::report::{Style, bytes};
+use crate::fmt::bytes;
+use crate::report::Style;
 
 /// `PASSED`/`FAILED` and the count of violations, e.g. `FAILED: 21 violations in the frozen
 /// scope`.

@@ -3,11 +3,13 @@
 
 use std::fmt::Write;
 
-use super::{checkpoint_line, submodel, table};
+use super::{checkpoint_line, table};
 use crate::audit::diff::{
     Alignment, DiffReport, Group, LayerDiff, Severity, Status, TensorChange, TensorDiff,
 };
-use crate::report::{Style, num, opt_num};
+use crate::fmt::submodel;
+use crate::fmt::{num, opt_num};
+use crate::report::Style;
 
 /// Changed tensors listed before the rest is only counted (JSON lists them all).
 const MAX_TENSOR_ROWS: usize = 40;

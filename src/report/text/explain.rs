@@ -7,7 +7,8 @@ use super::table;
 use crate::audit::explain::{
     ExplainLayer, ExplainReport, ImpliedBatch, Inputs, ModeResult, Source,
 };
-use crate::report::{Style, num, opt_num};
+use crate::fmt::{num, opt_num};
+use crate::report::Style;
 
 /// Renders the `explain` report.
 pub fn explain(report: &ExplainReport, style: Style) -> String {

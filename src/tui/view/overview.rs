@@ -7,14 +7,14 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph};
 
 use super::format::{fit_end, fit_middle, wrapped};
-use super::layout::{Areas, inner};
-use super::model::{GroupRow, Job};
-use super::state::{App, Pane};
-use super::theme::{change_rank, compact_counts, severity_symbol, status_symbol};
-use super::ui::{Column, ListRow, list_table, pane, side_pane};
+use super::widgets::{Column, ListRow, list_table, pane, side_pane};
 use crate::audit::CheckpointSummary;
 use crate::audit::diff::{DiffReport, LayerDiff};
-use crate::report::{self, opt_num};
+use crate::fmt::{self, opt_num};
+use crate::tui::layout::{Areas, inner};
+use crate::tui::model::{GroupRow, Job};
+use crate::tui::state::{App, Pane};
+use crate::tui::theme::{change_rank, compact_counts, severity_symbol, status_symbol};
 
 /// Draws the Overview.
 pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
@@ -75,7 +75,7 @@ fn top_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     // One decision for both lines, so that A and B stay aligned.
     let dtypes = sides.iter().all(|(tag, c)| {
         tag.len()
-            + super::format::width(super::ui::file_name(&c.path))
+            + super::format::width(super::file_name(&c.path))
             + super::format::width(&facts(c, true))
             <= width
     });
@@ -110,7 +110,7 @@ fn facts(c: &CheckpointSummary, dtypes: bool) -> String {
         parts.push(format!("{} shards", c.files.len()));
     }
     parts.push(format!("{} tensors", c.tensors));
-    parts.push(report::bytes(c.bytes));
+    parts.push(fmt::bytes(c.bytes));
     if dtypes {
         let list: Vec<String> = c.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
         parts.push(list.join(" "));
@@ -132,7 +132,7 @@ fn checkpoint(
     let path = if super::format::width(&c.path) <= room {
         c.path.clone()
     } else {
-        fit_middle(super::ui::file_name(&c.path), room.max(12))
+        fit_middle(super::file_name(&c.path), room.max(12))
     };
     Line::from(vec![
         Span::styled(tag.to_owned(), app.theme.heading()),
@@ -149,7 +149,7 @@ fn diff_summary(app: &App, d: &DiffReport) -> Vec<Line<'static>> {
     let mut changes: Vec<_> = d.summary.tensor_changes.iter().collect();
     changes.sort_by_key(|(c, _)| std::cmp::Reverse(change_rank(**c)));
     for (&change, &n) in changes {
-        let label = super::theme::change_label(change);
+        let label = crate::tui::theme::change_label(change);
         let (symbol, label) = label.split_once(' ').unwrap_or(("", label));
         tensors.push(Span::styled(
             format!("  {symbol} {n} {label}"),
@@ -292,7 +292,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             let mut layers: Vec<_> = app
                 .layer_rows
                 .iter()
-                .filter(|row| super::state::in_module(&row.name, &g.prefix))
+                .filter(|row| crate::tui::state::in_module(&row.name, &g.prefix))
                 .filter_map(|row| Some((row, r.layer_diff(row)?)))
                 .collect();
             let drift = |d: &LayerDiff| d.max_abs_diff.running_mean.unwrap_or(0.0);
@@ -325,7 +325,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             let layers: Vec<_> =
                 r.a.layers
                     .iter()
-                    .filter(|l| super::state::in_module(&l.name, &prefix))
+                    .filter(|l| crate::tui::state::in_module(&l.name, &prefix))
                     .collect();
             let conventions: std::collections::BTreeSet<&str> =
                 layers.iter().map(|l| l.convention.as_str()).collect();

@@ -8,11 +8,11 @@ use ratatui::text::{Line, Span};
 
 use super::detail;
 use super::format::fit_middle;
-use super::layout::Areas;
-use super::model::LayerColumn;
-use super::state::{App, Entry, GroupEntry, LayerFilter};
-use super::theme::{compact_counts, status_severity};
-use super::ui::{Column, ListRow, NameCells, list_table, side_pane};
+use super::widgets::{Column, ListRow, NameCells, list_table, side_pane};
+use crate::tui::layout::Areas;
+use crate::tui::model::LayerColumn;
+use crate::tui::state::{App, Entry, GroupEntry, LayerFilter};
+use crate::tui::theme::{compact_counts, status_severity};
 
 /// Draws the Layers screen.
 pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
@@ -96,7 +96,7 @@ fn group_row(app: &App, g: &GroupEntry, cols: &[LayerColumn], fill: usize) -> Li
     let worst = g
         .statuses
         .keys()
-        .max_by_key(|&&s| super::theme::status_rank(s));
+        .max_by_key(|&&s| crate::tui::theme::status_rank(s));
     let style = match worst {
         Some(&s) => app.theme.severity(status_severity(s)),
         None if g.flagged > 0 => app.theme.warning(),

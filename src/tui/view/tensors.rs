@@ -6,11 +6,11 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 
 use super::format::wrapped;
-use super::layout::Areas;
-use super::model::{TensorColumn, shape};
-use super::state::{App, TensorFilter};
-use super::ui::{Column, ListRow, NameCells, list_table, side_pane};
-use crate::report::{bytes, opt_num};
+use super::widgets::{Column, ListRow, NameCells, list_table, side_pane};
+use crate::fmt::{bytes, opt_num};
+use crate::tui::layout::Areas;
+use crate::tui::model::{TensorColumn, shape};
+use crate::tui::state::{App, TensorFilter};
 
 /// Draws the Tensors screen.
 pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
@@ -95,7 +95,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         lines.push(Line::from(side("", r.tensor_a(t))));
     }
     if let Some(d) = r.tensor_diff(t) {
-        let mut facts = vec![super::theme::change_label(d.change).to_owned()];
+        let mut facts = vec![crate::tui::theme::change_label(d.change).to_owned()];
         if let Some(n) = d.changed_elements {
             facts.push(format!("{n} elements differ"));
         }

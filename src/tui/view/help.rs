@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
 use super::format::wrap;
-use super::state::App;
+use crate::tui::state::App;
 
 /// Every key and what it does, in the order shown.
 pub const KEYS: &[(&str, &str)] = &[

@@ -10,16 +10,16 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
 use super::format::{fit_middle, wrapped};
-use super::layout::Areas;
-use super::model::{Job, LayerRow};
-use super::state::{App, Pane};
-use super::theme::{flag_meaning, status_label, status_meaning, status_symbol};
-use super::ui::{pane, side_pane};
+use super::widgets::{pane, side_pane};
 use crate::audit::ChannelSeries;
 use crate::audit::diff::Momentum;
 use crate::audit::explain::{ExplainLayer, Inputs, Source};
 use crate::bn::Role;
-use crate::report::{num, opt_num};
+use crate::fmt::{num, opt_num};
+use crate::tui::layout::Areas;
+use crate::tui::model::{Job, LayerRow};
+use crate::tui::state::{App, Pane};
+use crate::tui::theme::{flag_meaning, status_label, status_meaning, status_symbol};
 
 /// Smallest plot, borders included.
 const PLOT_HEIGHT: u16 = 8;
@@ -71,7 +71,7 @@ pub fn max_plot_offset(app: &App) -> usize {
 }
 
 fn layout_main(app: &App) -> Rect {
-    super::layout::areas(app.size, super::state::Screen::Detail, app.pair(), 0).main
+    crate::tui::layout::areas(app.size, crate::tui::state::Screen::Detail, app.pair(), 0).main
 }
 
 /// Points `(channel, value)` of the finite values.

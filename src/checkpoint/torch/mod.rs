@@ -1,0 +1,347 @@
+//! PyTorch `torch.save` files (the zip format of torch >= 1.6), read without executing
+//! anything: the pickle is interpreted by a restricted stack machine ([`pickle`]) that only
+//! builds values, the state dict is chosen among them ([`select`]), and tensor bytes are
+//! read in place from the archive's stored entries ([`archive`]), through the same
+//! positioned reads or memory map as safetensors files.
+
+mod archive;
+pub mod error;
+mod globals;
+mod pickle;
+mod select;
+mod view;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+pub use archive::{MAX_INFLATED_BYTES, MAX_PICKLE_BYTES};
+pub use error::TorchProblem;
+pub use pickle::{MAX_MARK_DEPTH, MAX_MEMO, MAX_OPCODES};
+pub use select::{MAX_DEPTH, STATE_DICT_KEYS};
+pub use view::View;
+
+use self::archive::{Archive, Entry};
+use self::globals::Risk;
+use self::pickle::{Pickle, TensorView, Value};
+use super::error::CheckpointError;
+use super::raw::{RawFile, ReadMode};
+use super::{Dtype, TensorInfo};
+
+/// An open torch.save archive: its tensors located, their bytes read on demand.
+#[derive(Debug)]
+pub struct TorchFile {
+    raw: RawFile,
+    /// Deflated storage entries, inflated on first read.
+    inflated: Vec<(Entry, OnceLock<Vec<u8>>)>,
+    tensors: Vec<TensorInfo>,
+    warnings: Vec<String>,
+    key: Option<String>,
+}
+
+/// A storage entry, located once however many tensors share it.
+#[derive(Debug, Clone)]
+struct Located {
+    entry: Entry,
+    /// Index into [`TorchFile::inflated`] for a deflated entry.
+    inflated: Option<usize>,
+}
+
+impl TorchFile {
+    /// Opens the torch.save archive at `path` read-only: reads its central directory and
+    /// pickle, picks the state dict (`key`, a dot path, or the usual places) and locates
+    /// every tensor's bytes. No tensor data is read.
+    pub fn open(path: &Path, mode: ReadMode, key: Option<&str>) -> Result<Self, CheckpointError> {
+        Self::from_raw(RawFile::open(path)?, mode, key)
+    }
+
+    pub(crate) fn from_raw(
+        raw: RawFile,
+        mode: ReadMode,
+        key: Option<&str>,
+    ) -> Result<Self, CheckpointError> {
+        let fail = |raw: &RawFile, p: TorchProblem| CheckpointError::new(raw.path(), p.into());
+        let archive = Archive::read(&raw)?;
+        if let Some(order) = archive.entry(&raw, "byteorder")? {
+            let text = archive::contents(&raw, &order, 16, "byteorder entry size")?;
+            if text.trim_ascii() == b"big" {
+                return Err(fail(&raw, TorchProblem::BigEndian));
+            }
+        }
+        let Some(pkl) = archive.entry(&raw, "data.pkl")? else {
+            return Err(fail(&raw, TorchProblem::NotCheckpoint));
+        };
+        let bytes = archive::contents(&raw, &pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
+        let pickle = pickle::parse(&bytes).map_err(|p| fail(&raw, p))?;
+        drop(bytes);
+        let selected = select::select(&pickle, key).map_err(|p| fail(&raw, p))?;
+        let mut warnings = global_warnings(&pickle);
+        if !selected.duplicates.is_empty() {
+            warnings.push(format!(
+                "{} tensor names appear more than once after flattening nested mappings; the first of each is kept ({})",
+                selected.duplicates.len(),
+                selected.duplicates[0]
+            ));
+        }
+        let mut file = TorchFile {
+            raw,
+            inflated: Vec::new(),
+            tensors: Vec::with_capacity(selected.tensors.len()),
+            warnings,
+            key: selected.key,
+        };
+        let mut located: HashMap<Box<str>, Located> = HashMap::new();
+        let mut undecodable = Vec::new();
+        for (name, id) in selected.tensors {
+            let Value::Tensor(view) = pickle.get(id) else {
+                continue;
+            };
+            match file.tensor(&archive, &pickle, &mut located, name, view)? {
+                Ok(t) => file.tensors.push(t),
+                Err(name) => undecodable.push(name),
+            }
+        }
+        if let Some(first) = undecodable.first() {
+            file.warnings.push(format!(
+                "{} tensors of a dtype bnaudit does not read (complex128, quantized, …) are left out ({first})",
+                undecodable.len()
+            ));
+        }
+        file.raw.map(mode)?;
+        Ok(file)
+    }
+
+    /// Locates one tensor; `Err(name)` for one whose dtype bnaudit has no counterpart of.
+    fn tensor(
+        &mut self,
+        archive: &Archive,
+        pickle: &Pickle,
+        located: &mut HashMap<Box<str>, Located>,
+        name: String,
+        view: &TensorView,
+    ) -> Result<Result<TensorInfo, String>, CheckpointError> {
+        let Value::Storage(storage) = pickle.get(view.storage) else {
+            unreachable!("the pickle reader only rebuilds tensors over storages");
+        };
+        let dtype = match view.dtype {
+            Some(Some(d)) => d,
+            Some(None) => return Ok(Err(name)),
+            None if storage.unknown_type => return Ok(Err(name)),
+            // An untyped storage under `_rebuild_tensor_v2` is bytes.
+            None => storage.dtype.unwrap_or(Dtype::U8),
+        };
+        let bad = |what: String| {
+            CheckpointError::new(
+                self.raw.path(),
+                TorchProblem::BadTensor {
+                    tensor: name.clone(),
+                    what,
+                }
+                .into(),
+            )
+        };
+        let width = dtype.bits() / 8;
+        let elements = view
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &n| a.checked_mul(n))
+            .ok_or_else(|| bad(format!("shape {:?} overflows", view.shape)))?;
+        let needed = view::extent(&view.shape, &view.stride)
+            .and_then(|e| {
+                if e == 0 {
+                    Some(0)
+                } else {
+                    e.checked_add(view.offset)?.checked_mul(width)
+                }
+            })
+            .ok_or_else(|| bad("its view reaches past any storage".to_owned()))?;
+        let loc = match located.get(&storage.key) {
+            Some(l) => l.clone(),
+            None => {
+                let entry_name = format!("data/{}", storage.key);
+                let Some(entry) = archive.entry(&self.raw, &entry_name)? else {
+                    return Err(CheckpointError::new(
+                        self.raw.path(),
+                        TorchProblem::MissingStorage {
+                            tensor: name,
+                            storage: storage.key.to_string(),
+                            entry: format!("{}/{entry_name}", archive.root),
+                        }
+                        .into(),
+                    ));
+                };
+                let inflated = (!entry.stored).then(|| {
+                    self.inflated.push((entry.clone(), OnceLock::new()));
+                    self.inflated.len() - 1
+                });
+                let l = Located { entry, inflated };
+                located.insert(storage.key.clone(), l.clone());
+                l
+            }
+        };
+        if needed > loc.entry.size {
+            return Err(CheckpointError::new(
+                self.raw.path(),
+                TorchProblem::ShortStorage {
+                    tensor: name,
+                    storage: storage.key.to_string(),
+                    needed,
+                    len: loc.entry.size,
+                }
+                .into(),
+            ));
+        }
+        let offset_bytes = view.offset * width;
+        let contiguous = view::is_contiguous(&view.shape, &view.stride);
+        let (start, layout) = match (contiguous, loc.inflated) {
+            (true, None) => (loc.entry.data_start + offset_bytes, None),
+            (_, inflated) => {
+                let start = match inflated {
+                    Some(_) => offset_bytes,
+                    None => loc.entry.data_start + offset_bytes,
+                };
+                let strides = if contiguous {
+                    view::contiguous_strides(&view.shape)
+                } else {
+                    view.stride.clone()
+                };
+                let v = View {
+                    strides: strides.into(),
+                    inflated,
+                };
+                (start, Some(Box::new(v)))
+            }
+        };
+        Ok(Ok(TensorInfo {
+            name,
+            dtype,
+            shape: view.shape.clone(),
+            file: 0,
+            bytes: elements * width,
+            start,
+            view: layout,
+        }))
+    }
+
+    /// The file's path as given.
+    pub fn path(&self) -> &Path {
+        self.raw.path()
+    }
+
+    /// The file's length in bytes when opened.
+    pub fn len(&self) -> u64 {
+        self.raw.len()
+    }
+
+    /// Whether the file is empty (never, for an archive that opened).
+    pub fn is_empty(&self) -> bool {
+        self.raw.len() == 0
+    }
+
+    /// The state dict's tensors, in pickle order (empty once a
+    /// [`Checkpoint`](super::Checkpoint) has taken them).
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Hands the tensor list over to the [`Checkpoint`](super::Checkpoint) owning the file.
+    pub(crate) fn take_tensors(&mut self) -> Vec<TensorInfo> {
+        std::mem::take(&mut self.tensors)
+    }
+
+    /// Globals that are not understood (the dangerous ones by name), duplicate names,
+    /// tensors left out.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The dot path of the state dict used; `None` for the top level.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// Bytes `start..end` of the file (a contiguous stored tensor, or several).
+    pub(crate) fn read_data(
+        &self,
+        start: u64,
+        end: u64,
+        tensor: &str,
+    ) -> Result<Cow<'_, [u8]>, CheckpointError> {
+        self.raw.read(start, end, tensor)
+    }
+
+    /// Fills `buf` with a positioned read from `start`.
+    pub(crate) fn read_data_into(
+        &self,
+        start: u64,
+        buf: &mut [u8],
+        tensor: &str,
+    ) -> Result<(), CheckpointError> {
+        self.raw.read_into(start, buf, tensor)
+    }
+
+    /// `len` bytes of `t`'s logical (row-major) bytes from `offset`, gathered through its
+    /// view: strided elements are copied out of the storage span they lie in.
+    pub(crate) fn read_view(
+        &self,
+        t: &TensorInfo,
+        layout: &View,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, CheckpointError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let width = t.dtype.bits() / 8;
+        let first = offset / width;
+        let end = (offset + len).div_ceil(width);
+        let offsets = view::element_offsets(&t.shape, &layout.strides, first, end - first);
+        let min = offsets.iter().copied().min().unwrap_or(0);
+        let max = offsets.iter().copied().max().unwrap_or(0);
+        let (lo, hi) = (t.start + min * width, t.start + (max + 1) * width);
+        let span: Cow<'_, [u8]> = match layout.inflated {
+            None => self.raw.read(lo, hi, &t.name)?,
+            Some(i) => {
+                let (entry, cell) = &self.inflated[i];
+                let bytes = match cell.get() {
+                    Some(b) => b,
+                    None => {
+                        let b = archive::contents(
+                            &self.raw,
+                            entry,
+                            MAX_INFLATED_BYTES,
+                            "deflated storage size",
+                        )?;
+                        cell.get_or_init(|| b)
+                    }
+                };
+                Cow::Borrowed(&bytes[lo as usize..hi as usize])
+            }
+        };
+        let all = view::gather(&span, &offsets, min, width as usize);
+        let skip = (offset - first * width) as usize;
+        Ok(all[skip..skip + len as usize].to_vec())
+    }
+}
+
+/// One line per dangerous global, naming it; one line listing the others.
+fn global_warnings(pickle: &Pickle) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    for g in &pickle.unknown_globals {
+        match globals::risk(g) {
+            Risk::Dangerous => out.push(format!(
+                "DANGEROUS global {g}: torch.load(weights_only=False) would call it and run code; bnaudit executed nothing (inert placeholder)"
+            )),
+            Risk::Unknown => unknown.push(&**g),
+        }
+    }
+    if !unknown.is_empty() {
+        out.push(format!(
+            "globals not understood, kept as inert placeholders: {}",
+            unknown.join(", ")
+        ));
+    }
+    out
+}

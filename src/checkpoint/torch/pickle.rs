@@ -1,0 +1,744 @@
+//! A restricted reader of the pickle stream torch.save writes (`data.pkl`, protocols 2–5).
+//!
+//! It is a small stack machine that builds inert values in an arena and never calls
+//! anything: `REDUCE` of a tensor-rebuild global records a tensor view, of an
+//! `OrderedDict` an empty mapping, and of anything else a placeholder object. Every other
+//! global is only a name, reported by the caller. The work is bounded: opcodes, memo
+//! entries, mark nesting, and the stream's size (checked by the caller before reading it).
+
+use std::collections::HashMap;
+
+use super::error::TorchProblem;
+use super::globals::Global;
+use crate::checkpoint::Dtype;
+
+/// Most opcodes one pickle may execute.
+pub const MAX_OPCODES: u64 = 64 << 20;
+/// Most memo entries.
+pub const MAX_MEMO: u64 = 16 << 20;
+/// Deepest nesting of `MARK`s (tuples, lists and dicts being built inside each other).
+pub const MAX_MARK_DEPTH: u64 = 1000;
+
+/// Position of a value in the [`Pickle`] arena.
+pub(crate) type Id = u32;
+
+/// A storage named by a persistent id `('storage', class, key, location, numel)`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Storage {
+    /// The element type of a typed storage class; `None` for `UntypedStorage` (bytes).
+    pub(crate) dtype: Option<Dtype>,
+    /// Whether the storage class names an element type bnaudit has no counterpart of.
+    pub(crate) unknown_type: bool,
+    /// Its key: the entry `data/<key>` of the archive.
+    pub(crate) key: Box<str>,
+}
+
+/// A tensor view as `_rebuild_tensor_v2/v3` receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TensorView {
+    /// The storage value.
+    pub(crate) storage: Id,
+    /// Offset into the storage, in elements.
+    pub(crate) offset: u64,
+    /// Shape.
+    pub(crate) shape: Vec<u64>,
+    /// Strides, in elements.
+    pub(crate) stride: Vec<u64>,
+    /// The dtype argument of `_rebuild_tensor_v3`: `Some(None)` for one bnaudit cannot decode.
+    pub(crate) dtype: Option<Option<Dtype>>,
+}
+
+/// One value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    /// `None`.
+    None,
+    /// `True`/`False`.
+    Bool(bool),
+    /// An integer that fits 64 bits.
+    Int(i64),
+    /// An integer that does not.
+    BigInt,
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(Box<str>),
+    /// Bytes (kept by length only: nothing here needs their content).
+    Bytes(usize),
+    /// A tuple.
+    Tuple(Vec<Id>),
+    /// A list (or a set: both are only walked past).
+    List(Vec<Id>),
+    /// A dict or `OrderedDict`, items in order.
+    Dict(Vec<(Id, Id)>),
+    /// A global, classified.
+    Global(Global),
+    /// A storage.
+    Storage(Storage),
+    /// A tensor.
+    Tensor(Box<TensorView>),
+    /// An object of (or the result of calling) a global that is not understood.
+    Object {
+        /// Dotted name of the global.
+        class: Box<str>,
+    },
+}
+
+/// A parsed pickle: its values and the one `STOP` returned.
+#[derive(Debug)]
+pub(crate) struct Pickle {
+    /// Every value built, referred to by [`Id`].
+    pub(crate) values: Vec<Value>,
+    /// The top-level object.
+    pub(crate) root: Id,
+    /// Dotted names of the globals that are not understood, in order of first appearance.
+    pub(crate) unknown_globals: Vec<Box<str>>,
+}
+
+impl Pickle {
+    /// The value `id`.
+    pub(crate) fn get(&self, id: Id) -> &Value {
+        &self.values[id as usize]
+    }
+}
+
+/// What the stack holds: values, and the marks that delimit tuples, lists and dicts.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Value(Id),
+    Mark,
+}
+
+struct Machine<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    /// Start of the opcode being executed, for errors.
+    op_at: usize,
+    values: Vec<Value>,
+    stack: Vec<Slot>,
+    marks: u64,
+    memo: HashMap<u32, Id>,
+    unknown: Vec<Box<str>>,
+}
+
+/// Parses a pickle stream into inert values.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
+    let mut m = Machine {
+        bytes,
+        pos: 0,
+        op_at: 0,
+        values: Vec::new(),
+        stack: Vec::new(),
+        marks: 0,
+        memo: HashMap::new(),
+        unknown: Vec::new(),
+    };
+    let mut ops = 0u64;
+    loop {
+        ops += 1;
+        if ops > MAX_OPCODES {
+            return Err(TorchProblem::Limit {
+                what: "pickle opcode count",
+                limit: MAX_OPCODES,
+                found: ops,
+            });
+        }
+        m.op_at = m.pos;
+        let op = m.u8()?;
+        if op == b'.' {
+            let root = m.pop()?;
+            return Ok(Pickle {
+                values: m.values,
+                root,
+                unknown_globals: m.unknown,
+            });
+        }
+        m.step(op)?;
+    }
+}
+
+impl Machine<'_> {
+    fn err(&self, what: impl Into<String>) -> TorchProblem {
+        TorchProblem::Pickle {
+            what: what.into(),
+            at: self.op_at,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], TorchProblem> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| self.err("stream ends inside an opcode (truncated data.pkl)"))?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, TorchProblem> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn le<const N: usize>(&mut self) -> Result<[u8; N], TorchProblem> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn len_u32(&mut self) -> Result<usize, TorchProblem> {
+        Ok(u32::from_le_bytes(self.le()?) as usize)
+    }
+
+    fn len_u64(&mut self) -> Result<usize, TorchProblem> {
+        let n = u64::from_le_bytes(self.le()?);
+        usize::try_from(n).map_err(|_| self.err("length does not fit in memory"))
+    }
+
+    /// Reads a newline-terminated line (the text arguments of `GLOBAL`).
+    fn line(&mut self) -> Result<&str, TorchProblem> {
+        let rest = &self.bytes[self.pos..];
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| self.err("unterminated line"))?;
+        let line = std::str::from_utf8(&rest[..n]).map_err(|_| self.err("line is not UTF-8"))?;
+        self.pos += n + 1;
+        Ok(line)
+    }
+
+    fn text(&mut self, n: usize) -> Result<Box<str>, TorchProblem> {
+        let bytes = self.take(n)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.into()),
+            Err(_) => Err(self.err("string is not UTF-8")),
+        }
+    }
+
+    fn alloc(&mut self, v: Value) -> Id {
+        // Bounded by MAX_OPCODES, far below u32::MAX.
+        let id = self.values.len() as Id;
+        self.values.push(v);
+        id
+    }
+
+    fn push(&mut self, v: Value) {
+        let id = self.alloc(v);
+        self.stack.push(Slot::Value(id));
+    }
+
+    fn pop(&mut self) -> Result<Id, TorchProblem> {
+        match self.stack.pop() {
+            Some(Slot::Value(id)) => Ok(id),
+            Some(Slot::Mark) => Err(self.err("value expected, found a mark")),
+            None => Err(self.err("stack underflow")),
+        }
+    }
+
+    fn top(&self) -> Result<Id, TorchProblem> {
+        match self.stack.last() {
+            Some(Slot::Value(id)) => Ok(*id),
+            Some(Slot::Mark) => Err(self.err("value expected, found a mark")),
+            None => Err(self.err("stack underflow")),
+        }
+    }
+
+    /// Pops everything down to the topmost mark, and the mark.
+    fn pop_mark(&mut self) -> Result<Vec<Id>, TorchProblem> {
+        let at = self
+            .stack
+            .iter()
+            .rposition(|s| matches!(s, Slot::Mark))
+            .ok_or_else(|| self.err("no mark on the stack"))?;
+        let items = self.stack.split_off(at + 1);
+        self.stack.pop();
+        self.marks -= 1;
+        Ok(items
+            .into_iter()
+            .map(|s| match s {
+                Slot::Value(id) => id,
+                Slot::Mark => unreachable!("the topmost mark is at `at`"),
+            })
+            .collect())
+    }
+
+    fn memo_put(&mut self, key: u32) -> Result<(), TorchProblem> {
+        let id = self.top()?;
+        self.memo.insert(key, id);
+        if self.memo.len() as u64 > MAX_MEMO {
+            return Err(TorchProblem::Limit {
+                what: "pickle memo size",
+                limit: MAX_MEMO,
+                found: self.memo.len() as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn memo_get(&mut self, key: u32) -> Result<(), TorchProblem> {
+        let id = *self
+            .memo
+            .get(&key)
+            .ok_or_else(|| self.err(format!("memo key {key} read before it was written")))?;
+        self.stack.push(Slot::Value(id));
+        Ok(())
+    }
+
+    fn global(&mut self, module: &str, name: &str) {
+        let g = Global::classify(module, name);
+        if let Global::Other(dotted) = &g
+            && !self.unknown.contains(dotted)
+        {
+            self.unknown.push(dotted.clone());
+        }
+        self.push(Value::Global(g));
+    }
+
+    fn str_of(&self, id: Id) -> Option<&str> {
+        match &self.values[id as usize] {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn tuple_items(&self, id: Id) -> Option<&[Id]> {
+        match &self.values[id as usize] {
+            Value::Tuple(items) | Value::List(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn step(&mut self, op: u8) -> Result<(), TorchProblem> {
+        match op {
+            0x80 => {
+                let proto = self.u8()?;
+                if !(2..=5).contains(&proto) {
+                    return Err(self.err(format!("pickle protocol {proto} (torch.save writes 2)")));
+                }
+            }
+            // FRAME: a length prefix of the bytes that follow, which are read in place.
+            0x95 => {
+                self.take(8)?;
+            }
+            b'(' => {
+                self.marks += 1;
+                if self.marks > MAX_MARK_DEPTH {
+                    return Err(TorchProblem::Limit {
+                        what: "pickle nesting depth",
+                        limit: MAX_MARK_DEPTH,
+                        found: self.marks,
+                    });
+                }
+                self.stack.push(Slot::Mark);
+            }
+            b'}' => self.push(Value::Dict(Vec::new())),
+            b']' => self.push(Value::List(Vec::new())),
+            b')' => self.push(Value::Tuple(Vec::new())),
+            0x8f => self.push(Value::List(Vec::new())), // EMPTY_SET
+            b'N' => self.push(Value::None),
+            0x88 => self.push(Value::Bool(true)),
+            0x89 => self.push(Value::Bool(false)),
+            b'J' => {
+                let v = i32::from_le_bytes(self.le()?);
+                self.push(Value::Int(v.into()));
+            }
+            b'K' => {
+                let v = self.u8()?;
+                self.push(Value::Int(v.into()));
+            }
+            b'M' => {
+                let v = u16::from_le_bytes(self.le()?);
+                self.push(Value::Int(v.into()));
+            }
+            0x8a => {
+                let n = self.u8()? as usize;
+                self.long(n)?;
+            }
+            0x8b => {
+                let n = self.len_u32()?;
+                self.long(n)?;
+            }
+            b'G' => {
+                let v = f64::from_be_bytes(self.le()?);
+                self.push(Value::Float(v));
+            }
+            b'X' => {
+                let n = self.len_u32()?;
+                let s = self.text(n)?;
+                self.push(Value::Str(s));
+            }
+            0x8c => {
+                let n = self.u8()? as usize;
+                let s = self.text(n)?;
+                self.push(Value::Str(s));
+            }
+            0x8d => {
+                let n = self.len_u64()?;
+                let s = self.text(n)?;
+                self.push(Value::Str(s));
+            }
+            // SHORT_BINSTRING, BINSTRING: Python 2 str, read as text when it is.
+            b'U' | b'T' => {
+                let n = if op == b'U' {
+                    self.u8()? as usize
+                } else {
+                    self.len_u32()?
+                };
+                let bytes = self.take(n)?;
+                let v = match std::str::from_utf8(bytes) {
+                    Ok(s) => Value::Str(s.into()),
+                    Err(_) => Value::Bytes(n),
+                };
+                self.push(v);
+            }
+            b'C' | b'B' | 0x8e | 0x96 => {
+                let n = match op {
+                    b'C' => self.u8()? as usize,
+                    b'B' => self.len_u32()?,
+                    _ => self.len_u64()?,
+                };
+                self.take(n)?;
+                self.push(Value::Bytes(n));
+            }
+            b'q' => {
+                let k = self.u8()?;
+                self.memo_put(k.into())?;
+            }
+            b'r' => {
+                let k = u32::from_le_bytes(self.le()?);
+                self.memo_put(k)?;
+            }
+            0x94 => {
+                let k = self.memo.len() as u32;
+                self.memo_put(k)?;
+            }
+            b'h' => {
+                let k = self.u8()?;
+                self.memo_get(k.into())?;
+            }
+            b'j' => {
+                let k = u32::from_le_bytes(self.le()?);
+                self.memo_get(k)?;
+            }
+            b'0' => {
+                self.pop()?;
+            }
+            b'1' => {
+                self.pop_mark()?;
+            }
+            b'2' => {
+                let id = self.top()?;
+                self.stack.push(Slot::Value(id));
+            }
+            b'c' => {
+                let module = self.line()?.to_owned();
+                let name = self.line()?.to_owned();
+                self.global(&module, &name);
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Some(module), Some(name)) = (self.str_of(module), self.str_of(name)) else {
+                    return Err(self.err("STACK_GLOBAL of non-strings"));
+                };
+                let (module, name) = (module.to_owned(), name.to_owned());
+                self.global(&module, &name);
+            }
+            b't' => {
+                let items = self.pop_mark()?;
+                self.push(Value::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop()?);
+                }
+                items.reverse();
+                self.push(Value::Tuple(items));
+            }
+            b'l' => {
+                let items = self.pop_mark()?;
+                self.push(Value::List(items));
+            }
+            b'd' => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(&items)?;
+                self.push(Value::Dict(pairs));
+            }
+            0x91 => {
+                let items = self.pop_mark()?;
+                self.push(Value::List(items));
+            }
+            b'a' => {
+                let item = self.pop()?;
+                let list = self.top()?;
+                self.extend(list, &[item]);
+            }
+            b'e' | 0x90 => {
+                let items = self.pop_mark()?;
+                let list = self.top()?;
+                self.extend(list, &items);
+            }
+            b's' => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                let dict = self.top()?;
+                self.set_items(dict, &[(key, value)]);
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(&items)?;
+                let dict = self.top()?;
+                self.set_items(dict, &pairs);
+            }
+            b'b' => {
+                // BUILD sets an object's state; no state matters here.
+                self.pop()?;
+                self.top()?;
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                let storage = self.persistent(pid)?;
+                self.push(Value::Storage(storage));
+            }
+            b'R' => {
+                let args = self.pop()?;
+                let func = self.pop()?;
+                let v = self.call(func, args)?;
+                self.push(v);
+            }
+            0x81 => {
+                let _args = self.pop()?;
+                let cls = self.pop()?;
+                let v = self.instance(cls);
+                self.push(v);
+            }
+            0x92 => {
+                let _kwargs = self.pop()?;
+                let _args = self.pop()?;
+                let cls = self.pop()?;
+                let v = self.instance(cls);
+                self.push(v);
+            }
+            _ => {
+                return Err(self.err(format!(
+                    "opcode 0x{op:02x} is not one torch.save writes (not a torch.save pickle)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// LONG1/LONG4: a little-endian two's-complement integer of `n` bytes.
+    fn long(&mut self, n: usize) -> Result<(), TorchProblem> {
+        let bytes = self.take(n)?;
+        let v = if n == 0 {
+            Value::Int(0)
+        } else if n <= 8 {
+            let negative = bytes[n - 1] & 0x80 != 0;
+            let mut buf = if negative { [0xff; 8] } else { [0; 8] };
+            buf[..n].copy_from_slice(bytes);
+            Value::Int(i64::from_le_bytes(buf))
+        } else {
+            Value::BigInt
+        };
+        self.push(v);
+        Ok(())
+    }
+
+    fn pairs(&self, items: &[Id]) -> Result<Vec<(Id, Id)>, TorchProblem> {
+        if !items.len().is_multiple_of(2) {
+            return Err(self.err("odd number of items for a dict"));
+        }
+        Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+    }
+
+    fn extend(&mut self, list: Id, items: &[Id]) {
+        // Appends to a placeholder (a list subclass) are dropped with it.
+        if let Value::List(v) = &mut self.values[list as usize] {
+            v.extend_from_slice(items);
+        }
+    }
+
+    fn set_items(&mut self, dict: Id, pairs: &[(Id, Id)]) {
+        // Items of a placeholder (a dict subclass such as a hyper-parameter class) are
+        // dropped with it: no state dict lives there.
+        if let Value::Dict(v) = &mut self.values[dict as usize] {
+            v.extend_from_slice(pairs);
+        }
+    }
+
+    /// `NEWOBJ`: an instance of `cls`, which is never created.
+    fn instance(&self, cls: Id) -> Value {
+        match &self.values[cls as usize] {
+            Value::Global(Global::OrderedDict) => Value::Dict(Vec::new()),
+            Value::Global(Global::Other(name)) => Value::Object {
+                class: name.clone(),
+            },
+            _ => Value::Object {
+                class: "<object>".into(),
+            },
+        }
+    }
+
+    /// A persistent id: `('storage', class, key, location, numel)`.
+    fn persistent(&self, pid: Id) -> Result<Storage, TorchProblem> {
+        let bad = || self.err("persistent id is not ('storage', class, key, location, numel)");
+        let items = self.tuple_items(pid).ok_or_else(bad)?;
+        if items.len() != 5 || self.str_of(items[0]) != Some("storage") {
+            return Err(bad());
+        }
+        let key: Box<str> = match &self.values[items[2] as usize] {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string().into(),
+            _ => return Err(bad()),
+        };
+        let (dtype, unknown_type) = match &self.values[items[1] as usize] {
+            Value::Global(Global::TypedStorage(d)) => (*d, d.is_none()),
+            Value::Global(Global::UntypedStorage) => (None, false),
+            _ => return Err(bad()),
+        };
+        Ok(Storage {
+            dtype,
+            unknown_type,
+            key,
+        })
+    }
+
+    /// `REDUCE`: what calling `func(*args)` stands for, without calling anything.
+    fn call(&mut self, func: Id, args: Id) -> Result<Value, TorchProblem> {
+        let args: Vec<Id> = self
+            .tuple_items(args)
+            .map(<[Id]>::to_vec)
+            .unwrap_or_default();
+        let Value::Global(g) = &self.values[func as usize] else {
+            return Ok(Value::Object {
+                class: "<call>".into(),
+            });
+        };
+        Ok(match g.clone() {
+            Global::RebuildTensor => self.rebuild(&args, None)?,
+            Global::RebuildTensorDtype => {
+                let dtype = match args.get(6).map(|&d| &self.values[d as usize]) {
+                    Some(Value::Global(Global::Dtype(d))) => *d,
+                    _ => return Err(self.err("_rebuild_tensor_v3 without a dtype")),
+                };
+                self.rebuild(&args, Some(dtype))?
+            }
+            Global::RebuildParameter => match args.first() {
+                Some(&data) => self.values[data as usize].clone(),
+                None => return Err(self.err("_rebuild_parameter without data")),
+            },
+            Global::RebuildFromType => match (args.first(), args.get(2)) {
+                (Some(&f), Some(&a)) => return self.call(f, a),
+                _ => return Err(self.err("_rebuild_from_type_v2 without function and arguments")),
+            },
+            Global::OrderedDict => {
+                let mut pairs = Vec::new();
+                if let Some(items) = args.first().and_then(|&a| self.tuple_items(a)) {
+                    for &p in items {
+                        if let Some([k, v]) = self.tuple_items(p) {
+                            pairs.push((*k, *v));
+                        }
+                    }
+                }
+                Value::Dict(pairs)
+            }
+            Global::Size => match args.first() {
+                Some(&a) => self.values[a as usize].clone(),
+                None => Value::Tuple(Vec::new()),
+            },
+            Global::Encode => Value::Bytes(0),
+            Global::Other(name) => Value::Object { class: name },
+            Global::Device
+            | Global::Dtype(_)
+            | Global::TypedStorage(_)
+            | Global::UntypedStorage => Value::Object {
+                class: "<torch object>".into(),
+            },
+        })
+    }
+
+    fn uints(&self, id: Id, what: &str) -> Result<Vec<u64>, TorchProblem> {
+        let items = self
+            .tuple_items(id)
+            .ok_or_else(|| self.err(format!("tensor {what} is not a tuple")))?;
+        items
+            .iter()
+            .map(|&i| match self.values[i as usize] {
+                Value::Int(v) if v >= 0 => Ok(v as u64),
+                _ => Err(self.err(format!(
+                    "tensor {what} holds a non-integer or negative value"
+                ))),
+            })
+            .collect()
+    }
+
+    fn rebuild(&self, args: &[Id], dtype: Option<Option<Dtype>>) -> Result<Value, TorchProblem> {
+        if args.len() < 4 {
+            return Err(self.err("_rebuild_tensor with fewer than 4 arguments"));
+        }
+        if !matches!(self.values[args[0] as usize], Value::Storage(_)) {
+            return Err(self.err("_rebuild_tensor over something that is not a storage"));
+        }
+        let offset = match self.values[args[1] as usize] {
+            Value::Int(v) if v >= 0 => v as u64,
+            _ => return Err(self.err("tensor storage offset is not a non-negative integer")),
+        };
+        let shape = self.uints(args[2], "size")?;
+        let stride = self.uints(args[3], "stride")?;
+        if shape.len() != stride.len() {
+            return Err(self.err("tensor size and stride differ in length"));
+        }
+        Ok(Value::Tensor(Box::new(TensorView {
+            storage: args[0],
+            offset,
+            shape,
+            stride,
+            dtype,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduce_of_an_unknown_global_is_a_placeholder_and_runs_nothing() {
+        // cposix\nsystem\n(X...tR.  — what `__reduce__` to os.system pickles as.
+        let mut p = b"\x80\x02cposix\nsystem\nq\x00X\x05\x00\x00\x00touch\x85R.".to_vec();
+        let pickle = parse(&p).unwrap();
+        assert_eq!(&*pickle.unknown_globals[0], "posix.system");
+        assert!(
+            matches!(pickle.get(pickle.root), Value::Object { class } if &**class == "posix.system")
+        );
+        p.truncate(p.len() - 1);
+        assert!(matches!(parse(&p), Err(TorchProblem::Pickle { .. })));
+    }
+
+    #[test]
+    fn memoised_dicts_are_filled_in_place() {
+        // {} BINPUT 0, MARK 'a' 1 SETITEMS, POP, BINGET 0, STOP
+        let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aK\x01u0h\x00.";
+        let pickle = parse(p).unwrap();
+        let Value::Dict(items) = pickle.get(pickle.root) else {
+            panic!("root is {:?}", pickle.get(pickle.root));
+        };
+        assert_eq!(items.len(), 1);
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused() {
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b'(', MAX_MARK_DEPTH as usize + 1));
+        assert!(matches!(
+            parse(&p),
+            Err(TorchProblem::Limit {
+                what: "pickle nesting depth",
+                ..
+            })
+        ));
+    }
+}
