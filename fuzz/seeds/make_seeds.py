@@ -59,5 +59,9 @@ put("activations", "stats.safetensors", save({
     "backbone.1.batch_count.0": np.array(8, np.int64),
 }))
 
+# torch.save archives made by real PyTorch (tests/fixtures/torch/gen.py), copied.
+for name in ["plain", "deflated", "hostile", "dtypes"]:
+    put("torch", f"{name}.pt", (fixtures / "torch" / f"{name}.pt").read_bytes())
+
 put("config", "bnaudit.toml", b'frozen = ["backbone"]\ntrainable = ["backbone.layer4"]\nallow_stats = ["**.bn1"]\n')
 put("config", "pyproject.toml", b'[project]\nname = "x"\n\n[tool.bnaudit]\nfrozen = ["backbone.layer[12]"]\n')

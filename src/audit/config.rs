@@ -58,8 +58,9 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why (in the message, not as a `source`: printing the chain would repeat it).
-        problem: Problem,
+        /// Why (in the message, not as a `source`: printing the chain would repeat it;
+        /// boxed, as in `CheckpointError`).
+        problem: Box<Problem>,
     },
     /// The file is not valid TOML or holds keys or values we do not know.
     #[error("{}{location}: {message}", path.display())]
@@ -89,7 +90,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         input::read_small(path, "configuration file", MAX_CONFIG_LEN).map_err(|problem| {
             ConfigError::Read {
                 path: path.to_owned(),
-                problem,
+                problem: Box::new(problem),
             }
         })?;
     String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
