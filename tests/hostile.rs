@@ -22,13 +22,14 @@ fn pair() -> [String; 2] {
     ["a.safetensors", "b.safetensors"].map(|f| dir.join(f).display().to_string())
 }
 
-/// Runs bnaudit in `dir`, giving up after 20 s: a FIFO opened for reading would block.
+/// Runs bnaudit in `dir`, giving up after 120 s (a FIFO opened for reading would block; the
+/// debug build on a loaded machine can be slow).
 fn run_in(dir: &Path, args: &[&str]) -> Output {
     Command::cargo_bin("bnaudit")
         .unwrap()
         .current_dir(dir)
         .args(args)
-        .timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(120))
         .output()
         .unwrap()
 }
