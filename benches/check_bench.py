@@ -2,7 +2,7 @@
 baselines of benches/diff_bench.py: the numpy comparison a user would write and the read
 limit `cat A B > /dev/null` from the page cache.
 
-Two scopes: the whole model (`--frozen backbone head`: every byte of both files compared,
+Two scopes: the whole model (`--frozen backbone,head`: every byte of both files compared,
 the case the targets are set for) and the backbone alone (`--frozen backbone`: the head's
 tensors are not read at all).
 
@@ -21,7 +21,7 @@ def main():
     a, b, runs = pair_and_runs()
     check = [binary(), "check", a, b, "--frozen"]
     ours = {
-        "check (whole model)": check + ["backbone", "head"],
+        "check (whole model)": check + ["backbone,head"],
         "check --frozen backbone": check + ["backbone"],
     }
     bench(a, b, ours, runs)

@@ -27,6 +27,29 @@ def stats(v):
             "std": float(f.std()), "nonfinite": int((~finite).sum())}
 
 
+def layer(name, tensors, nbt):
+    """One layer's report: its statistics and the basic health flags."""
+    var, mean = tensors["running_var"], tensors["running_mean"]
+    flags = []
+    if any(not np.isfinite(t).all() for t in tensors.values()):
+        flags.append("nonfinite")
+    if (var < 0).any():
+        flags.append("negative_var")
+    if (var == 0).any():
+        flags.append("zero_var")
+    if ((var > 0) & (var < 1e-5)).any():
+        flags.append("tiny_var")
+    if (mean == 0).all() and (var == 1).all() and not nbt:
+        flags.append("default_init")
+    return {
+        "name": name,
+        "channels": int(mean.shape[0]),
+        "num_batches_tracked": nbt,
+        "stats": {k: stats(v) for k, v in tensors.items()},
+        "flags": flags,
+    }
+
+
 def main():
     path = sys.argv[1]
     layers = []
@@ -44,25 +67,7 @@ def main():
                     tensors[leaf] = f.get_tensor(f"{name}.{leaf}")
             nbt_key = name + ".num_batches_tracked"
             nbt = int(f.get_tensor(nbt_key)) if nbt_key in keys else None
-            var, mean = tensors["running_var"], tensors["running_mean"]
-            flags = []
-            if any(not np.isfinite(t).all() for t in tensors.values()):
-                flags.append("nonfinite")
-            if (var < 0).any():
-                flags.append("negative_var")
-            if (var == 0).any():
-                flags.append("zero_var")
-            if ((var > 0) & (var < 1e-5)).any():
-                flags.append("tiny_var")
-            if (mean == 0).all() and (var == 1).all() and not nbt:
-                flags.append("default_init")
-            layers.append({
-                "name": name,
-                "channels": int(mean.shape[0]),
-                "num_batches_tracked": nbt,
-                "stats": {k: stats(v) for k, v in tensors.items()},
-                "flags": flags,
-            })
+            layers.append(layer(name, tensors, nbt))
     json.dump({"path": path, "layers": layers}, sys.stdout, indent=2)
     print()
 

@@ -48,11 +48,5 @@ fi
 echo
 
 echo "== peak resident memory (max of 5 runs)"
-for i in "${!CMDS[@]}"; do
-    peak=0
-    for _ in 1 2 3 4 5; do
-        kb=$(/usr/bin/time -f %M ${CMDS[$i]} 2>&1 >/dev/null | tail -1)
-        (( kb > peak )) && peak=$kb
-    done
-    printf '%-45s %6d KiB (%.1f MiB)\n' "${NAMES[$i]}:" "$peak" "$(echo "$peak / 1024" | bc -l)"
-done
+. benches/peak_rss.sh
+peak_rss NAMES CMDS

@@ -81,7 +81,8 @@ Examples:
   bnaudit diff pretrained.safetensors finetuned.safetensors
   bnaudit diff a.safetensors b_dir/ --format json --output diff.json
   bnaudit diff a.safetensors b.safetensors --exit-code --atol 1e-6
-  bnaudit diff ddp.safetensors plain.safetensors --strip-prefix-a module.";
+  bnaudit diff ddp.safetensors plain.safetensors --strip-prefix-a module.
+  bnaudit diff modelA.safetensors joint.safetensors   (model_A saved on its own: aligned with joint's model_A)";
 
 const EXPLAIN_AFTER_HELP: &str = "\
 Exit codes: 0 success, 2 usage error, 3 unreadable or malformed checkpoint or activation \
@@ -206,13 +207,13 @@ pub struct RestoreArgs {
     #[arg(value_name = "B")]
     pub b: PathBuf,
 
-    /// Modules whose BatchNorm statistics are put back. Several patterns may follow one
-    /// flag, so give A and B first (or end the list with `--`).
-    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    /// Modules whose BatchNorm statistics are put back. Repeatable; each value is a
+    /// comma-separated list (`--frozen backbone,neck`).
+    #[arg(long, value_name = "PATTERN[,...]")]
     pub frozen: Vec<String>,
 
-    /// Modules carved out of the frozen scope: left as B has them.
-    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    /// Modules carved out of the frozen scope: left as B has them (repeatable, comma lists).
+    #[arg(long, value_name = "PATTERN[,...]")]
     pub trainable: Vec<String>,
 
     /// Read the pattern lists from FILE instead of looking in the working directory.
@@ -321,7 +322,7 @@ Configuration (bnaudit.toml, or the same keys under [tool.bnaudit] in pyproject.
 Examples:
   bnaudit check base.safetensors tuned.safetensors --frozen backbone
   bnaudit check A B --frozen backbone --trainable backbone.layer4 --allow-stats '**.bn1'
-  bnaudit check A B --frozen 'encoder.layer[0-5]' '**.norm'
+  bnaudit check A B --frozen 'encoder.layer[0-5],**.norm'
   bnaudit check A B                          (the scope from bnaudit.toml or pyproject.toml)
   bnaudit check A B --format github
   bnaudit check A B --format markdown >> \"$GITHUB_STEP_SUMMARY\"
@@ -379,18 +380,18 @@ pub struct CheckArgs {
     #[arg(value_name = "B")]
     pub b: PathBuf,
 
-    /// Modules that must not change. Several patterns may follow one flag, so give A and B
-    /// first (or end the list with `--`).
-    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    /// Modules that must not change. Repeatable; each value is a comma-separated list
+    /// (`--frozen backbone,neck --frozen teacher`).
+    #[arg(long, value_name = "PATTERN[,...]")]
     pub frozen: Vec<String>,
 
-    /// Modules carved out of the frozen scope: allowed to change.
-    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    /// Modules carved out of the frozen scope: allowed to change (repeatable, comma lists).
+    #[arg(long, value_name = "PATTERN[,...]")]
     pub trainable: Vec<String>,
 
     /// Frozen modules whose BatchNorm running statistics and counters may move (their
-    /// weights stay frozen).
-    #[arg(long, value_name = "PATTERN", num_args = 1..)]
+    /// weights stay frozen; repeatable, comma lists).
+    #[arg(long, value_name = "PATTERN[,...]")]
     pub allow_stats: Vec<String>,
 
     /// Read the pattern lists from FILE (a bnaudit.toml, or a pyproject.toml's
@@ -422,9 +423,9 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE")]
     pub activations: Option<PathBuf>,
 
-    /// Explain this layer (repeatable); default: the captured layers, or those whose
-    /// statistics changed.
-    #[arg(long = "layer", value_name = "NAME")]
+    /// Explain this layer (repeatable; each value may be a comma-separated list); default:
+    /// the captured layers, or those whose statistics changed.
+    #[arg(long = "layer", value_name = "NAME[,...]", value_delimiter = ',')]
     pub layers: Vec<String>,
 
     /// Momentum in PyTorch's sense (new = (1-m)·old + m·batch), or `cma` for momentum=None;

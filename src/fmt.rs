@@ -60,6 +60,22 @@ pub fn submodel(name: &str) -> &str {
     name.split(['.', '/']).next().unwrap_or(name)
 }
 
+/// `n` and `noun`, with an `s` unless `n` is 1.
+pub fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A tensor shape as `[5, 4]`, or `-` when absent.
+pub fn shape(s: &Option<Vec<u64>>) -> String {
+    s.as_ref().map_or_else(
+        || "-".to_owned(),
+        |s| {
+            let dims: Vec<String> = s.iter().map(u64::to_string).collect();
+            format!("[{}]", dims.join(", "))
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,8 +278,7 @@ fn trainable_carves_out_of_the_frozen_scope() {
         "--frozen",
         "backbone",
         "--trainable",
-        "backbone.layer2",
-        "backbone.stem",
+        "backbone.layer2,backbone.stem",
     ];
     let (code, report) = check_json(&diff_pair("partial_freeze"), &args);
     assert_eq!(code, 1);
@@ -359,7 +358,7 @@ fn wrapper_prefix_is_aligned_before_matching() {
 fn a_cast_alone_is_not_a_violation() {
     let f = facts("diff_pairs", "fp16_save");
     assert_eq!(names(&f, "changed"), Vec::<String>::new());
-    let (code, report) = check_json(&diff_pair("fp16_save"), &["--frozen", "backbone", "head"]);
+    let (code, report) = check_json(&diff_pair("fp16_save"), &["--frozen", "backbone,head"]);
     assert_eq!((code, violations(&report)), (0, Found::new()));
     let tensors = report["diff"]["tensors"].as_array().expect("tensors");
     assert!(tensors.iter().any(|t| t["change"] == "dtype_changed"));
@@ -696,8 +695,8 @@ fn github_annotations_are_escaped() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines.len(),
-        1 + 5 + 1,
-        "summary annotation, one per violation, summary"
+        1 + 5 + 5 + 1,
+        "summary annotation, one per violation, the plain list, summary"
     );
     assert!(
         lines[..6]
@@ -707,8 +706,59 @@ fn github_annotations_are_escaped() {
     // Titles hold ':' and ',', escaped in properties; messages are single lines.
     assert!(lines[1].starts_with("::error title=bnaudit%3A frozen_stats_drift in "));
     assert!(lines[0].contains("%0A"));
-    assert!(lines[6].starts_with("bnaudit check: FAILED"));
+    assert!(
+        lines[6..11]
+            .iter()
+            .all(|l| l.starts_with("bnaudit: frozen_stats_drift in "))
+    );
+    assert!(lines[11].starts_with("bnaudit check: FAILED"));
     insta::assert_snapshot!("github", out);
+}
+
+/// GitHub shows about ten annotations per step: the ten most severe violations are
+/// annotated, the leading annotation counts the rest, and the log lists every violation.
+#[test]
+fn github_annotates_the_ten_most_severe() {
+    let [a, b] = check_pair("structure");
+    let (code, out, _) = run(&["check", &a, &b, "--frozen", "**", "--format", "github"]);
+    assert_eq!(code, 1);
+    let (_, json, _) = run(&["check", &a, &b, "--frozen", "**", "--format", "json"]);
+    let report: Value = serde_json::from_str(&json).expect("JSON");
+    let total = report["violations"].as_array().expect("list").len();
+    assert!(
+        total > 10,
+        "the fixture has more violations than annotations"
+    );
+    let annotations: Vec<&str> = out.lines().filter(|l| l.starts_with("::")).collect();
+    assert_eq!(annotations.len(), 1 + 10, "{out}");
+    assert!(annotations[0].contains(&format!(
+        "The 10 most severe violations are annotated; the other {} are listed in this step's log.",
+        total - 10
+    )));
+    // Most severe first: weights before shapes before missing before added tensors.
+    let rank = |line: &str| {
+        [
+            "frozen_weight_changed",
+            "frozen_shape_changed",
+            "frozen_tensor_missing",
+            "frozen_tensor_added",
+        ]
+        .iter()
+        .position(|k| line.contains(&format!("%3A {k} in ")))
+        .expect("a known kind")
+    };
+    let ranks: Vec<usize> = annotations[1..].iter().map(|l| rank(l)).collect();
+    assert!(ranks.is_sorted(), "{ranks:?}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("bnaudit: ")).count(),
+        total,
+        "every violation in the log"
+    );
+    // Broken statistics lead.
+    let [a, b] = check_pair("health");
+    let (_, out, _) = run(&["check", &a, &b, "--frozen", "**", "--format", "github"]);
+    let second = out.lines().nth(1).expect("a violation annotation");
+    assert!(second.contains("%3A nonfinite in "), "{out}");
 }
 
 #[test]
@@ -822,57 +872,110 @@ fn readme_shows_the_real_demo_check() {
     );
 }
 
-/// `--frozen PATTERN...` takes every following word, so `check --frozen backbone A B` would
-/// leave A and B missing: the message names the swallowed words and prints both corrected
-/// command lines, which then work.
+/// Each pattern option takes one value per occurrence, a comma-separated list, so options
+/// go anywhere among A and B; the configuration file's lists split the same way.
 #[test]
-fn checkpoints_after_a_pattern_list_get_a_corrected_command_line() {
+fn pattern_options_take_comma_lists_anywhere() {
     let [a, b] = diff_pair("frozen_train_mode");
-    let (code, out, err) = run(&["check", "--frozen", "backbone", &a, &b]);
+    let scope = |args: &[&str]| {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--format", "json"]);
+        let (code, out, err) = run(&all);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        let report: Value = serde_json::from_str(&out).expect("JSON");
+        (report["scope"].clone(), report["violations"].clone())
+    };
+    let first = scope(&[
+        "--frozen",
+        "backbone",
+        &a,
+        "--allow-stats",
+        "backbone.layer1,backbone.stem",
+        &b,
+        "--frozen",
+        "head",
+    ]);
+    let last = scope(&[
+        &a,
+        &b,
+        "--frozen",
+        "backbone,head",
+        "--allow-stats",
+        "backbone.layer1",
+        "--allow-stats",
+        "backbone.stem",
+    ]);
+    assert_eq!(first, last);
+    assert_eq!(first.0["frozen"], serde_json::json!(["backbone", "head"]));
+    assert_eq!(
+        first.0["allow_stats"],
+        serde_json::json!(["backbone.layer1", "backbone.stem"])
+    );
+    // The typed-first form of the issue.
+    assert_eq!(run(&["check", "--frozen", "backbone", &a, &b]).0, 1);
+
+    let [a, b] = abs(&diff_pair("frozen_train_mode"));
+    let dir = workdir(&[("bnaudit.toml", "frozen = [\"backbone, head\"]\n")]);
+    let (code, out, err) = run_in(dir.path(), &["check", &a, &b, "--format", "json"]);
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        report["scope"]["frozen"],
+        serde_json::json!(["backbone", "head"])
+    );
+}
+
+/// A scope whose frozen patterns match, but which `--trainable` empties, is a usage error:
+/// the gate would compare nothing and pass.
+#[test]
+fn a_scope_that_leaves_nothing_frozen_is_a_usage_error() {
+    let [a, b] = diff_pair("frozen_train_mode");
+    let (code, out, err) = run(&["check", &a, &b, "--frozen", "*", "--trainable", "*"]);
     assert_eq!((code, out.as_str()), (2, ""));
     assert!(
-        err.contains("<A> and <B> are missing")
-            && err.contains(&format!(
-                "`--frozen` takes every following word as a pattern, so it took '{a}' and '{b}'"
-            )),
+        err.contains("the scope leaves nothing frozen: trainable \"*\" carves out every tensor"),
         "{err}"
     );
-    let first = format!("bnaudit check {a} {b} --frozen backbone");
-    let dashes = format!("bnaudit check --frozen backbone -- {a} {b}");
-    assert!(err.contains(&first) && err.contains(&dashes), "{err}");
-    assert!(
-        err.contains("Usage: bnaudit check [OPTIONS] <A> <B>"),
-        "{err}"
-    );
-    for line in [&first, &dashes] {
-        let args: Vec<&str> = line.split(' ').skip(1).collect();
-        assert_eq!(run(&args).0, 1, "{line}");
-    }
-
-    // Only B swallowed, by the last of two lists: A stays first.
     let (code, _, err) = run(&[
         "check",
         &a,
+        &b,
         "--frozen",
         "backbone",
         "--trainable",
-        "head",
-        &b,
+        "backbone.stem,backbone.layer[12]",
     ]);
-    assert_eq!(code, 2);
-    assert!(
-        err.contains("<B> is missing: `--trainable` takes")
-            && err.contains(&format!(
-                "bnaudit check {a} {b} --frozen backbone --trainable head"
-            )),
-        "{err}"
-    );
+    assert_eq!(code, 2, "{err}");
+    // Something left frozen: judged as usual.
+    let (code, _, _) = run(&[
+        "check",
+        &a,
+        &b,
+        "--frozen",
+        "backbone",
+        "--trainable",
+        "backbone.layer[12]",
+    ]);
+    assert_eq!(code, 1);
+}
 
-    // A list's first word is its pattern: forgetting A and B is clap's plain message.
-    let (code, _, err) = run(&["check", "--frozen", "backbone"]);
-    assert_eq!(code, 2);
-    assert!(
-        err.contains("required arguments were not provided"),
-        "{err}"
-    );
+/// A first word that is no file and is close to a subcommand is a typo, not a checkpoint.
+#[test]
+fn a_mistyped_subcommand_is_named() {
+    let [a, _] = diff_pair("frozen_train_mode");
+    for (typo, meant) in [("chek", "check"), ("dif", "diff"), ("explian", "explain")] {
+        let (code, out, err) = run(&[typo, &a]);
+        assert_eq!((code, out.as_str()), (2, ""), "{typo}");
+        assert!(
+            err.contains(&format!(
+                "unknown command '{typo}'; did you mean '{meant}'?"
+            )),
+            "{err}"
+        );
+    }
+    // An existing file of that name is a checkpoint (here: not one, an input error).
+    let dir = workdir(&[("chek", "not a checkpoint")]);
+    let (code, _, err) = run_in(dir.path(), &["chek"]);
+    assert_eq!(code, 3, "{err}");
 }

@@ -521,3 +521,29 @@ fn sigterm_removes_the_temporary_file() {
     }
     assert!(killed, "the restore always finished before the signal");
 }
+
+/// A torch.save B (views, shared storages) comes out as a safetensors file with the same
+/// names, dtypes, shapes and bytes as the torch reader gives (which tests/torch.rs checks
+/// against PyTorch).
+#[test]
+fn torch_b_is_written_as_safetensors() {
+    let torch = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch/views.pt");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let t = torch.display().to_string();
+    let run = bnaudit(
+        dir.path(),
+        &["restore", &t, &t, "-o", &out.display().to_string()],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let (ours, _) = read_with_crate(&out);
+    let b = Checkpoint::open(&torch, ReadMode::Mmap).unwrap();
+    assert_eq!(ours.len(), b.tensors().len());
+    for info in b.tensors() {
+        let (dtype, shape, bytes) = &ours[&info.name];
+        assert_eq!(dtype.replace('_', ""), info.dtype.as_str().replace('_', ""));
+        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        assert_eq!(shape, info.shape);
+        assert_eq!(bytes.as_slice(), &*b.bytes(info).unwrap(), "{}", info.name);
+    }
+}

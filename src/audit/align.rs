@@ -1,9 +1,16 @@
-//! Pairing the tensors of two checkpoints whose names differ by a wrapper prefix.
+//! Pairing the tensors of two checkpoints whose names differ by a wrapper prefix, or
+//! because one of them holds a sub-model saved on its own.
 //!
 //! `DistributedDataParallel` and `DataParallel` save `module.…`, `torch.compile` saves
 //! `_orig_mod.…`, training frameworks often save `model.…`, and wrappers nest. Each side's
 //! candidate prefixes are the chains of those wrappers that start some of its names; the
 //! pair of candidates that matches the most names wins (ties go to stripping less).
+//!
+//! A sub-model saved on its own (`model_A.state_dict()`) against the model that holds it
+//! (`joint.state_dict()`, with `model_A.` and `model_B.` inside) matches no name until the
+//! sub-model's names get their module prefix back: when every name of one side, wrappers
+//! stripped, appears in the other under one module prefix ([`submodel_prefix`]), that prefix
+//! is added to the names of the side it is missing from.
 
 use std::collections::HashSet;
 
@@ -67,7 +74,7 @@ pub fn normalise_prefix(prefix: &str) -> String {
 }
 
 /// Aligns A's and B's names; a forced prefix (`--strip-prefix-a/-b`) is used as given,
-/// the other side's is detected.
+/// the other side's is detected, and so is a sub-model saved on its own on either side.
 pub fn align(
     a: &[TensorInfo],
     b: &[TensorInfo],
@@ -76,37 +83,68 @@ pub fn align(
 ) -> Aligned {
     let cands_a = candidates(a, strip_a);
     let cands_b = candidates(b, strip_b);
-    let mut best: Option<(usize, usize, &str, &str)> = None;
+    let stripped_b: Vec<Option<HashSet<&str>>> =
+        cands_b.iter().map(|pb| stripped_names(b, pb)).collect();
+    // (matched, length of the sub-model prefix added, length stripped, strips, prefixes
+    // added): the most names matched, then the shortest prefix added (none best: a wrapper
+    // is stripped rather than made part of the sub-model's prefix), then the least stripped.
+    type Best<'c> = (usize, usize, usize, &'c str, &'c str, String, String);
+    let mut best: Option<Best<'_>> = None;
     for pa in &cands_a {
         let Some(names_a) = stripped_names(a, pa) else {
             continue;
         };
-        for pb in &cands_b {
-            let Some(names_b) = stripped_names(b, pb) else {
+        for (pb, names_b) in cands_b.iter().zip(&stripped_b) {
+            let Some(names_b) = names_b else {
                 continue;
             };
-            let matched = names_a.intersection(&names_b).count();
+            let direct = names_a.intersection(names_b).count();
+            let mut found = (direct, String::new(), String::new());
+            // Only when names are left over on both sides can a sub-model prefix match more.
+            if direct < names_a.len() && direct < names_b.len() {
+                if let Some(p) = submodel_prefix(&names_a, names_b) {
+                    found = (names_a.len(), p, String::new());
+                } else if let Some(p) = submodel_prefix(names_b, &names_a) {
+                    found = (names_b.len(), String::new(), p);
+                }
+            }
+            let (matched, add_a, add_b) = found;
+            let added = add_a.len() + add_b.len();
             let cost = pa.len() + pb.len();
-            if best.is_none_or(|(m, c, _, _)| matched > m || (matched == m && cost < c)) {
-                best = Some((matched, cost, pa, pb));
+            let better = best.as_ref().is_none_or(|&(m, ad, c, ..)| {
+                matched > m || (matched == m && (added, cost) < (ad, c))
+            });
+            if better {
+                best = Some((matched, added, cost, pa, pb, add_a, add_b));
             }
         }
     }
     // Forced prefixes that make two names collide are stripped anyway, first name wins.
-    let (pa, pb) = best.map_or((strip_a.unwrap_or(""), strip_b.unwrap_or("")), |b| {
-        (b.2, b.3)
-    });
+    let (pa, pb, add_a, add_b) = best.map_or_else(
+        || {
+            let forced = |p: Option<&str>| p.unwrap_or("").to_owned();
+            (
+                forced(strip_a),
+                forced(strip_b),
+                String::new(),
+                String::new(),
+            )
+        },
+        |b| (b.3.to_owned(), b.4.to_owned(), b.5, b.6),
+    );
     let mut aligned = Aligned {
+        a: renamed(a, &pa, &add_a),
+        b: renamed(b, &pb, &add_b),
         alignment: Alignment {
-            strip_a: pa.to_owned(),
-            strip_b: pb.to_owned(),
+            strip_a: pa,
+            strip_b: pb,
+            prefix_a: add_a,
+            prefix_b: add_b,
             detected: strip_a.is_none() && strip_b.is_none(),
             matched: 0,
             only_a: 0,
             only_b: 0,
         },
-        a: renamed(a, pa),
-        b: renamed(b, pb),
     };
     let pairs = aligned.pairs();
     let count = |f: fn(&TensorPair<'_>) -> bool| pairs.iter().filter(|p| f(p)).count();
@@ -122,10 +160,41 @@ pub fn align(
     aligned
 }
 
-/// The tensor of `ckpt` that has the aligned name `aligned` after `prefix` was stripped:
-/// the inverse of the renaming, where a name that did not start with the prefix kept it
-/// as it was, and a prefixed name wins a collision as it does in [`align`].
-pub fn original<'c>(ckpt: &'c Checkpoint, prefix: &str, aligned: &str) -> Option<&'c TensorInfo> {
+/// The module prefix under which every name of `inner` appears in `outer` (`"model_A."`
+/// when `inner` is model_A's own state dict and `outer` the joint model's), if there is
+/// exactly one; `None` when `inner` is empty or no prefix, or more than one, fits.
+///
+/// Linear in the names: the candidates are the prefixes that put `inner`'s longest name
+/// into `outer` (one in practice), each checked against every name of `inner`.
+pub fn submodel_prefix(inner: &HashSet<&str>, outer: &HashSet<&str>) -> Option<String> {
+    let probe = inner
+        .iter()
+        .max_by(|x, y| x.len().cmp(&y.len()).then(y.cmp(x)))?;
+    let mut fits = outer.iter().filter_map(|o| {
+        let p = o.strip_suffix(probe)?;
+        let fits = p.ends_with(['.', '/'])
+            && p.len() > 1
+            && inner
+                .iter()
+                .all(|n| outer.contains(format!("{p}{n}").as_str()));
+        fits.then_some(p)
+    });
+    let first = fits.next()?;
+    // Two prefixes that both fit (model_A and a copy of it) leave the choice open.
+    fits.next().is_none().then(|| first.to_owned())
+}
+
+/// The tensor of `ckpt` that has the aligned name `aligned` after `prefix` was stripped
+/// and the sub-model prefix `added` put in front: the inverse of the renaming, where a name
+/// that did not start with the prefix kept it as it was, and a prefixed name wins a
+/// collision as it does in [`align`].
+pub fn original<'c>(
+    ckpt: &'c Checkpoint,
+    prefix: &str,
+    added: &str,
+    aligned: &str,
+) -> Option<&'c TensorInfo> {
+    let aligned = aligned.strip_prefix(added)?;
     ckpt.get(&format!("{prefix}{aligned}")).or_else(|| {
         ckpt.get(aligned)
             .filter(|t| !t.name.starts_with(prefix) || prefix.is_empty())
@@ -169,13 +238,14 @@ fn stripped_names<'n>(tensors: &'n [TensorInfo], prefix: &str) -> Option<HashSet
         .then_some(set)
 }
 
-fn renamed(tensors: &[TensorInfo], prefix: &str) -> Vec<TensorInfo> {
+/// The tensors with `prefix` stripped and `added` put in front of every name.
+fn renamed(tensors: &[TensorInfo], prefix: &str, added: &str) -> Vec<TensorInfo> {
     let mut seen = HashSet::new();
     let mut out: Vec<TensorInfo> = tensors
         .iter()
         .filter(|t| seen.insert(strip(&t.name, prefix)))
         .map(|t| TensorInfo {
-            name: strip(&t.name, prefix).to_owned(),
+            name: format!("{added}{}", strip(&t.name, prefix)),
             ..t.clone()
         })
         .collect();
@@ -266,6 +336,57 @@ mod tests {
         // Forcing "" keeps the names as they are: nothing matches.
         let none = align(&tensors(&PLAIN), &tensors(&b), Some(""), Some("")).alignment;
         assert_eq!(none.matched, 0);
+    }
+
+    /// model_A's own file against the joint model's, either way round and under wrappers.
+    #[test]
+    fn a_submodel_saved_on_its_own_gets_its_prefix() {
+        let joint: Vec<String> = PLAIN
+            .iter()
+            .map(|n| format!("model_A.{n}"))
+            .chain([
+                "model_B.bn.weight".to_owned(),
+                "model_B.fc.weight".to_owned(),
+            ])
+            .collect();
+        let joint: Vec<&str> = joint.iter().map(String::as_str).collect();
+        let al = align(&tensors(&PLAIN), &tensors(&joint), None, None).alignment;
+        assert_eq!(
+            (al.prefix_a.as_str(), al.prefix_b.as_str()),
+            ("model_A.", "")
+        );
+        assert_eq!((al.matched, al.only_a, al.only_b), (3, 0, 2));
+        assert_eq!(al.name_a("head.fc.weight"), "model_A.head.fc.weight");
+        let al = align(&tensors(&joint), &tensors(&PLAIN), None, None).alignment;
+        assert_eq!(
+            (al.prefix_a.as_str(), al.prefix_b.as_str()),
+            ("", "model_A.")
+        );
+        assert_eq!((al.matched, al.only_a, al.only_b), (3, 2, 0));
+        // A DDP wrapper on top is stripped, not made part of the sub-model's prefix.
+        let ddp: Vec<String> = joint.iter().map(|n| format!("module.{n}")).collect();
+        let ddp: Vec<&str> = ddp.iter().map(String::as_str).collect();
+        let al = align(&tensors(&PLAIN), &tensors(&ddp), None, None).alignment;
+        assert_eq!(
+            (al.strip_b.as_str(), al.prefix_a.as_str(), al.matched),
+            ("module.", "model_A.", 3)
+        );
+        // Two sub-models that both hold A's names: no guess.
+        let twins: Vec<String> = ["x.", "y."]
+            .iter()
+            .flat_map(|p| PLAIN.iter().map(move |n| format!("{p}{n}")))
+            .collect();
+        let twins: Vec<&str> = twins.iter().map(String::as_str).collect();
+        let al = align(&tensors(&PLAIN), &tensors(&twins), None, None).alignment;
+        assert_eq!((al.prefix_a.as_str(), al.matched), ("", 0));
+        // A name of A missing from B: not a sub-model.
+        let partial = [
+            "model_A.backbone.bn.weight",
+            "model_A.head.fc.weight",
+            "other.w",
+        ];
+        let al = align(&tensors(&PLAIN), &tensors(&partial), None, None).alignment;
+        assert_eq!(al.prefix_a, "");
     }
 
     #[test]

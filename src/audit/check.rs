@@ -17,6 +17,7 @@ use super::diff::{self, DiffOptions, DiffReport, LayerDiff, TensorChange, Tensor
 use super::scope::Scope;
 use crate::bn::{self, BnKeys, BnLayer, LayerValues, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
+use crate::fmt::shape;
 use crate::fmt::{num, opt_num};
 
 /// What `check` needs besides the checkpoints.
@@ -41,7 +42,7 @@ pub enum CheckError {
         "frozen pattern{} {} match{} no tensor of A or B{aligned}; check the spelling, or \
          list the names with `bnaudit ls --all`",
         if patterns.len() == 1 { "" } else { "s" },
-        listed(patterns),
+        patterns_list(patterns),
         if patterns.len() == 1 { "es" } else { "" }
     )]
     UnmatchedPatterns {
@@ -51,14 +52,31 @@ pub enum CheckError {
         /// without B's prefix "module.")`; empty when none was.
         aligned: String,
     },
+    /// The frozen patterns match tensors, but `trainable` carves all of them out: the gate
+    /// would compare nothing and pass.
+    #[error(
+        "the scope leaves nothing frozen: trainable {} carve{} out every tensor that frozen {} \
+         cover{}; narrow the trainable patterns",
+        patterns_list(trainable),
+        if trainable.len() == 1 { "s" } else { "" },
+        patterns_list(frozen),
+        if frozen.len() == 1 { "s" } else { "" }
+    )]
+    NothingFrozen {
+        /// The frozen patterns.
+        frozen: Vec<String>,
+        /// The trainable patterns that carve them out.
+        trainable: Vec<String>,
+    },
 }
 
 /// Most unmatched patterns named in the error; a generated scope can hold hundreds of
 /// thousands, and the error is one line.
 pub const MAX_LISTED_PATTERNS: usize = 20;
 
-/// The first [`MAX_LISTED_PATTERNS`] patterns, quoted, then how many more there are.
-fn listed(patterns: &[String]) -> String {
+/// `"a", "b"` for an error message: the first [`MAX_LISTED_PATTERNS`] patterns, then how
+/// many more there are.
+fn patterns_list(patterns: &[String]) -> String {
     let shown: Vec<String> = patterns
         .iter()
         .take(MAX_LISTED_PATTERNS)
@@ -214,16 +232,6 @@ pub(crate) fn is_buffer(role: Option<Role>) -> bool {
     matches!(
         role,
         Some(Role::RunningMean | Role::RunningVar | Role::NumBatchesTracked)
-    )
-}
-
-pub(crate) fn shape(s: &Option<Vec<u64>>) -> String {
-    s.as_ref().map_or_else(
-        || "-".to_owned(),
-        |s| {
-            let dims: Vec<String> = s.iter().map(u64::to_string).collect();
-            format!("[{}]", dims.join(", "))
-        },
     )
 }
 
@@ -464,7 +472,15 @@ fn evaluate(
                 detail: stats_drift_detail(&drifted, layers.get(name.as_str()).copied()),
             });
         }
+        let converted = layers
+            .get(name.as_str())
+            .is_some_and(|l| l.counter_dropped());
         for f in frozen {
+            // A counter dropped by a conversion to FrozenBatchNorm2d changes nothing the
+            // frozen layer computes.
+            if converted && f.role == Some(Role::NumBatchesTracked) {
+                continue;
+            }
             if let Some((kind, detail)) = tensor_violation(f) {
                 found.push(Violation {
                     kind,
@@ -526,6 +542,12 @@ pub(crate) fn require_matches(scope: &Scope, aligned: &Aligned) -> Result<(), Ch
             } else {
                 format!(" (names matched without {})", stripped.join(" and "))
             },
+        });
+    }
+    if !names.iter().any(|n| scope.is_frozen(n)) {
+        return Err(CheckError::NothingFrozen {
+            frozen: scope.frozen.as_slice().to_vec(),
+            trainable: scope.trainable.as_slice().to_vec(),
         });
     }
     Ok(())

@@ -44,6 +44,11 @@ pub struct Alignment {
     pub strip_a: String,
     /// Prefix removed from B's names (empty for none).
     pub strip_b: String,
+    /// Module prefix added to A's names (after `strip_a`): A is a sub-model saved on its
+    /// own, B the model that holds it under this prefix (empty for none).
+    pub prefix_a: String,
+    /// Module prefix added to B's names: B is the sub-model saved on its own.
+    pub prefix_b: String,
     /// Whether the prefixes were detected (true) or forced by options (false).
     pub detected: bool,
     /// Tensors whose aligned names matched on both sides.
@@ -52,6 +57,30 @@ pub struct Alignment {
     pub only_a: usize,
     /// Tensors of B with no counterpart in A after alignment.
     pub only_b: usize,
+}
+
+impl Alignment {
+    /// A's tensor or layer name `raw`, as the report names it.
+    pub fn name_a(&self, raw: &str) -> String {
+        aligned_name(raw, &self.strip_a, &self.prefix_a)
+    }
+
+    /// B's tensor or layer name `raw`, as the report names it.
+    pub fn name_b(&self, raw: &str) -> String {
+        aligned_name(raw, &self.strip_b, &self.prefix_b)
+    }
+
+    /// The sub-model prefix added to one side, and which: `("A", "model_A.")`.
+    pub fn submodel(&self) -> Option<(&'static str, &str)> {
+        [("A", &self.prefix_a), ("B", &self.prefix_b)]
+            .into_iter()
+            .find(|(_, p)| !p.is_empty())
+            .map(|(side, p)| (side, p.as_str()))
+    }
+}
+
+fn aligned_name(raw: &str, strip: &str, added: &str) -> String {
+    format!("{added}{}", raw.strip_prefix(strip).unwrap_or(raw))
 }
 
 /// Classification of one BatchNorm layer (DESIGN's status table).
@@ -128,6 +157,8 @@ pub struct Inference {
     /// When the variance fell further than the assumed momentum allows: the smallest
     /// momentum that explains it over `forwards` forwards.
     pub momentum_min: Option<f64>,
+    /// Channels whose running mean or variance is finite in A and NaN or infinite in B.
+    pub nonfinite_channels: Vec<usize>,
     /// Signatures and explanations, one sentence each.
     pub notes: Vec<String>,
 }
@@ -149,10 +180,20 @@ pub struct LayerDiff {
     pub nbt_delta: Option<i64>,
     /// Which tensors changed.
     pub changed: PerTensor<bool>,
-    /// Largest absolute difference of each tensor.
+    /// Largest absolute difference of each tensor; `null` where the tensor is absent or
+    /// some value became NaN or infinite (the difference is then no finite number).
     pub max_abs_diff: PerTensor<f64>,
     /// What the algebra supports.
     pub inference: Inference,
+}
+
+impl LayerDiff {
+    /// Whether the layer only lost its counter: statistics and affine parameters unchanged,
+    /// `num_batches_tracked` in A and not in B. That is a conversion to a BatchNorm whose
+    /// statistics never move (torchvision's FrozenBatchNorm2d), not a change of the model.
+    pub fn counter_dropped(&self) -> bool {
+        self.status == Status::Unchanged && self.nbt_a.is_some() && self.nbt_b.is_none()
+    }
 }
 
 /// Severity of a group verdict, for colouring and ordering.
@@ -172,8 +213,11 @@ pub enum Severity {
 /// Statuses aggregated over a module prefix, with a verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
-    /// Module prefix (a top-level sub-model, or one level down).
+    /// Module prefix (a top-level sub-model, or one level down); modules that behaved
+    /// alike share one group, named by them all (`bn1, layer1, layer2`).
     pub prefix: String,
+    /// The module prefixes of the group, one unless modules that behaved alike were merged.
+    pub prefixes: Vec<String>,
     /// BatchNorm layers under it.
     pub layers: usize,
     /// Count of each status.
@@ -361,7 +405,14 @@ pub fn diff_aligned(
     }
     let sides = layers::Sides::new(a, b, aligned);
     let layers = layers::compare(&sides, &found_a, &found_b, &tensors, options)?;
-    let groups = groups::groups(&layers, &found_a, &found_b, &tensors, whole_model);
+    let groups = groups::groups(
+        &layers,
+        &found_a,
+        &found_b,
+        &tensors,
+        whole_model,
+        aligned.alignment.submodel(),
+    );
     let summary = summarise(&layers, &tensors);
     Ok(DiffReport {
         schema_version: SCHEMA_VERSION,

@@ -482,14 +482,29 @@ fn changed_layers<'a>(
         .collect();
     names.sort();
     let mut out = Vec::new();
+    let mut skipped = false;
     for name in names {
-        let va = layer_values(a.ckpt, &a.layers[name])?;
-        let vb = layer_values(b.ckpt, &b.layers[name])?;
+        let (la, lb) = (&a.layers[name], &b.layers[name]);
+        // A rebuilt layer cannot be re-run from the other's statistics: expected, not a
+        // failure of the whole explanation (`diff` reports it as incompatible).
+        if la.channels != lb.channels || la.convention != lb.convention {
+            skipped = true;
+            notes.push(format!(
+                "{name} is not explained: {} channels ({}) in A, {} ({}) in B, not the same layer.",
+                la.channels,
+                la.convention.as_str(),
+                lb.channels,
+                lb.convention.as_str()
+            ));
+            continue;
+        }
+        let va = layer_values(a.ckpt, la)?;
+        let vb = layer_values(b.ckpt, lb)?;
         if stats_differ(&va, &vb) {
             out.push((name.clone(), None));
         }
     }
-    if out.is_empty() {
+    if out.is_empty() && !skipped {
         // Say why there is nothing to explain: no layers, none in common, or no change.
         let (na, nb) = (a.layers.len(), b.layers.len());
         notes.push(if na == 0 && nb == 0 {

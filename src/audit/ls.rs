@@ -58,6 +58,16 @@ pub struct CheckpointSummary {
 }
 
 impl CheckpointSummary {
+    /// Where the tensors came from when that is not a plain safetensors file:
+    /// `torch.save`, with the state dict's key when one was used.
+    pub fn origin(&self) -> Option<String> {
+        match (self.format, &self.key) {
+            (Format::Safetensors, _) => None,
+            (Format::Torch, None) => Some("torch.save".to_owned()),
+            (Format::Torch, Some(key)) => Some(format!("torch.save, key {key}")),
+        }
+    }
+
     /// Summarises `ckpt`; `bn_layers` is the number of BatchNorm layers found in it.
     pub fn of(ckpt: &Checkpoint, bn_layers: usize) -> Self {
         let mut dtypes = BTreeMap::new();

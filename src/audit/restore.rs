@@ -197,7 +197,7 @@ pub fn refuse_inputs(out: &Path, a: &Checkpoint, b: &Checkpoint) -> Result<(), R
                 return Err(RestoreError::OutputIsInput {
                     output: out.to_owned(),
                     input: if f == ckpt.path() {
-                        format!("{side}, {}", f.display())
+                        side.to_owned()
                     } else {
                         format!("a file of {side}, {}", f.display())
                     },
@@ -322,8 +322,8 @@ pub fn plan<'c>(
     let mut from_a: HashMap<String, &'c TensorInfo> = HashMap::new();
     for (name, (layer, reason, detail)) in chosen {
         let (Some(ta), Some(tb)) = (
-            align::original(a, &al.strip_a, &name),
-            align::original(b, &al.strip_b, &name),
+            align::original(a, &al.strip_a, &al.prefix_a, &name),
+            align::original(b, &al.strip_b, &al.prefix_b, &name),
         ) else {
             continue;
         };
@@ -397,8 +397,8 @@ fn consider(
         }
         TensorChange::ShapeChanged => format!(
             "shape {} in A, {} in B",
-            check::shape(&d.shape_a),
-            check::shape(&d.shape_b)
+            crate::fmt::shape(&d.shape_a),
+            crate::fmt::shape(&d.shape_b)
         ),
         TensorChange::Removed => "in A but not in B; the output holds B's tensors".to_owned(),
         TensorChange::Added => "in B but not in A: nothing to put back".to_owned(),

@@ -43,10 +43,16 @@ pub struct Patterns {
 }
 
 impl Patterns {
-    /// Compiles `patterns`; `key` names the list in errors.
+    /// Compiles `patterns`, each a comma-separated list (`backbone,neck`, as `--frozen` and
+    /// the configuration's lists take them); `key` names the list in errors.
     pub fn new(key: &'static str, patterns: &[String]) -> Result<Patterns, PatternError> {
+        let patterns: Vec<String> = patterns
+            .iter()
+            .flat_map(|p| split_list(p))
+            .map(str::to_owned)
+            .collect();
         let mut builder = GlobSetBuilder::new();
-        for p in patterns {
+        for p in &patterns {
             builder.add(compile(key, p)?);
         }
         let set = builder.build().map_err(|e| PatternError {
@@ -55,7 +61,7 @@ impl Patterns {
             reason: e.to_string(),
         })?;
         Ok(Patterns {
-            written: patterns.to_vec(),
+            written: patterns,
             set,
         })
     }
@@ -111,6 +117,21 @@ fn prefixes(name: &str) -> impl Iterator<Item = &str> {
     name.match_indices(SEP)
         .map(|(i, _)| &name[..i])
         .chain(std::iter::once(name))
+}
+
+/// The patterns of a comma-separated list, blanks around them trimmed; a comma inside a
+/// character class (`[1,2]`) or an alternation (`{a,b}`) belongs to its pattern.
+fn split_list(list: &str) -> impl Iterator<Item = &str> {
+    let mut depth = 0usize;
+    list.split(move |c| {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        c == ',' && depth == 0
+    })
+    .map(str::trim)
 }
 
 fn compile(key: &'static str, pattern: &str) -> Result<Glob, PatternError> {
@@ -187,6 +208,19 @@ mod tests {
     fn patterns(list: &[&str]) -> Patterns {
         let owned: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
         Patterns::new("frozen", &owned).unwrap()
+    }
+
+    #[test]
+    fn values_are_comma_separated_lists() {
+        let p = patterns(&["backbone, neck", "teacher", "layer[1,2]", "{a,b}.bn"]);
+        assert_eq!(
+            p.as_slice(),
+            ["backbone", "neck", "teacher", "layer[1,2]", "{a,b}.bn"]
+        );
+        assert!(p.covers("neck.bn.running_mean") && p.covers("layer2.weight"));
+        // An empty item is a typo, not "no pattern".
+        let err = Patterns::new("frozen", &["backbone,".to_owned()]).unwrap_err();
+        assert_eq!(err.reason, "the pattern is empty");
     }
 
     #[test]

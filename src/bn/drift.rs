@@ -197,6 +197,9 @@ pub enum Signature {
     },
     /// A cumulative average from counter 0: B keeps nothing of A.
     ForgetsA,
+    /// B's statistics hold NaN or infinity where A's were finite (`Drift::nonfinite` says
+    /// where): no update rule bound applies to those channels.
+    BecameNonfinite,
 }
 
 /// What the algebra supports about one layer's change.
@@ -217,6 +220,8 @@ pub struct Drift {
     pub momentum_min: Option<f64>,
     /// Patterns found, in the order checked.
     pub signatures: Vec<Signature>,
+    /// Channels whose running mean or variance is finite in A and not in B.
+    pub nonfinite: Vec<usize>,
 }
 
 impl Drift {
@@ -228,12 +233,27 @@ impl Drift {
     }
 }
 
+/// Channels whose mean or variance is finite in A and NaN or infinite in B.
+pub fn became_nonfinite(o: &Observation<'_>) -> Vec<usize> {
+    let went = |a: &[f64], b: &[f64], c: usize| {
+        a.get(c).is_some_and(|v| v.is_finite()) && b.get(c).is_some_and(|v| !v.is_finite())
+    };
+    (0..o.mean_b.len().max(o.var_b.len()))
+        .filter(|&c| went(o.mean_a, o.mean_b, c) || went(o.var_a, o.var_b, c))
+        .collect()
+}
+
 /// Applies the update rule's algebra to one layer.
 pub fn analyse(o: &Observation<'_>) -> Drift {
     let mut d = Drift {
         var_ratio_min: var_ratio_min(o.var_a, o.var_b),
+        nonfinite: became_nonfinite(o),
         ..Drift::default()
     };
+    if !d.nonfinite.is_empty() {
+        d.signatures.push(Signature::BecameNonfinite);
+    }
+    let nonfinite = !d.nonfinite.is_empty();
     let reinitialised =
         o.stats_changed && is_initial(o.mean_b, o.var_b) && !is_initial(o.mean_a, o.var_a);
     let lower_bound = |d: &Drift| match (o.momentum, d.var_ratio_min) {
@@ -256,7 +276,9 @@ pub fn analyse(o: &Observation<'_>) -> Drift {
         (Some(a), Some(b)) if b == a => {
             d.forwards = Some(0);
             d.retained = Some(1.0);
-            if o.stats_changed {
+            // Non-finite values say what happened to the statistics; the finite channels'
+            // ratios cannot bound forwards that never ran.
+            if o.stats_changed && !nonfinite {
                 d.signatures.push(Signature::CounterStill);
                 d.forwards_min = lower_bound(&d);
             }
@@ -298,12 +320,16 @@ pub fn analyse(o: &Observation<'_>) -> Drift {
                 d.signatures.push(Signature::Reinitialised);
                 d.retained = Some(0.0);
                 d.consistent = Some(true);
-            } else if o.stats_changed {
-                d.forwards_min = lower_bound(&d);
-            } else {
+            } else if !o.stats_changed {
                 d.consistent = Some(true);
+            } else if !nonfinite {
+                d.forwards_min = lower_bound(&d);
             }
         }
+    }
+    if nonfinite && d.consistent == Some(true) {
+        // The bounds hold on the finite channels only: the others cannot be checked.
+        d.consistent = None;
     }
     if let Some(channel) = o.var_b.iter().position(|&v| v < 0.0) {
         d.signatures.push(Signature::NegativeVar { channel });

@@ -384,7 +384,9 @@ fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let report =
         with_progress(|p| audit::check::check(&a, &b, &options, p)).map_err(|e| match e {
             CheckError::Input(e) => Failure::input(e),
-            e @ CheckError::UnmatchedPatterns { .. } => Failure::usage(e),
+            e @ (CheckError::UnmatchedPatterns { .. } | CheckError::NothingFrozen { .. }) => {
+                Failure::usage(e)
+            }
         })?;
     emit(&args.output, |format, style, out| {
         let text = match format {

@@ -17,19 +17,15 @@ use crate::audit::{CheckpointSummary, LsLayer, LsReport};
 use crate::bn::{Flag, Role};
 use crate::fmt::{self, bytes, opt_num, submodel};
 
-/// `n` and `noun`, with an `s` unless `n` is 1.
-pub fn plural(n: usize, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
+pub use crate::fmt::plural;
 
 /// One line describing a checkpoint: path, files, tensors, size and dtypes.
 pub fn checkpoint_line(c: &CheckpointSummary) -> String {
     let dtypes: Vec<String> = c.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
-    let files = if c.files.len() == 1 {
-        String::new()
-    } else {
-        format!("{} shards, ", c.files.len())
-    };
+    let mut files = c.origin().map(|o| format!("{o}, ")).unwrap_or_default();
+    if c.files.len() > 1 {
+        files.push_str(&format!("{} shards, ", c.files.len()));
+    }
     format!(
         "{}  ({files}{}, {}, {})",
         c.path,

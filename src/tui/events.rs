@@ -83,6 +83,7 @@ fn key_action(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('f') => Action::Filter,
         KeyCode::Char('t') => Action::Tree,
         KeyCode::Char('d') => Action::Delta,
+        KeyCode::Char('w') => Action::Restore,
         KeyCode::Char('?') => Action::Help,
         KeyCode::Char(c) => {
             let screen = Screen::ALL.into_iter().find(|s| s.key() == c)?;

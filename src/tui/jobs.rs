@@ -1,7 +1,8 @@
 //! Work off the UI thread: the full comparison of two checkpoints, which reads every byte
 //! of both and can take minutes on multi-gigabyte files, then `explain` (which re-runs
 //! BatchNorm on the captured or synthetic inputs). Progress and the reports come back over
-//! a channel; the UI keeps answering keys meanwhile.
+//! a channel; the UI keeps answering keys meanwhile. Also the restore dialog's plan and
+//! write.
 
 use std::io;
 use std::sync::Arc;
@@ -9,11 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread;
 
+use std::path::PathBuf;
+
 use super::model::Progress;
+use super::restore::Request;
 use super::runner::Message;
 use super::session::Session;
 use crate::audit::diff::{DiffOptions, diff};
 use crate::audit::explain::{ExplainOptions, explain};
+use crate::audit::restore::{self, RestoreOptions, RestoreReport};
+use crate::output::Output;
 
 /// Starts comparing and explaining A and B in the background when there are two
 /// checkpoints.
@@ -41,6 +47,53 @@ pub fn spawn(session: &Session, options: DiffOptions, tx: Sender<Message>) -> io
             let _ = tx.send(Message::Explain(Box::new(
                 explained.map_err(|e| e.to_string()),
             )));
+        })?;
+    Ok(())
+}
+
+/// What a restore job sends back: the path it was for, and its report or why it failed.
+pub type RestoreResult = (PathBuf, Result<RestoreReport, String>);
+
+/// Plans, or plans and writes, a restore of the session's pair in the background, as
+/// `bnaudit restore A B -o PATH` without patterns does (every `frozen_stats_drift` layer).
+pub fn restore(
+    session: &Session,
+    request: Request,
+    options: DiffOptions,
+    tx: Sender<RestoreResult>,
+) -> io::Result<()> {
+    let Some(b) = &session.b else {
+        return Ok(());
+    };
+    let a = Arc::clone(&session.a.checkpoint);
+    let b = Arc::clone(&b.checkpoint);
+    let (path, write) = match request {
+        Request::Plan(p) => (p, false),
+        Request::Write(p) => (p, true),
+    };
+    thread::Builder::new()
+        .name("bnaudit-restore".to_owned())
+        .spawn(move || {
+            let run = || -> Result<RestoreReport, String> {
+                restore::refuse_inputs(&path, &a, &b).map_err(|e| e.to_string())?;
+                let options = RestoreOptions {
+                    scope: None,
+                    config: None,
+                    all: false,
+                    diff: options,
+                    output: path.clone(),
+                    dry_run: !write,
+                };
+                let plan = restore::plan(&a, &b, &options, None).map_err(|e| e.to_string())?;
+                if write {
+                    let mut out = Output::create(&path).map_err(|e| e.to_string())?;
+                    plan.write(&mut out).map_err(|e| e.to_string())?;
+                    out.commit().map_err(|e| e.to_string())?;
+                }
+                Ok(plan.report)
+            };
+            let result = run();
+            let _ = tx.send((path, result));
         })?;
     Ok(())
 }

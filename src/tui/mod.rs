@@ -13,6 +13,7 @@ mod fault;
 pub mod jobs;
 pub mod layout;
 pub mod model;
+pub mod restore;
 pub mod runner;
 pub mod search;
 pub mod session;

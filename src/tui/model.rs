@@ -103,21 +103,31 @@ impl Reports {
         self.diff.ready()
     }
 
-    /// Prefixes removed from A's and B's names to align them (none until the diff says).
-    fn strips(&self) -> (&str, &str) {
-        self.diff().map_or(("", ""), |d| {
-            (d.alignment.strip_a.as_str(), d.alignment.strip_b.as_str())
-        })
+    /// A's and B's names as the rows name them: aligned once the diff says how.
+    fn aligners(&self) -> (impl Fn(&str) -> String + '_, impl Fn(&str) -> String + '_) {
+        let al = self.diff().map(|d| &d.alignment);
+        (
+            move |n: &str| al.map_or_else(|| n.to_owned(), |al| al.name_a(n)),
+            move |n: &str| al.map_or_else(|| n.to_owned(), |al| al.name_b(n)),
+        )
     }
 
     /// A name listed before the diff aligned A's and B's names, as the rows name it now.
-    pub fn realigned<'a>(&self, name: &'a str) -> &'a str {
-        let (strip_a, strip_b) = self.strips();
-        [strip_b, strip_a]
-            .into_iter()
-            .filter(|p| !p.is_empty())
-            .find_map(|p| name.strip_prefix(p))
-            .unwrap_or(name)
+    pub fn realigned(&self, name: &str) -> String {
+        let Some(al) = self.diff().map(|d| &d.alignment) else {
+            return name.to_owned();
+        };
+        // Before the diff the rows are named as each side names them: B's name, if B has
+        // a layer or tensor of that name, else A's.
+        let in_b = self.b.as_ref().is_some_and(|b| {
+            b.layers.iter().any(|l| l.name == name)
+                || b.tensors.iter().flatten().any(|t| t.name == name)
+        });
+        if in_b {
+            al.name_b(name)
+        } else {
+            al.name_a(name)
+        }
     }
 
     /// A's layer of a row.
@@ -182,7 +192,7 @@ impl Reports {
 
     /// The BatchNorm layers, A and B and the diff joined by aligned name, sorted by name.
     pub fn layer_rows(&self) -> Vec<LayerRow> {
-        let (strip_a, strip_b) = self.strips();
+        let (name_a, name_b) = self.aligners();
         let mut rows: BTreeMap<String, LayerRow> = BTreeMap::new();
         let mut add = |name: &str, set: &dyn Fn(&mut LayerRow)| {
             let r = rows.entry(name.to_owned()).or_insert_with(|| LayerRow {
@@ -192,10 +202,10 @@ impl Reports {
             set(r);
         };
         for (i, l) in self.a.layers.iter().enumerate() {
-            add(aligned(&l.name, strip_a), &|r| r.a = Some(i));
+            add(&name_a(&l.name), &|r| r.a = Some(i));
         }
         for (i, l) in self.b.iter().flat_map(|b| b.layers.iter().enumerate()) {
-            add(aligned(&l.name, strip_b), &|r| r.b = Some(i));
+            add(&name_b(&l.name), &|r| r.b = Some(i));
         }
         for (i, d) in self.diff().iter().flat_map(|d| d.layers.iter().enumerate()) {
             add(&d.name, &|r| r.diff = Some(i));
@@ -209,7 +219,7 @@ impl Reports {
 
     /// Every tensor, A and B and the diff joined by aligned name, sorted by name.
     pub fn tensor_rows(&self) -> Vec<TensorRow> {
-        let (strip_a, strip_b) = self.strips();
+        let (name_a, name_b) = self.aligners();
         let mut rows: BTreeMap<String, TensorRow> = BTreeMap::new();
         let mut add = |name: &str, set: &dyn Fn(&mut TensorRow)| {
             let r = rows.entry(name.to_owned()).or_insert_with(|| TensorRow {
@@ -219,11 +229,11 @@ impl Reports {
             set(r);
         };
         for (i, t) in self.a.tensors.iter().flatten().enumerate() {
-            add(aligned(&t.name, strip_a), &|r| r.a = Some(i));
+            add(&name_a(&t.name), &|r| r.a = Some(i));
         }
         let b_tensors = self.b.as_ref().and_then(|b| b.tensors.as_ref());
         for (i, t) in b_tensors.into_iter().flatten().enumerate() {
-            add(aligned(&t.name, strip_b), &|r| r.b = Some(i));
+            add(&name_b(&t.name), &|r| r.b = Some(i));
         }
         for (i, d) in self
             .diff()
@@ -273,11 +283,6 @@ impl Reports {
             GroupRow::Submodel { .. } => None,
         }
     }
-}
-
-/// A name with a wrapper prefix removed, when it has it.
-fn aligned<'a>(name: &'a str, strip: &str) -> &'a str {
-    name.strip_prefix(strip).unwrap_or(name)
 }
 
 /// One BatchNorm layer: where it is in A, B and the diff.

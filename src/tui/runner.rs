@@ -69,8 +69,8 @@ pub fn run(
     let size = terminal.size()?;
     let mut app = App::new(reports, theme, Rect::new(0, 0, size.width, size.height));
     let (tx, rx) = mpsc::channel();
-    super::jobs::spawn(&session, options, tx)?;
-    event_loop(&mut terminal, &mut app, &session, &rx)
+    super::jobs::spawn(&session, options.clone(), tx)?;
+    event_loop(&mut terminal, &mut app, &session, &rx, &options)
 }
 
 fn event_loop(
@@ -78,7 +78,11 @@ fn event_loop(
     app: &mut App,
     session: &Session,
     rx: &Receiver<Message>,
+    options: &DiffOptions,
 ) -> io::Result<()> {
+    // Restores report on a channel of their own: the comparison's channel closing is how
+    // a panicked comparison is noticed.
+    let (restore_tx, restore_rx) = mpsc::channel();
     let mut listening = true;
     // Draw only when something changed: an idle UI costs no CPU.
     let mut dirty = true;
@@ -97,7 +101,7 @@ fn event_loop(
             // Take every pending event before the next frame so key repeat never lags.
             loop {
                 let event = event::read()?;
-                if let Some(action) = events::action(&event, app.editing.is_some()) {
+                if let Some(action) = events::action(&event, app.typing()) {
                     app.apply(action);
                     dirty = true;
                 }
@@ -129,6 +133,13 @@ fn event_loop(
                 Message::Diff(d) => app.on_diff(*d),
                 Message::Explain(e) => app.on_explain(*e),
             }
+            dirty = true;
+        }
+        if let Some(request) = app.restore_request.take() {
+            super::jobs::restore(session, request, options.clone(), restore_tx.clone())?;
+        }
+        while let Ok((path, result)) = restore_rx.try_recv() {
+            app.on_restore(&path, result);
             dirty = true;
         }
         if app.quit {

@@ -3,6 +3,7 @@
 //! real events.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use ratatui::layout::Rect;
 
@@ -11,12 +12,14 @@ use super::model::{
     GroupRow, Job, LayerColumn, LayerRow, Progress, Reports, SortKey, TensorColumn, TensorRow,
     compare, natural,
 };
+use super::restore::{Dialog, Key, Request, default_path};
 use super::search::Fuzzy;
 use super::theme::{Theme, status_rank};
 use super::view::{self, detail};
 use crate::audit::LayerChannels;
 use crate::audit::diff::{DiffReport, Status, TensorChange};
 use crate::audit::explain::ExplainReport;
+use crate::audit::restore::RestoreReport;
 use crate::bn::Flag;
 
 /// The screens, in tab order.
@@ -116,6 +119,8 @@ pub enum Action {
     Delta,
     /// Show or hide the key list.
     Help,
+    /// Write a restored checkpoint (Layers and Detail of a pair).
+    Restore,
     /// Close, cancel, clear, go back; quit when there is nothing left to back out of.
     Back,
     /// Quit.
@@ -378,6 +383,10 @@ pub struct App {
     pub tensors: TensorsView,
     /// Detail screen.
     pub detail: DetailView,
+    /// The restore dialog, while open.
+    pub restore: Option<Dialog>,
+    /// Restore work for the runner to start.
+    pub restore_request: Option<Request>,
 }
 
 impl App {
@@ -424,6 +433,8 @@ impl App {
                 cursor: Cursor::default(),
             },
             detail: DetailView::default(),
+            restore: None,
+            restore_request: None,
         };
         app.rebuild();
         app
@@ -516,15 +527,9 @@ impl App {
         let r = &self.reports;
         let keep_layer = self
             .selected_layer_id()
-            .map(|(group, name)| (group, r.realigned(&name).to_owned()));
-        let keep_tensor = self
-            .selected_tensor()
-            .map(|t| r.realigned(&t.name).to_owned());
-        let keep_detail = self
-            .detail
-            .layer
-            .as_deref()
-            .map(|name| r.realigned(name).to_owned());
+            .map(|(group, name)| (group, r.realigned(&name)));
+        let keep_tensor = self.selected_tensor().map(|t| r.realigned(&t.name));
+        let keep_detail = self.detail.layer.as_deref().map(|name| r.realigned(name));
         self.layers.entries.clear();
         self.tensors.entries.clear();
         self.detail.layer = keep_detail;
@@ -566,7 +571,7 @@ impl App {
             .filter(|&i| {
                 let row = &self.layer_rows[i];
                 v.filter.passes(r, row)
-                    && v.scope.as_deref().is_none_or(|s| in_module(&row.name, s))
+                    && v.scope.as_deref().is_none_or(|s| in_scope(&row.name, s))
                     && fuzzy.matches(&row.name)
             })
             .collect();
@@ -655,8 +660,64 @@ impl App {
         }
     }
 
+    /// Whether keys are text: a search or the restore dialog's path.
+    pub fn typing(&self) -> bool {
+        self.editing.is_some() || self.restore.as_ref().is_some_and(Dialog::typing)
+    }
+
+    /// A background restore into `path` finished.
+    pub fn on_restore(&mut self, path: &Path, result: Result<RestoreReport, String>) {
+        if let Some(d) = &mut self.restore {
+            d.finished(path, result);
+        }
+    }
+
+    /// Opens the restore dialog where it applies: a pair's Layers or Detail screen.
+    fn open_restore(&mut self) {
+        let Some(b) = &self.reports.b else { return };
+        if !matches!(self.screen, Screen::Layers | Screen::Detail) {
+            return;
+        }
+        self.restore = Some(match self.reports.diff {
+            Job::Ready(_) => Dialog::Path(default_path(Path::new(&b.checkpoint.path))),
+            _ => Dialog::Done {
+                lines: vec!["The comparison is not done yet; try again when it is.".to_owned()],
+                failed: true,
+            },
+        });
+    }
+
+    fn apply_restore(&mut self, action: Action) {
+        let key = match action {
+            Action::Input(c) => Key::Char(c),
+            Action::Erase => Key::Erase,
+            Action::Accept | Action::Activate => Key::Confirm,
+            Action::Back => Key::Cancel,
+            Action::Quit => {
+                self.quit = true;
+                return;
+            }
+            Action::Resize(w, h) => return self.resize(w, h),
+            _ => return,
+        };
+        let Some(dialog) = &mut self.restore else {
+            return;
+        };
+        let (request, open) = dialog.key(key);
+        if !open {
+            self.restore = None;
+        }
+        if request.is_some() {
+            self.restore_request = request;
+        }
+    }
+
     /// Applies one action.
     pub fn apply(&mut self, action: Action) {
+        if self.restore.is_some() {
+            self.apply_restore(action);
+            return;
+        }
         if self.help {
             self.apply_help(action);
             return;
@@ -718,6 +779,7 @@ impl App {
                 self.help = true;
                 self.help_scroll = 0;
             }
+            Action::Restore => self.open_restore(),
             Action::Back => self.back(),
             Action::Quit => self.quit = true,
             Action::Wheel { up, column, row } => self.wheel(up, column, row),
@@ -1102,7 +1164,9 @@ impl App {
                 self.refresh_tensors();
             }
             Screen::Detail => self.show(Screen::Layers),
-            _ => self.quit = true,
+            // Only q and Ctrl-C quit: a second Esc after clearing a search must not lose
+            // the session.
+            _ => {}
         }
     }
 
@@ -1198,6 +1262,12 @@ fn next_after<T: Copy + PartialEq>(items: &[T], current: T) -> T {
         .position(|&x| x == current)
         .map_or(0, |i| i + 1);
     items[i % items.len()]
+}
+
+/// Whether `name` is inside one of the modules a verdict names (`bn1, layer1`: modules
+/// that behaved alike share one verdict).
+pub fn in_scope(name: &str, scope: &str) -> bool {
+    scope.split(", ").any(|m| in_module(name, m))
 }
 
 /// Whether module `name` is `module` or inside it.

@@ -101,8 +101,16 @@ impl Harness {
         h
     }
 
-    /// Does what the runner does between frames: reads the channel values Detail wants.
+    /// Does what the runner does between frames: reads the channel values Detail wants, and
+    /// runs the restore dialog's work (waiting for it).
     fn fulfil(&mut self) {
+        if let Some(request) = self.app.restore_request.take() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            bnaudit::tui::jobs::restore(&self.session, request, DiffOptions::default(), tx)
+                .expect("thread starts");
+            let (path, result) = rx.recv().expect("the restore job answers");
+            self.app.on_restore(&path, result);
+        }
         if let Some(row) = self.app.wanted_channels() {
             let name = row.name.clone();
             let channels = self.session.channels(row).map_err(|e| e.to_string());
@@ -112,7 +120,7 @@ impl Harness {
 
     /// Sends one terminal event through the key map to the state.
     pub fn event(&mut self, event: Event) {
-        if let Some(action) = events::action(&event, self.app.editing.is_some()) {
+        if let Some(action) = events::action(&event, self.app.typing()) {
             self.app.apply(action);
         }
         self.fulfil();

@@ -6,7 +6,7 @@ use bnaudit::tui::state::{Entry, LayerFilter, Pane};
 use ratatui::crossterm::event::{Event, KeyCode, MouseEvent, MouseEventKind};
 use ratatui::crossterm::event::{KeyModifiers, MouseButton};
 
-use super::harness::{Harness, ZOO};
+use super::harness::{FINETUNED, Harness, PRETRAINED, ZOO};
 
 /// Names of the layers listed, in order.
 fn listed(ui: &Harness) -> Vec<String> {
@@ -108,11 +108,19 @@ fn search_filters_names_and_esc_restores() {
     assert_eq!(ui.app.layers.query, "layer3bn2");
     ui.key(KeyCode::Esc);
     assert_eq!(ui.app.layers.query, "layer3");
-    // Esc outside typing clears the search, the next one quits.
+    // Esc outside typing clears the search; another does nothing (only q quits).
     ui.key(KeyCode::Esc);
     assert_eq!(listed(&ui).len(), 21);
     assert!(!ui.app.quit);
     ui.key(KeyCode::Esc);
+    assert!(!ui.app.quit);
+    assert_eq!(listed(&ui).len(), 21);
+    for screen in ['1', '4'] {
+        ui.key(KeyCode::Char(screen));
+        ui.key(KeyCode::Esc);
+        assert!(!ui.app.quit, "Esc on screen {screen}");
+    }
+    ui.key(KeyCode::Char('q'));
     assert!(ui.app.quit);
 }
 
@@ -410,4 +418,96 @@ fn diff_arriving_realigns_rows_under_the_selection() {
     ui.key(KeyCode::Char('2'));
     ui.key(KeyCode::Enter);
     assert!(ui.screen().contains("running_mean"));
+}
+
+#[test]
+fn overview_names_the_torch_save_format_and_key() {
+    let ui = Harness::explained(
+        "tests/fixtures/torch/model.safetensors",
+        "tests/fixtures/torch/lightning.ckpt",
+        None,
+        140,
+        30,
+    );
+    let screen = ui.screen();
+    assert!(screen.contains("torch.save, key state_dict"), "{screen}");
+    let single = Harness::single("tests/fixtures/torch/plain.pt", 140, 30);
+    assert!(
+        single.screen().contains("torch.save · 21 tensors"),
+        "{}",
+        single.screen()
+    );
+}
+
+/// A checkpoint without BatchNorm says so on Layers, not "No layer matches".
+#[test]
+fn a_checkpoint_without_batchnorm_says_so() {
+    let mut ui = Harness::single("tests/fixtures/ls/dtypes.safetensors", 100, 24);
+    ui.key(KeyCode::Char('2'));
+    let screen = ui.screen();
+    assert!(
+        screen.contains("This checkpoint has no BatchNorm layer"),
+        "{screen}"
+    );
+    assert!(!screen.contains("No layer matches"), "{screen}");
+}
+
+/// `w` on Layers: the path prompt, the plan (nothing written yet), Enter writes; the file
+/// then holds A's statistics where B's drifted. An input as the path is refused, and the
+/// key does nothing on the Overview.
+#[test]
+fn restore_key_plans_then_writes() {
+    let mut ui = Harness::pair(120, 40);
+    ui.key(KeyCode::Char('w'));
+    assert!(ui.app.restore.is_none(), "no dialog on the Overview");
+    ui.key(KeyCode::Char('2'));
+    ui.key(KeyCode::Char('w'));
+    assert!(
+        ui.screen()
+            .contains("assets/demo/finetuned.restored.safetensors_")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("fixed.safetensors");
+    // Replace the offered path with ours.
+    for _ in 0..200 {
+        ui.key(KeyCode::Backspace);
+    }
+    ui.type_str(&out.display().to_string());
+    ui.key(KeyCode::Enter);
+    let plan = ui.screen();
+    assert!(plan.contains("Restore plan"), "{plan}");
+    assert!(
+        plan.contains("backbone: 60 tensors restored in 20 layers"),
+        "{plan}"
+    );
+    assert!(!out.exists(), "the plan writes nothing");
+    ui.key(KeyCode::Enter);
+    assert!(ui.screen().contains("Restored"), "{}", ui.screen());
+    let check = assert_cmd::Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .args([
+            "check",
+            PRETRAINED,
+            &out.display().to_string(),
+            "--frozen",
+            "backbone",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(check.status.code(), Some(0));
+    ui.key(KeyCode::Esc);
+    assert!(ui.app.restore.is_none());
+
+    // An input is refused, and nothing else happens.
+    ui.key(KeyCode::Char('w'));
+    for _ in 0..200 {
+        ui.key(KeyCode::Backspace);
+    }
+    ui.type_str(FINETUNED);
+    ui.key(KeyCode::Enter);
+    let refused = ui.screen();
+    assert!(refused.contains("Restore failed"), "{refused}");
+    assert!(refused.contains("never replaces an input"), "{refused}");
+    ui.key(KeyCode::Esc);
+    assert!(!ui.app.quit);
 }

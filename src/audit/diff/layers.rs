@@ -39,6 +39,8 @@ impl Side<'_> {
 pub(super) struct Sides<'a> {
     a: Side<'a>,
     b: Side<'a>,
+    /// The side that is a sub-model saved on its own, and its prefix in the other.
+    submodel: Option<(&'static str, &'a str)>,
 }
 
 impl<'a> Sides<'a> {
@@ -53,6 +55,7 @@ impl<'a> Sides<'a> {
                 ckpt: b,
                 by_name: index(&aligned.b),
             },
+            submodel: aligned.alignment.submodel(),
         }
     }
 }
@@ -71,12 +74,18 @@ pub(super) fn compare(
     for la in found_a {
         out.push(match by_name_b.get(la.name.as_str()) {
             Some(lb) => both(sides, la, lb, &diffs, options)?,
-            None => one_side(la, Status::OnlyInA, sides.a.counter(la)?, options),
+            None => one_side(sides, la, Status::OnlyInA, sides.a.counter(la)?, options),
         });
     }
     for lb in found_b {
         if !found_a.iter().any(|la| la.name == lb.name) {
-            out.push(one_side(lb, Status::OnlyInB, sides.b.counter(lb)?, options));
+            out.push(one_side(
+                sides,
+                lb,
+                Status::OnlyInB,
+                sides.b.counter(lb)?,
+                options,
+            ));
         }
     }
     out.sort_by(|x, y| x.name.cmp(&y.name));
@@ -103,24 +112,32 @@ fn inference(convention: Convention, options: &DiffOptions) -> Inference {
         var_ratio_min: None,
         var_ratio_channel: None,
         momentum_min: None,
+        nonfinite_channels: Vec::new(),
         notes: Vec::new(),
     }
 }
 
 /// A layer present on one side only (`status` says which).
 fn one_side(
+    sides: &Sides<'_>,
     layer: &BnLayer,
     status: Status,
     counter: Option<i64>,
     options: &DiffOptions,
 ) -> LayerDiff {
     let in_a = status == Status::OnlyInA;
+    let side = if in_a { "A" } else { "B" };
     let mut inference = inference(layer.convention, options);
-    inference.notes.push(format!(
-        "The layer exists only in {}: it was {} in B, or renamed (see the alignment and --strip-prefix-a/-b).",
-        if in_a { "A" } else { "B" },
-        if in_a { "removed" } else { "added" }
-    ));
+    inference.notes.push(match sides.submodel {
+        Some((sub_side, p)) if !layer.name.starts_with(p) => format!(
+            "The layer exists only in {side}: {side}'s model holds it beside the sub-model {}, which {sub_side} holds on its own.",
+            p.trim_end_matches(['.', '/'])
+        ),
+        _ => format!(
+            "The layer exists only in {side}: it was {} in B, or renamed (see the alignment and --strip-prefix-a/-b).",
+            if in_a { "removed" } else { "added" }
+        ),
+    });
     LayerDiff {
         name: layer.name.clone(),
         convention: layer.convention,
@@ -195,7 +212,12 @@ fn both(
         nbt_b,
         nbt_delta: nbt_a.zip(nbt_b).map(|(a, b)| b - a),
         changed,
-        max_abs_diff: per(&|d| d.max_abs_diff),
+        // A value that became NaN or infinite has no finite difference: `null`, never a
+        // finite maximum over the other elements beside it.
+        max_abs_diff: per(&|d| {
+            d.max_abs_diff
+                .filter(|_| d.nonfinite_changed.unwrap_or(0) == 0)
+        }),
         inference: inference(la.convention, options),
     };
     if let Some(reason) = incompatibility(la, lb) {
@@ -240,7 +262,8 @@ fn both(
     inf.var_ratio_min = drift.var_ratio_min.map(|v| v.ratio);
     inf.var_ratio_channel = drift.var_ratio_min.map(|v| v.channel);
     inf.momentum_min = drift.momentum_min;
-    layer.inference.notes = notes(&layer, la.convention, &drift);
+    inf.nonfinite_channels = drift.nonfinite.clone();
+    layer.inference.notes = notes(&layer, la.convention, la.channels, &drift);
     Ok(layer)
 }
 
@@ -276,7 +299,7 @@ fn retention(momentum: Momentum, k: i64, nbt_a: i64, retained: f64) -> String {
 }
 
 /// One sentence per finding, most telling first.
-fn notes(layer: &LayerDiff, convention: Convention, d: &Drift) -> Vec<String> {
+fn notes(layer: &LayerDiff, convention: Convention, channels: u64, d: &Drift) -> Vec<String> {
     let m = layer.inference.momentum;
     let counters = layer.nbt_a.zip(layer.nbt_b);
     let mut notes = Vec::new();
@@ -324,6 +347,20 @@ fn notes(layer: &LayerDiff, convention: Convention, d: &Drift) -> Vec<String> {
                 d.forwards.unwrap_or(0),
                 d.momentum_min.unwrap_or(1.0)
             ),
+            Signature::BecameNonfinite => format!(
+                "B's running statistics became non-finite (NaN or infinite) in {} of {}, finite in A: {}, and every later forward keeps it; restore A's statistics and find the batch or the overflow (fp16) that caused it.",
+                channel_list(&d.nonfinite),
+                crate::fmt::plural(usize::try_from(channels).unwrap_or(usize::MAX), "channel"),
+                match counters {
+                    Some((a, b)) if b > a => format!(
+                        "a train-mode forward on a batch holding NaN or infinity folded it in ({} forward{} ran)",
+                        b - a,
+                        if b - a == 1 { "" } else { "s" }
+                    ),
+                    Some(_) => "the counter did not move, so they were written, not updated by a forward".to_owned(),
+                    None => "a train-mode forward on a batch holding NaN or infinity folds it in".to_owned(),
+                }
+            ),
             Signature::NegativeVar { channel } => format!(
                 "Channel {channel} of B's running variance is negative, which no batch can produce: something other than BatchNorm wrote it."
             ),
@@ -346,8 +383,27 @@ fn notes(layer: &LayerDiff, convention: Convention, d: &Drift) -> Vec<String> {
             v.channel
         ));
     }
+    if layer.counter_dropped() {
+        notes.push("num_batches_tracked is gone in B while the statistics and affine parameters are unchanged: the layer was converted to FrozenBatchNorm2d (torchvision.ops.misc) or another BatchNorm whose statistics never move.".to_owned());
+    }
     if layer.status == Status::AffineOnly {
         notes.push("The affine parameters changed while the running statistics did not: gradients reached the layer while it ran in eval mode.".to_owned());
     }
     notes
+}
+
+/// "channel 1", "channels 0, 3 and 5", "channels 0, 1, 2 … (12 in all)".
+fn channel_list(channels: &[usize]) -> String {
+    const SHOWN: usize = 8;
+    let names: Vec<String> = channels.iter().take(SHOWN).map(usize::to_string).collect();
+    match names.as_slice() {
+        [one] => format!("channel {one}"),
+        _ if channels.len() > SHOWN => format!(
+            "channels {} … ({} in all)",
+            names.join(", "),
+            channels.len()
+        ),
+        [rest @ .., last] => format!("channels {} and {last}", rest.join(", ")),
+        [] => "no channel".to_owned(),
+    }
 }

@@ -8,7 +8,7 @@ use crate::audit::diff::{
     Alignment, DiffReport, Group, LayerDiff, Severity, Status, TensorChange, TensorDiff,
 };
 use crate::fmt::submodel;
-use crate::fmt::{num, opt_num};
+use crate::fmt::{num, opt_num, shape};
 use crate::report::Style;
 
 /// Changed tensors listed before the rest is only counted (JSON lists them all).
@@ -38,15 +38,27 @@ pub fn diff(report: &DiffReport, style: Style) -> String {
 }
 
 /// "aligned: \"module.\" stripped from B (detected); 39 tensors matched, 0 only in A, 0
-/// only in B".
+/// only in B", and for a sub-model saved on its own "\"model_A.\" added to A's names (A is
+/// the sub-model model_A of B)".
 pub fn alignment(al: &Alignment) -> String {
     let stripped: Vec<String> = [("A", &al.strip_a), ("B", &al.strip_b)]
         .iter()
         .filter(|(_, p)| !p.is_empty())
         .map(|(side, p)| format!("{p:?} stripped from {side}"))
+        .chain(
+            al.submodel()
+                .map(|(side, p)| format!("{p:?} added to {side}'s names")),
+        )
         .collect();
+    let submodel = al.submodel().map_or_else(String::new, |(side, p)| {
+        let other = if side == "A" { "B" } else { "A" };
+        format!(
+            "; {side} is {other}'s sub-model {}, saved on its own",
+            p.trim_end_matches(['.', '/'])
+        )
+    });
     format!(
-        "aligned: {}{}; {} tensors matched, {} only in A, {} only in B",
+        "aligned: {}{}{submodel}; {} tensors matched, {} only in A, {} only in B",
         if stripped.is_empty() {
             "names as they are".to_owned()
         } else {
@@ -114,6 +126,15 @@ fn counter(l: &LayerDiff) -> String {
     }
 }
 
+/// A statistic's largest difference; "non-finite" for one that changed without a finite
+/// difference (NaN or infinity appeared).
+fn delta(changed: Option<bool>, max: Option<f64>) -> String {
+    match (changed, max) {
+        (Some(true), None) => "non-finite".to_owned(),
+        _ => opt_num(max),
+    }
+}
+
 /// Train-mode forwards: counted (since a reset, after one), or bounded from below.
 fn forwards(l: &LayerDiff) -> String {
     match (l.inference.forwards, l.inference.forwards_min) {
@@ -156,8 +177,8 @@ fn layers(out: &mut String, report: &DiffReport, style: Style) {
                 inf.consistent
                     .map_or("-", |c| if c { "yes" } else { "NO" })
                     .to_owned(),
-                opt_num(d.running_mean),
-                opt_num(d.running_var),
+                delta(l.changed.running_mean, d.running_mean),
+                delta(l.changed.running_var, d.running_var),
                 opt_num(match (d.weight, d.bias) {
                     (Some(w), Some(b)) => Some(w.max(b)),
                     (w, b) => w.or(b),
@@ -223,13 +244,10 @@ fn dtypes(t: &TensorDiff) -> String {
 }
 
 fn shapes(t: &TensorDiff) -> String {
-    let show = |s: &Vec<u64>| {
-        let dims: Vec<String> = s.iter().map(u64::to_string).collect();
-        format!("[{}]", dims.join(", "))
-    };
     match (&t.shape_a, &t.shape_b) {
-        (Some(a), Some(b)) if a != b => format!("{} → {}", show(a), show(b)),
-        (Some(s), _) | (None, Some(s)) => show(s),
+        (Some(a), Some(b)) if a != b => format!("{} → {}", shape(&t.shape_a), shape(&t.shape_b)),
+        (Some(_), _) => shape(&t.shape_a),
+        (None, Some(_)) => shape(&t.shape_b),
         (None, None) => String::new(),
     }
 }

@@ -38,13 +38,17 @@ pub const KEYS: &[(&str, &str)] = &[
     ("t", "Layers: module tree or flat table"),
     ("d", "Detail: plot A and B, or B − A"),
     (
+        "w",
+        "Layers, Detail of a pair: write B with A's drifted statistics put back (asks for the path, shows the plan, Enter writes)",
+    ),
+    (
         "mouse",
         "wheel scrolls, click selects, click again opens, click a tab",
     ),
     ("?", "the key list"),
     (
         "Esc",
-        "close, cancel, clear the search and filters, back from Detail; quit",
+        "close, cancel, clear the search and filters, back from Detail",
     ),
     ("q  Ctrl-C", "quit"),
 ];

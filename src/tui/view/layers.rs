@@ -128,6 +128,14 @@ fn group_row(app: &App, g: &GroupEntry, cols: &[LayerColumn], fill: usize) -> Li
 pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let theme = app.theme;
     match app.selected_entry() {
+        None if app.layer_rows.is_empty() => vec![Line::from(Span::styled(
+            if app.reports.is_pair() {
+                "Neither checkpoint has a BatchNorm layer; Tensors (4) lists every tensor."
+            } else {
+                "This checkpoint has no BatchNorm layer; Tensors (4) lists every tensor."
+            },
+            theme.dim(),
+        ))],
         None => vec![Line::from(Span::styled(
             "No layer matches. Esc clears the search and filters.",
             theme.dim(),

@@ -7,6 +7,7 @@ pub mod format;
 pub mod help;
 pub mod layers;
 pub mod overview;
+pub mod restore;
 pub mod tensors;
 pub mod widgets;
 
@@ -45,6 +46,9 @@ pub fn render(frame: &mut Frame, app: &App) {
     footer(frame, app, areas.footer);
     if app.help {
         help::render(frame, app);
+    }
+    if let Some(dialog) = &app.restore {
+        restore::render(frame, app, dialog);
     }
 }
 

@@ -105,7 +105,7 @@ fn top_lines(app: &App, width: usize) -> Vec<Line<'static>> {
 
 /// Size, tensor count, dtypes (when there is room) and BatchNorm count of a checkpoint.
 fn facts(c: &CheckpointSummary, dtypes: bool) -> String {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = c.origin().into_iter().collect();
     if c.files.len() > 1 {
         parts.push(format!("{} shards", c.files.len()));
     }
@@ -292,7 +292,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             let mut layers: Vec<_> = app
                 .layer_rows
                 .iter()
-                .filter(|row| crate::tui::state::in_module(&row.name, &g.prefix))
+                .filter(|row| crate::tui::state::in_scope(&row.name, &g.prefix))
                 .filter_map(|row| Some((row, r.layer_diff(row)?)))
                 .collect();
             let drift = |d: &LayerDiff| d.max_abs_diff.running_mean.unwrap_or(0.0);
