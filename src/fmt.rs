@@ -1,7 +1,10 @@
-//! Formatting every layer may use: numbers, byte counts, value ranges and module paths.
+//! Formatting every layer may use: numbers, byte counts, value ranges, module paths, and
+//! names made safe to print on a terminal.
 //!
 //! A leaf module (it imports nothing of the crate), so that `audit`, `report`, `tui` and `cli`
 //! share one way of writing a number without depending on one another.
+
+use std::borrow::Cow;
 
 /// Formats a value compactly with about four significant digits, switching to scientific
 /// notation for very small or large magnitudes.
@@ -60,6 +63,38 @@ pub fn submodel(name: &str) -> &str {
     name.split(['.', '/']).next().unwrap_or(name)
 }
 
+/// `s` with every control character written as a visible escape (`\n`, `\e`, `\x07`,
+/// `\u{9b}`, `\u{202e}`), for text meant for a terminal or a Markdown page.
+///
+/// Names, paths and metadata come from the checkpoint's author: printed raw, an ANSI escape
+/// in a tensor name retitles or clears the terminal, and a newline starts a line of its own
+/// (in a CI log, one that GitHub Actions runs as a `::error` workflow command). Bidirectional
+/// overrides are escaped too: they make a name read as another.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(unprintable) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{1b}' => out.push_str("\\e"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if unprintable(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Control characters (C0, DEL, C1) and the bidirectional formatting characters.
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `n` and `noun`, with an `s` unless `n` is 1.
 pub fn plural(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
@@ -94,5 +129,19 @@ mod tests {
         assert_eq!(range(None, None), "-");
         assert_eq!(submodel("backbone.layer1.0.bn1"), "backbone");
         assert_eq!(submodel("params/bn"), "params");
+    }
+
+    #[test]
+    fn printable_escapes_every_control_character() {
+        assert_eq!(printable("backbone.bn1"), "backbone.bn1");
+        assert!(matches!(printable("bn.ü"), Cow::Borrowed(_)));
+        assert_eq!(
+            printable("a\u{1b}]0;pwned\u{7}\nb\r\t\u{7f}\u{9b}\u{202e}"),
+            "a\\e]0;pwned\\x07\\nb\\r\\t\\x7f\\u{9b}\\u{202e}"
+        );
+        for c in (0..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            let shown = printable(&c.to_string()).into_owned();
+            assert!(!shown.chars().any(char::is_control), "{c:?} -> {shown:?}");
+        }
     }
 }

@@ -9,7 +9,9 @@ fn main() -> ExitCode {
     match bnaudit::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("bnaudit: error: {:#}", failure.error);
+            // One line, whatever names the message quotes from the checkpoint.
+            let message = format!("{:#}", failure.error);
+            eprintln!("bnaudit: error: {}", bnaudit::fmt::printable(&message));
             ExitCode::from(failure.code)
         }
     }

@@ -12,6 +12,7 @@
 //! stripped, appears in the other under one module prefix ([`submodel_prefix`]), that prefix
 //! is added to the names of the side it is missing from.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use super::compare::TensorPair;
@@ -26,19 +27,20 @@ const MAX_CHAIN: usize = 3;
 
 /// Both sides' tensors under their aligned names, sorted by name.
 ///
-/// The [`TensorInfo`]s are copies of the checkpoints' with only the name changed, so they
+/// The [`TensorInfo`]s are the checkpoint's own where nothing is stripped (a copy of a
+/// million tensors costs a few hundred MB), else copies with only the name changed, so they
 /// read from their checkpoint as before.
 #[derive(Debug, Clone)]
-pub struct Aligned {
+pub struct Aligned<'t> {
     /// How the names were aligned.
     pub alignment: Alignment,
     /// A's tensors, renamed.
-    pub a: Vec<TensorInfo>,
+    pub a: Cow<'t, [TensorInfo]>,
     /// B's tensors, renamed.
-    pub b: Vec<TensorInfo>,
+    pub b: Cow<'t, [TensorInfo]>,
 }
 
-impl Aligned {
+impl Aligned<'_> {
     /// Every aligned name with the tensor on each side, sorted by name.
     pub fn pairs(&self) -> Vec<TensorPair<'_>> {
         let mut pairs = Vec::with_capacity(self.a.len().max(self.b.len()));
@@ -75,12 +77,12 @@ pub fn normalise_prefix(prefix: &str) -> String {
 
 /// Aligns A's and B's names; a forced prefix (`--strip-prefix-a/-b`) is used as given,
 /// the other side's is detected, and so is a sub-model saved on its own on either side.
-pub fn align(
-    a: &[TensorInfo],
-    b: &[TensorInfo],
+pub fn align<'t>(
+    a: &'t [TensorInfo],
+    b: &'t [TensorInfo],
     strip_a: Option<&str>,
     strip_b: Option<&str>,
-) -> Aligned {
+) -> Aligned<'t> {
     let cands_a = candidates(a, strip_a);
     let cands_b = candidates(b, strip_b);
     let stripped_b: Vec<Option<HashSet<&str>>> =
@@ -238,8 +240,14 @@ fn stripped_names<'n>(tensors: &'n [TensorInfo], prefix: &str) -> Option<HashSet
         .then_some(set)
 }
 
-/// The tensors with `prefix` stripped and `added` put in front of every name.
-fn renamed(tensors: &[TensorInfo], prefix: &str, added: &str) -> Vec<TensorInfo> {
+/// The tensors with `prefix` stripped (first name wins) and `added` put in front of every
+/// name, sorted by name; borrowed when that changes nothing (a checkpoint's tensors are
+/// sorted and unique already).
+fn renamed<'t>(tensors: &'t [TensorInfo], prefix: &str, added: &str) -> Cow<'t, [TensorInfo]> {
+    let strips = !prefix.is_empty() && tensors.iter().any(|t| t.name.starts_with(prefix));
+    if !strips && added.is_empty() && tensors.is_sorted_by(|x, y| x.name < y.name) {
+        return Cow::Borrowed(tensors);
+    }
     let mut seen = HashSet::new();
     let mut out: Vec<TensorInfo> = tensors
         .iter()
@@ -250,7 +258,7 @@ fn renamed(tensors: &[TensorInfo], prefix: &str, added: &str) -> Vec<TensorInfo>
         })
         .collect();
     out.sort_by(|x, y| x.name.cmp(&y.name));
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -391,7 +399,8 @@ mod tests {
 
     #[test]
     fn pairs_merge_sorted_names() {
-        let al = align(&tensors(&["a", "c"]), &tensors(&["b", "c"]), None, None);
+        let (a, b) = (tensors(&["a", "c"]), tensors(&["b", "c"]));
+        let al = align(&a, &b, None, None);
         let pairs = al.pairs();
         let pairs: Vec<(&str, bool, bool)> = pairs
             .iter()

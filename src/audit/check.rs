@@ -524,7 +524,7 @@ pub(crate) fn require_matches(scope: &Scope, aligned: &Aligned) -> Result<(), Ch
     let names: Vec<String> = aligned
         .a
         .iter()
-        .chain(&aligned.b)
+        .chain(aligned.b.iter())
         .map(|t| bn::module_name(&t.name))
         .collect();
     let unmatched = scope.frozen.unmatched(names.iter().map(String::as_str));

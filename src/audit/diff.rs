@@ -355,7 +355,7 @@ pub fn diff(
 }
 
 /// Aligns A's and B's names as `options` say (forced prefixes, or detection).
-pub fn align_names(a: &Checkpoint, b: &Checkpoint, options: &DiffOptions) -> Aligned {
+pub fn align_names<'c>(a: &'c Checkpoint, b: &'c Checkpoint, options: &DiffOptions) -> Aligned<'c> {
     let strip_a = options.strip_prefix_a.as_deref().map(normalise_prefix);
     let strip_b = options.strip_prefix_b.as_deref().map(normalise_prefix);
     align::align(
@@ -372,16 +372,18 @@ pub fn align_names(a: &Checkpoint, b: &Checkpoint, options: &DiffOptions) -> Ali
 pub fn diff_aligned(
     a: &Checkpoint,
     b: &Checkpoint,
-    aligned: &Aligned,
+    aligned: &Aligned<'_>,
     options: &DiffOptions,
     select: &dyn Fn(&str) -> bool,
     progress: Option<Progress<'_>>,
 ) -> Result<DiffReport, CheckpointError> {
     let all_a = bn::discover(&aligned.a);
     let all_b = bn::discover(&aligned.b);
+    let (layers_a, layers_b) = (all_a.len(), all_b.len());
     let selected = |l: &bn::BnLayer| l.keys.iter().any(|(_, k)| select(k));
-    let found_a: Vec<bn::BnLayer> = all_a.iter().filter(|l| selected(l)).cloned().collect();
-    let found_b: Vec<bn::BnLayer> = all_b.iter().filter(|l| selected(l)).cloned().collect();
+    // Moved, not copied: a checkpoint may hold hundreds of thousands of layers.
+    let found_a: Vec<bn::BnLayer> = all_a.into_iter().filter(selected).collect();
+    let found_b: Vec<bn::BnLayer> = all_b.into_iter().filter(selected).collect();
     let layer_keys: HashSet<&str> = found_a
         .iter()
         .chain(&found_b)
@@ -395,6 +397,7 @@ pub fn diff_aligned(
         .collect();
     let whole_model = pairs.len() == total;
     let mut tensors = compare::compare_tensors(a, b, &pairs, options.tolerance(), progress)?;
+    drop(pairs);
     let owner: BTreeMap<&str, &str> = found_a
         .iter()
         .chain(&found_b)
@@ -416,8 +419,8 @@ pub fn diff_aligned(
     let summary = summarise(&layers, &tensors);
     Ok(DiffReport {
         schema_version: SCHEMA_VERSION,
-        a: CheckpointSummary::of(a, all_a.len()),
-        b: CheckpointSummary::of(b, all_b.len()),
+        a: CheckpointSummary::of(a, layers_a),
+        b: CheckpointSummary::of(b, layers_b),
         alignment: aligned.alignment.clone(),
         summary,
         groups,

@@ -305,8 +305,7 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
         },
     };
     tui::run(session, reports, DiffOptions::default(), theme)
-        .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))?;
-    Ok(0)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))
 }
 
 /// Pattern lists as given on the command line, and `--config`.

@@ -4,11 +4,13 @@
 use std::fmt::Write;
 
 use crate::audit::check::CheckReport;
+use crate::fmt::printable;
 use crate::report::text::{alignment, compared_line, headline, scope_line};
 
-/// Makes `s` safe inside a table cell: pipes escaped, line breaks flattened.
+/// Makes `s` safe inside a table cell: control characters (line breaks included) made
+/// [`printable`], pipes escaped.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\r', '\n'], " ")
+    printable(s).replace('|', "\\|")
 }
 
 /// `s` as inline code in a table cell; empty stays empty.
@@ -29,8 +31,9 @@ pub fn render(report: &CheckReport) -> String {
     let _ = writeln!(out, "### {mark} bnaudit check: {}\n", headline(report));
     let _ = writeln!(
         out,
-        "- A: `{}`\n- B: `{}`",
-        report.diff.a.path, report.diff.b.path
+        "- A: {}\n- B: {}",
+        code(&report.diff.a.path),
+        code(&report.diff.b.path)
     );
     let _ = writeln!(out, "- scope: {}", scope_line(report));
     let _ = writeln!(out, "- {}", alignment(&report.diff.alignment));
@@ -38,7 +41,7 @@ pub fn render(report: &CheckReport) -> String {
     if !report.diff.groups.is_empty() {
         let _ = writeln!(out, "\n**Verdicts**\n");
         for g in &report.diff.groups {
-            let _ = writeln!(out, "- {}", g.verdict);
+            let _ = writeln!(out, "- {}", printable(&g.verdict));
         }
     }
     if !report.violations.is_empty() {
@@ -66,7 +69,7 @@ mod tests {
 
     #[test]
     fn cells_cannot_break_the_table() {
-        assert_eq!(cell("a|b\nc"), "a\\|b c");
+        assert_eq!(cell("a|b\nc"), "a\\|b\\nc");
         assert_eq!(code("x`y"), "`` x`y ``");
         assert_eq!(code(""), "");
     }

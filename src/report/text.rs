@@ -5,6 +5,7 @@ mod diff;
 mod explain;
 mod restore;
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 pub use check::{check, compared_line, headline, scope_line, target};
@@ -15,7 +16,7 @@ pub use restore::restore;
 use super::Style;
 use crate::audit::{CheckpointSummary, LsLayer, LsReport};
 use crate::bn::{Flag, Role};
-use crate::fmt::{self, bytes, opt_num, submodel};
+use crate::fmt::{self, bytes, opt_num, printable, submodel};
 
 pub use crate::fmt::plural;
 
@@ -28,7 +29,7 @@ pub fn checkpoint_line(c: &CheckpointSummary) -> String {
     }
     format!(
         "{}  ({files}{}, {}, {})",
-        c.path,
+        printable(&c.path),
         plural(c.tensors, "tensor"),
         bytes(c.bytes),
         dtypes.join(" ")
@@ -41,7 +42,11 @@ pub fn ls(report: &LsReport, style: Style) -> String {
     let c = &report.checkpoint;
     let _ = writeln!(out, "{}", style.bold(&checkpoint_line(c)));
     for w in &c.warnings {
-        let _ = writeln!(out, "{}", style.yellow(&format!("warning: {w}")));
+        let _ = writeln!(
+            out,
+            "{}",
+            style.yellow(&format!("warning: {}", printable(w)))
+        );
     }
     let flagged = report.layers.iter().filter(|l| !l.flags.is_empty()).count();
     let _ = writeln!(
@@ -71,13 +76,13 @@ pub fn ls(report: &LsReport, style: Style) -> String {
                 format!("[{}]", dims.join(", "))
             })
             .collect();
-        let width = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        let names: Vec<_> = tensors.iter().map(|t| printable(&t.name)).collect();
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
         let shape_width = shapes.iter().map(String::len).max().unwrap_or(0);
-        for (t, shape) in tensors.iter().zip(&shapes) {
+        for ((t, name), shape) in tensors.iter().zip(&names).zip(&shapes) {
             let _ = writeln!(
                 out,
-                "  {:width$}  {:11}  {shape:shape_width$}  {:>9}{}{}",
-                t.name,
+                "  {name:width$}  {:11}  {shape:shape_width$}  {:>9}{}{}",
                 t.dtype.as_str(),
                 bytes(t.bytes),
                 if t.decodable {
@@ -85,9 +90,8 @@ pub fn ls(report: &LsReport, style: Style) -> String {
                 } else {
                     style.dim("  (not decodable)")
                 },
-                t.bn_layer
-                    .as_ref()
-                    .map_or_else(String::new, |l| style.dim(&format!("  (BatchNorm {l})")))
+                t.bn_layer.as_ref().map_or_else(String::new, |l| style
+                    .dim(&format!("  (BatchNorm {})", printable(l))))
             );
         }
     }
@@ -111,7 +115,7 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
         .iter()
         .map(|l| {
             [
-                l.name.clone(),
+                printable(&l.name).into_owned(),
                 l.channels.to_string(),
                 l.dtype.to_string(),
                 l.num_batches_tracked
@@ -163,16 +167,25 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
         s.trim_end().to_owned()
     };
     let _ = writeln!(out, "{}", style.dim(&line(header)));
+    // Counted once up front: counting per group heading was quadratic in the layers.
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for l in layers {
+        *counts.entry(submodel(&l.name)).or_default() += 1;
+    }
     let mut current = None;
     for (layer, row) in layers.iter().zip(&rows) {
         let group = submodel(&layer.name);
         if current != Some(group) {
-            let count = layers.iter().filter(|l| submodel(&l.name) == group).count();
+            let count = counts[group];
             let conv = layer.convention.as_str();
             let _ = writeln!(
                 out,
                 "{}",
-                style.bold(&format!("{group}  ({}, {conv})", plural(count, "layer")))
+                style.bold(&format!(
+                    "{}  ({}, {conv})",
+                    printable(group),
+                    plural(count, "layer")
+                ))
             );
             current = Some(group);
         }
@@ -189,14 +202,19 @@ fn ls_table(out: &mut String, layers: &[LsLayer], style: Style) {
     }
 }
 
-/// Left-aligns the first `left` columns, right-aligns the rest; two spaces between.
+/// Left-aligns the first `left` columns, right-aligns the rest; two spaces between. Cells
+/// are made [`printable`]: they hold names from the checkpoint.
 pub(crate) fn table<const N: usize>(
     header: [&str; N],
     rows: &[[String; N]],
     left: usize,
 ) -> Vec<String> {
+    let rows: Vec<[String; N]> = rows
+        .iter()
+        .map(|r| r.each_ref().map(|c| printable(c).into_owned()))
+        .collect();
     let mut width = header.map(|h| h.chars().count());
-    for row in rows {
+    for row in &rows {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }

@@ -4,7 +4,9 @@
 //! a channel; the UI keeps answering keys meanwhile. Also the restore dialog's plan and
 //! write.
 
+use std::any::Any;
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -41,14 +43,41 @@ pub fn spawn(session: &Session, options: DiffOptions, tx: Sender<Message>) -> io
                     let _ = tx.send(Message::Progress(Progress { done, total }));
                 }
             };
-            let report = diff(&a, &b, &options, Some(&progress));
-            let _ = tx.send(Message::Diff(Box::new(report.map_err(|e| e.to_string()))));
-            let explained = explain(&a, &b, activations.as_deref(), &ExplainOptions::default());
-            let _ = tx.send(Message::Explain(Box::new(
-                explained.map_err(|e| e.to_string()),
-            )));
+            let report = catching("comparing A and B", || {
+                diff(&a, &b, &options, Some(&progress)).map_err(|e| e.to_string())
+            });
+            let _ = tx.send(Message::Diff(Box::new(report)));
+            let explained = catching("explaining the drift", || {
+                explain(&a, &b, activations.as_deref(), &ExplainOptions::default())
+                    .map_err(|e| e.to_string())
+            });
+            let _ = tx.send(Message::Explain(Box::new(explained)));
         })?;
     Ok(())
+}
+
+/// Runs one job, its panic (a bug) turned into its error: the UI shows it and keeps
+/// running; the runner's panic hook leaves the terminal alone for threads other than the
+/// UI's.
+pub(super) fn catching<T>(
+    what: &str,
+    job: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    panic::catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|payload| {
+        Err(format!(
+            "internal error while {what}: {}",
+            message(&*payload)
+        ))
+    })
+}
+
+/// The text a panic was raised with.
+fn message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 /// What a restore job sends back: the path it was for, and its report or why it failed.

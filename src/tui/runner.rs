@@ -1,15 +1,22 @@
 //! The runner owns the terminal: raw mode, alternate screen and mouse capture on entry, all
-//! restored on quit, on error and on panic (a panic hook restores before the message is
-//! printed). It feeds terminal events and background results to the state and redraws.
+//! restored when the UI ends: on quit, on error, on SIGTERM, SIGINT or SIGHUP (then the
+//! exit code is 128 + the signal's number), and on a panic of the UI thread (a panic hook
+//! restores before the message is printed). A background job's panic is that job's error,
+//! shown in the UI, which keeps running. It feeds terminal events and background results to
+//! the state and redraws.
 
 use std::io::{self, stdout};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
 use ratatui::layout::Rect;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::events;
 use super::model::{Job, Progress, Reports};
@@ -46,31 +53,67 @@ fn enter() -> io::Result<(TerminalGuard, DefaultTerminal)> {
     // Created first so that a failure half-way (raw mode on, no alternate screen) restores.
     let guard = TerminalGuard;
     super::fault::arm();
-    // Raw mode, alternate screen, and a panic hook that restores both.
+    // Raw mode, alternate screen, and ratatui's panic hook that restores both.
     let terminal = ratatui::try_init()?;
     let restore_terminal = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let _ = execute!(stdout(), DisableMouseCapture);
-        restore_terminal(info);
-    }));
+    install_panic_hook(
+        thread::current().id(),
+        Box::new(move |info| {
+            let _ = execute!(stdout(), DisableMouseCapture);
+            restore_terminal(info);
+        }),
+    );
     execute!(stdout(), EnableMouseCapture)?;
     Ok((guard, terminal))
 }
 
-/// Runs the UI over `session` and its `reports` until the user quits; with two checkpoints
-/// they are compared in the background with `options`.
+/// What a panic hook is.
+type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// Panics of the UI thread go to `on_ui_panic` (which restores the terminal, then prints);
+/// the others are background jobs', caught by [`super::jobs`] as the job's error and shown
+/// in the UI: restoring the terminal then would leave the UI running in a cooked terminal,
+/// and a message printed over the alternate screen would garble it.
+fn install_panic_hook(ui: ThreadId, on_ui_panic: Hook) {
+    std::panic::set_hook(Box::new(move |info| {
+        if thread::current().id() == ui {
+            on_ui_panic(info);
+        }
+    }));
+}
+
+/// Signals that end the UI; the one caught is stored (0: none yet).
+const ENDING: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
+
+/// Runs the UI over `session` and its `reports` until the user quits or a signal of
+/// [`ENDING`] arrives; with two checkpoints they are compared in the background with
+/// `options`. Returns the exit code: 0 on quit, 128 + the signal's number on a signal.
 pub fn run(
     session: Session,
     reports: Reports,
     options: DiffOptions,
     theme: Theme,
-) -> io::Result<()> {
-    let (_guard, mut terminal) = enter()?;
-    let size = terminal.size()?;
-    let mut app = App::new(reports, theme, Rect::new(0, 0, size.width, size.height));
-    let (tx, rx) = mpsc::channel();
-    super::jobs::spawn(&session, options.clone(), tx)?;
-    event_loop(&mut terminal, &mut app, &session, &rx, &options)
+) -> io::Result<u8> {
+    // Before the terminal changes: a signal from here on restores it on the way out.
+    let caught = Arc::new(AtomicUsize::new(0));
+    let ids = ENDING
+        .iter()
+        .map(|&signal| {
+            signal_hook::flag::register_usize(signal, Arc::clone(&caught), signal as usize)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let result = (|| {
+        let (_guard, mut terminal) = enter()?;
+        let size = terminal.size()?;
+        let mut app = App::new(reports, theme, Rect::new(0, 0, size.width, size.height));
+        let (tx, rx) = mpsc::channel();
+        super::jobs::spawn(&session, options.clone(), tx)?;
+        event_loop(&mut terminal, &mut app, &session, &rx, &options, &caught)
+    })();
+    for id in ids {
+        signal_hook::low_level::unregister(id);
+    }
+    result
 }
 
 fn event_loop(
@@ -79,7 +122,8 @@ fn event_loop(
     session: &Session,
     rx: &Receiver<Message>,
     options: &DiffOptions,
-) -> io::Result<()> {
+    caught: &AtomicUsize,
+) -> io::Result<u8> {
     // Restores report on a channel of their own: the comparison's channel closing is how
     // a panicked comparison is noticed.
     let (restore_tx, restore_rx) = mpsc::channel();
@@ -87,6 +131,11 @@ fn event_loop(
     // Draw only when something changed: an idle UI costs no CPU.
     let mut dirty = true;
     loop {
+        // Checked at least every 100 ms (the poll below); the guard restores on return.
+        match caught.load(Ordering::Relaxed) {
+            0 => {}
+            signal => return Ok(128 + signal as u8),
+        }
         if let Some(row) = app.wanted_channels() {
             let name = row.name.clone();
             let channels = session.channels(row).map_err(|e| e.to_string());
@@ -143,7 +192,50 @@ fn event_loop(
             dirty = true;
         }
         if app.quit {
-            return Ok(());
+            return Ok(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+
+    use super::install_panic_hook;
+    use crate::tui::jobs::catching;
+
+    /// A job's panic comes back as its error and leaves the terminal alone; a panic of the
+    /// UI thread restores it.
+    #[test]
+    fn only_a_ui_panic_restores_the_terminal() {
+        let restored = Arc::new(AtomicUsize::new(0));
+        let previous = std::panic::take_hook();
+        let count = Arc::clone(&restored);
+        install_panic_hook(
+            thread::current().id(),
+            Box::new(move |_| {
+                count.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let job: Result<(), String> = thread::spawn(|| {
+            catching("comparing", || -> Result<(), String> {
+                panic!("header sizes were checked on open")
+            })
+        })
+        .join()
+        .expect("the job thread ends normally");
+        let after_job = restored.load(Ordering::SeqCst);
+        let ui = std::panic::catch_unwind(|| panic!("the UI failed"));
+        let after_ui = restored.load(Ordering::SeqCst);
+        std::panic::set_hook(previous);
+        assert_eq!(
+            job,
+            Err("internal error while comparing: header sizes were checked on open".to_owned())
+        );
+        assert_eq!(after_job, 0, "a job's panic does not restore the terminal");
+        assert!(ui.is_err());
+        assert_eq!(after_ui, 1, "the UI thread's panic does");
     }
 }

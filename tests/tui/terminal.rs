@@ -93,19 +93,41 @@ impl Drop for Tmux {
     }
 }
 
+/// `ui` (a shell command run in the repository), then the exit code and the terminal
+/// modes, then a marker. The quotes keep the markers out of the echoed command line.
+fn then_report_the_terminal(ui: &str) -> String {
+    format!(
+        "cd '{}' && {ui}; \
+         echo \"EX\"\"IT=$?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo \
+         -e -echo | tr '\\n' ' '; echo; echo \"DO\"\"NE\"",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Waits for the UI to end, then checks the exit code and that the terminal came back.
+fn assert_restored(tmux: &Tmux, exit: u8) {
+    let after = tmux.wait_for("DONE");
+    assert!(after.contains(&format!("EXIT={exit}")), "{after}");
+    assert!(
+        after.contains("\nicanon echo"),
+        "canonical mode and echo are back: {after}"
+    );
+    assert!(!after.contains("Verdicts"), "the UI is gone: {after}");
+    assert_eq!(tmux.display("#{alternate_on}"), "0", "main screen is back");
+    assert_eq!(
+        tmux.display("#{mouse_any_flag}"),
+        "0",
+        "mouse capture is off"
+    );
+}
+
 #[test]
 fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
     let tmux = Tmux::start(100, 30);
     let bin = env!("CARGO_BIN_EXE_bnaudit");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // After the UI: print the exit code and the terminal modes, then a marker. The quotes
-    // keep the markers out of the echoed command line.
-    let command = format!(
-        "cd '{}' && '{bin}' assets/demo/pretrained.safetensors assets/demo/finetuned.safetensors; \
-         echo \"EX\"\"IT=$?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo \
-         -e -echo | tr '\\n' ' '; echo; echo \"DO\"\"NE\"",
-        root.display()
-    );
+    let command = then_report_the_terminal(&format!(
+        "'{bin}' assets/demo/pretrained.safetensors assets/demo/finetuned.safetensors"
+    ));
     tmux.send(&[&command, "Enter"]);
 
     // Overview: the verdict names the drifted sub-model.
@@ -136,19 +158,33 @@ fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
 
     // Quit: the shell runs the next commands in a restored terminal.
     tmux.send(&["q"]);
-    let after = tmux.wait_for("DONE");
-    assert!(after.contains("EXIT=0"), "{after}");
-    assert!(
-        after.contains("\nicanon echo"),
-        "canonical mode and echo are back: {after}"
-    );
-    assert!(!after.contains("Verdicts"), "the UI is gone: {after}");
-    assert_eq!(tmux.display("#{alternate_on}"), "0", "main screen is back");
-    assert_eq!(
-        tmux.display("#{mouse_any_flag}"),
-        "0",
-        "mouse capture is off"
-    );
+    assert_restored(&tmux, 0);
+}
+
+/// `kill -TERM|-INT|-HUP` of the UI restores the terminal and exits 128 + the signal.
+#[test]
+fn signals_end_the_ui_with_the_terminal_restored() {
+    let bin = env!("CARGO_BIN_EXE_bnaudit");
+    for (signal, number) in [("TERM", 15), ("INT", 2), ("HUP", 1)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
+        let tmux = Tmux::start(100, 30);
+        // `exec` keeps the pid written, and the UI's exit code is the shell's.
+        let ui = format!(
+            "sh -c 'echo $$ > \"{}\"; exec \"{bin}\" demo'",
+            pid_file.display()
+        );
+        tmux.send(&[&then_report_the_terminal(&ui), "Enter"]);
+        tmux.wait_for("Verdicts by sub-model");
+        assert_eq!(tmux.display("#{mouse_any_flag}"), "1", "mouse captured");
+        let pid = std::fs::read_to_string(&pid_file).expect("pid written");
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        assert_restored(&tmux, 128 + number);
+    }
 }
 
 /// no-color.org: an empty `NO_COLOR` leaves colour on, in the UI as in the text reports;

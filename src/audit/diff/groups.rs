@@ -36,8 +36,11 @@ fn class(status: Status) -> u8 {
 
 /// Non-statistics tensors of the model and what happened to them.
 struct Weights<'a> {
-    /// (module name, changed) of every tensor that is not a running statistic or counter.
-    tensors: Vec<(String, bool)>,
+    /// Module name of every tensor that is not a running statistic or counter, sorted, so
+    /// that the tensors under one module are two contiguous runs (see [`Weights::under`]).
+    modules: Vec<String>,
+    /// `changed_before[i]`: how many of the first `i` tensors of `modules` changed.
+    changed_before: Vec<usize>,
     /// Whether any of them changed anywhere in the model (assumed when not all were
     /// compared).
     any_changed: bool,
@@ -67,14 +70,21 @@ impl Weights<'_> {
         let (stat_diffs, weight_diffs): (Vec<&TensorDiff>, Vec<&TensorDiff>) = tensors
             .iter()
             .partition(|t| stats.contains(t.name.as_str()));
-        let tensors: Vec<(String, bool)> = weight_diffs
+        let mut tensors: Vec<(String, bool)> = weight_diffs
             .into_iter()
             .map(|t| (bn::module_name(&t.name), changed(t)))
             .collect();
-        let any_changed = tensors.iter().any(|(_, c)| *c);
+        tensors.sort_unstable();
+        let mut changed_before = Vec::with_capacity(tensors.len() + 1);
+        changed_before.push(0);
+        for (_, changed) in &tensors {
+            changed_before
+                .push(changed_before.last().copied().unwrap_or(0) + usize::from(*changed));
+        }
         Weights {
-            tensors,
-            any_changed,
+            any_changed: changed_before.last().is_some_and(|&c| c > 0),
+            modules: tensors.into_iter().map(|(m, _)| m).collect(),
+            changed_before,
             submodel: None,
             stats_changed: stat_diffs.into_iter().any(changed),
         }
@@ -89,12 +99,20 @@ impl Weights<'_> {
         })
     }
 
-    /// (tensors under `p`, how many changed).
+    /// (tensors under `p`, how many changed), by binary search: a scan per group was
+    /// quadratic on models with many sub-models.
     fn under(&self, p: &str) -> (usize, usize) {
-        let inside = self.tensors.iter().filter(|(n, _)| under(n, p));
-        inside.fold((0, 0), |(n, c), (_, changed)| {
-            (n + 1, c + usize::from(*changed))
-        })
+        // Sorted, the names under `p` are `p` itself, then (after `p-…` and the like) the
+        // names that continue `p` with `.` or `/`: those bytes are adjacent, so the second
+        // run ends before `p0`.
+        let at = |bound: &str| self.modules.partition_point(|m| m.as_str() < bound);
+        let (same, children) = (at(p), at(&format!("{p}.")));
+        let same_end = self.modules.partition_point(|m| m.as_str() <= p);
+        let children_end = at(&format!("{p}0"));
+        let n = (same_end - same) + (children_end - children);
+        let c = (self.changed_before[same_end] - self.changed_before[same])
+            + (self.changed_before[children_end] - self.changed_before[children]);
+        (n, c)
     }
 }
 
@@ -366,13 +384,18 @@ fn group(prefixes: &[&str], layers: &[&LayerDiff], weights: &Weights<'_>) -> Gro
         .iter()
         .map(|p| weights.under(p))
         .fold((0, 0), |(w, c), (pw, pc)| (w + pw, c + pc));
+    // Once per status, not per layer: per layer was quadratic in the group's size.
+    let severities: BTreeMap<Status, Severity> = statuses
+        .keys()
+        .map(|&s| {
+            let of: Vec<&LayerDiff> = layers.iter().copied().filter(|l| l.status == s).collect();
+            (s, severity(s, &of, n_changed, beside))
+        })
+        .collect();
     // The verdict speaks of the most severe status; ties go to the more frequent.
     let (&dominant, _) = statuses
         .iter()
-        .max_by_key(|&(&s, &count)| {
-            let of: Vec<&LayerDiff> = layers.iter().copied().filter(|l| l.status == s).collect();
-            (severity(s, &of, n_changed, beside), count)
-        })
+        .max_by_key(|&(s, &count)| (severities[s], count))
         .expect("a group has layers");
     let of: Vec<&LayerDiff> = layers
         .iter()
@@ -407,16 +430,9 @@ fn group(prefixes: &[&str], layers: &[&LayerDiff], weights: &Weights<'_>) -> Gro
         forwards: (forwards.len() == 1).then(|| *forwards.iter().next().expect("one")),
         weights: n_weights,
         weights_changed: n_changed,
-        severity: layers
-            .iter()
-            .map(|l| {
-                let same: Vec<&LayerDiff> = layers
-                    .iter()
-                    .copied()
-                    .filter(|o| o.status == l.status)
-                    .collect();
-                severity(l.status, &same, n_changed, beside)
-            })
+        severity: severities
+            .values()
+            .copied()
             .max()
             .unwrap_or(Severity::Unchanged),
         verdict,
@@ -672,6 +688,41 @@ impl Clause<'_> {
             (None, _) => format!(
                 "{k}/{n} {bn} had {their} statistics reset to mean 0, variance 1 and never re-estimated, {w} — re-created or re-initialised variables; restore A's statistics or re-estimate them"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Weights, under as is_under};
+
+    #[test]
+    fn under_counts_what_a_scan_counts() {
+        let names = [
+            "a", "a", "a-b", "a-b.x", "a.x", "a.x.y", "a/y", "a0", "ab.x", "a.", "b", "", "a.x-1",
+        ];
+        let mut modules: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        modules.sort_unstable();
+        // Every third tensor changed.
+        let changed: Vec<bool> = (0..modules.len()).map(|i| i % 3 == 0).collect();
+        let mut changed_before = vec![0];
+        for c in &changed {
+            changed_before.push(changed_before.last().unwrap() + usize::from(*c));
+        }
+        let weights = Weights {
+            modules: modules.clone(),
+            changed_before,
+            any_changed: true,
+            submodel: None,
+            stats_changed: false,
+        };
+        for p in ["a", "a-b", "a.x", "a/y", "b", "ab", "a0", "c", "a.x.y"] {
+            let expected = modules
+                .iter()
+                .zip(&changed)
+                .filter(|(m, _)| is_under(m, p))
+                .fold((0, 0), |(n, c), (_, ch)| (n + 1, c + usize::from(*ch)));
+            assert_eq!(weights.under(p), expected, "under {p:?}");
         }
     }
 }

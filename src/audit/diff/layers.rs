@@ -1,6 +1,6 @@
 //! Classification of each BatchNorm layer, and its explanation by the drift algebra.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{
     DiffOptions, Inference, LayerDiff, Momentum, PerTensor, Status, TensorChange, TensorDiff,
@@ -13,13 +13,20 @@ use crate::checkpoint::{Checkpoint, CheckpointError, TensorInfo};
 /// One checkpoint with its tensors looked up by aligned name.
 struct Side<'a> {
     ckpt: &'a Checkpoint,
-    by_name: HashMap<&'a str, &'a TensorInfo>,
+    /// Sorted by aligned name ([`Aligned`] keeps them so): looked up by binary search, with
+    /// no index of a million names to build.
+    by_name: &'a [TensorInfo],
 }
 
 impl Side<'_> {
+    fn get(&self, name: &str) -> Option<&TensorInfo> {
+        let at = self.by_name.binary_search_by(|t| t.name.as_str().cmp(name));
+        at.ok().map(|i| &self.by_name[i])
+    }
+
     /// Decoded values of the tensor `key`, if present and decodable.
     fn values(&self, key: Option<&str>) -> Result<Option<Vec<f64>>, CheckpointError> {
-        match key.and_then(|k| self.by_name.get(k)) {
+        match key.and_then(|k| self.get(k)) {
             Some(t) => self.ckpt.read_values(t),
             None => Ok(None),
         }
@@ -44,16 +51,15 @@ pub(super) struct Sides<'a> {
 }
 
 impl<'a> Sides<'a> {
-    pub(super) fn new(a: &'a Checkpoint, b: &'a Checkpoint, aligned: &'a Aligned) -> Self {
-        let index = |ts: &'a [TensorInfo]| ts.iter().map(|t| (t.name.as_str(), t)).collect();
+    pub(super) fn new(a: &'a Checkpoint, b: &'a Checkpoint, aligned: &'a Aligned<'_>) -> Self {
         Sides {
             a: Side {
                 ckpt: a,
-                by_name: index(&aligned.a),
+                by_name: &aligned.a,
             },
             b: Side {
                 ckpt: b,
-                by_name: index(&aligned.b),
+                by_name: &aligned.b,
             },
             submodel: aligned.alignment.submodel(),
         }
@@ -68,17 +74,17 @@ pub(super) fn compare(
     tensors: &[TensorDiff],
     options: &DiffOptions,
 ) -> Result<Vec<LayerDiff>, CheckpointError> {
-    let diffs: HashMap<&str, &TensorDiff> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     let by_name_b: HashMap<&str, &BnLayer> = found_b.iter().map(|l| (l.name.as_str(), l)).collect();
     let mut out = Vec::with_capacity(found_a.len().max(found_b.len()));
     for la in found_a {
         out.push(match by_name_b.get(la.name.as_str()) {
-            Some(lb) => both(sides, la, lb, &diffs, options)?,
+            Some(lb) => both(sides, la, lb, tensors, options)?,
             None => one_side(sides, la, Status::OnlyInA, sides.a.counter(la)?, options),
         });
     }
+    let in_a: HashSet<&str> = found_a.iter().map(|l| l.name.as_str()).collect();
     for lb in found_b {
-        if !found_a.iter().any(|la| la.name == lb.name) {
+        if !in_a.contains(lb.name.as_str()) {
             out.push(one_side(
                 sides,
                 lb,
@@ -180,7 +186,7 @@ fn both(
     sides: &Sides<'_>,
     la: &BnLayer,
     lb: &BnLayer,
-    diffs: &HashMap<&str, &TensorDiff>,
+    diffs: &[TensorDiff],
     options: &DiffOptions,
 ) -> Result<LayerDiff, CheckpointError> {
     let nbt_a = sides.a.counter(la)?;
@@ -189,7 +195,11 @@ fn both(
         la.keys
             .get(role)
             .filter(|k| lb.keys.get(role) == Some(*k))
-            .and_then(|k| diffs.get(k).copied())
+            .and_then(|k| {
+                // Sorted by name, as the pairs they were compared from.
+                let at = diffs.binary_search_by(|t| t.name.as_str().cmp(k));
+                at.ok().map(|i| &diffs[i])
+            })
     };
     let per = |f: &dyn Fn(&TensorDiff) -> Option<f64>| PerTensor {
         weight: diff_of(Role::Weight).and_then(f),

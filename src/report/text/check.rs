@@ -7,7 +7,7 @@ use super::diff::{alignment, verdicts};
 use super::{checkpoint_line, plural};
 use crate::audit::check::{CheckReport, Violation};
 use crate::audit::scope::Patterns;
-use crate::fmt::bytes;
+use crate::fmt::{bytes, printable};
 use crate::report::Style;
 
 /// `PASSED`/`FAILED` and the count of violations, e.g. `FAILED: 21 violations in the frozen
@@ -24,7 +24,7 @@ fn patterns(p: &Patterns) -> String {
     if p.is_empty() {
         "-".to_owned()
     } else {
-        p.as_slice().join(" ")
+        printable(&p.as_slice().join(" ")).into_owned()
     }
 }
 
@@ -35,7 +35,7 @@ pub fn scope_line(report: &CheckReport) -> String {
         .scope
         .config
         .as_ref()
-        .map_or_else(String::new, |c| format!(" (config {c})"));
+        .map_or_else(String::new, |c| format!(" (config {})", printable(c)));
     format!(
         "frozen: {}; trainable: {}; allow_stats: {}{source}",
         patterns(&s.frozen),
@@ -100,17 +100,17 @@ pub fn check(report: &CheckReport, style: Style) -> String {
         let target_w = report
             .violations
             .iter()
-            .map(|v| target(v).chars().count())
+            .map(|v| printable(target(v)).chars().count())
             .max()
             .unwrap_or(0);
         for v in &report.violations {
-            let t = target(v);
+            let t = printable(target(v));
             let pad = " ".repeat(target_w - t.chars().count());
             let _ = writeln!(
                 out,
                 "  {}  {t}{pad}  {}",
                 style.red(&format!("{:kind_w$}", v.kind.as_str())),
-                v.detail
+                printable(&v.detail)
             );
         }
     }

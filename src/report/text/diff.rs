@@ -1,14 +1,14 @@
 //! The `diff` report as text: verdicts first, then the BatchNorm layers that changed, the
 //! reasoning behind each group, and the other tensors that changed.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 
 use super::{checkpoint_line, table};
 use crate::audit::diff::{
     Alignment, DiffReport, Group, LayerDiff, Severity, Status, TensorChange, TensorDiff,
 };
-use crate::fmt::submodel;
-use crate::fmt::{num, opt_num, shape};
+use crate::fmt::{num, opt_num, printable, shape, submodel};
 use crate::report::Style;
 
 /// Changed tensors listed before the rest is only counted (JSON lists them all).
@@ -20,7 +20,11 @@ pub fn diff(report: &DiffReport, style: Style) -> String {
     let _ = writeln!(out, "A  {}", checkpoint_line(&report.a));
     let _ = writeln!(out, "B  {}", checkpoint_line(&report.b));
     for w in report.a.warnings.iter().chain(&report.b.warnings) {
-        let _ = writeln!(out, "{}", style.yellow(&format!("warning: {w}")));
+        let _ = writeln!(
+            out,
+            "{}",
+            style.yellow(&format!("warning: {}", printable(w)))
+        );
     }
     let _ = writeln!(out, "{}", style.dim(&alignment(&report.alignment)));
     out.push('\n');
@@ -92,10 +96,11 @@ pub fn verdicts(out: &mut String, groups: &[Group], style: Style) {
     }
     let _ = writeln!(out, "{}", style.bold("Verdicts"));
     for g in groups {
+        let verdict = printable(&g.verdict);
         let text = match g.severity {
-            Severity::Problem => style.red(&g.verdict),
-            Severity::Warning => style.yellow(&g.verdict),
-            _ => g.verdict.clone(),
+            Severity::Problem => style.red(&verdict),
+            Severity::Warning => style.yellow(&verdict),
+            _ => verdict.into_owned(),
         };
         let _ = writeln!(out, "  {} {text}", mark(g.severity, style));
     }
@@ -211,16 +216,20 @@ fn layers(out: &mut String, report: &DiffReport, style: Style) {
 /// The notes of the first changed layer of each sub-model: the algebra behind the verdicts,
 /// without repeating it for every layer.
 fn reasoning(out: &mut String, changed: &[&LayerDiff], style: Style) {
-    let mut seen = Vec::new();
+    let mut seen = HashSet::new();
     let mut lines = Vec::new();
     for l in changed {
         let key = (submodel(&l.name), l.status, l.inference.consistent);
-        if seen.contains(&key) || l.inference.notes.is_empty() {
+        if l.inference.notes.is_empty() || !seen.insert(key) {
             continue;
         }
-        seen.push(key);
-        lines.push(format!("  {}", style.bold(&l.name)));
-        lines.extend(l.inference.notes.iter().map(|n| format!("    {n}")));
+        lines.push(format!("  {}", style.bold(&printable(&l.name))));
+        lines.extend(
+            l.inference
+                .notes
+                .iter()
+                .map(|n| format!("    {}", printable(n))),
+        );
     }
     if !lines.is_empty() {
         let _ = writeln!(

@@ -7,16 +7,28 @@ use super::table;
 use crate::audit::explain::{
     ExplainLayer, ExplainReport, ImpliedBatch, Inputs, ModeResult, Source,
 };
-use crate::fmt::{num, opt_num};
+use crate::fmt::{num, opt_num, printable};
 use crate::report::Style;
 
 /// Renders the `explain` report.
 pub fn explain(report: &ExplainReport, style: Style) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}", style.bold(&format!("A: {}", report.a)));
-    let _ = writeln!(out, "{}", style.bold(&format!("B: {}", report.b)));
+    let _ = writeln!(
+        out,
+        "{}",
+        style.bold(&format!("A: {}", printable(&report.a)))
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        style.bold(&format!("B: {}", printable(&report.b)))
+    );
     if let Some(acts) = &report.activations {
-        let _ = writeln!(out, "{}", style.bold(&format!("activations: {acts}")));
+        let _ = writeln!(
+            out,
+            "{}",
+            style.bold(&format!("activations: {}", printable(acts)))
+        );
     }
     let al = &report.alignment;
     if !al.strip_a.is_empty() || !al.strip_b.is_empty() {
@@ -30,7 +42,7 @@ pub fn explain(report: &ExplainReport, style: Style) -> String {
         );
     }
     for note in &report.notes {
-        let _ = writeln!(out, "{note}");
+        let _ = writeln!(out, "{}", printable(note));
     }
     for layer in &report.layers {
         out.push('\n');
@@ -58,7 +70,7 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
     let _ = writeln!(
         out,
         "{}  {}",
-        style.bold(&l.name),
+        style.bold(&printable(&l.name)),
         style.dim(&format!(
             "({}, {} channels, momentum {} {}, eps {} {})",
             l.convention.as_str(),
@@ -69,10 +81,11 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
             source(l.eps_source)
         ))
     );
+    let verdict = printable(&l.verdict);
     let verdict = if good(l) {
-        style.green(&l.verdict)
+        style.green(&verdict)
     } else {
-        style.yellow(&l.verdict)
+        style.yellow(&verdict)
     };
     let _ = writeln!(out, "  {verdict}");
     if let Some(r) = &l.replay {
@@ -167,7 +180,11 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
         );
     }
     for note in &l.notes {
-        let _ = writeln!(out, "  {}", style.dim(&format!("note: {note}")));
+        let _ = writeln!(
+            out,
+            "  {}",
+            style.dim(&format!("note: {}", printable(note)))
+        );
     }
 }
 
