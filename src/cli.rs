@@ -1,5 +1,6 @@
 //! Command-line definitions (clap derive) and their dispatch.
 
+mod demo;
 mod parse;
 mod progress;
 mod run;
@@ -57,8 +58,8 @@ Examples:
   bnaudit view A B > report.txt                             (not a terminal: the diff report)";
 
 const DEMO_AFTER_HELP: &str = "\
-Exit codes: 0 success, 2 usage error or no usable terminal, 3 demo files missing (they are \
-read from assets/demo of the source tree bnaudit was built from).
+Exit codes: 0 success, 2 usage error or no usable terminal, 3 the demo checkpoints (embedded \
+in the binary) cannot be written to the temporary directory.
 
 Examples:
   bnaudit demo
@@ -85,13 +86,19 @@ Examples:
   bnaudit diff modelA.safetensors joint.safetensors   (model_A saved on its own: aligned with joint's model_A)";
 
 const EXPLAIN_AFTER_HELP: &str = "\
+Activations are streamed in 1 MiB tiles: memory stays small whatever the capture's size. \
+A capture of the inner model meets a module./_orig_mod.-wrapped checkpoint. A layer that \
+cannot be explained (track_running_stats=False, missing, channel mismatch, one value per \
+channel in train mode) is listed as skipped with its reason and the rest explained. \
+Stats-only captures (<layer>.batch_mean/batch_var/batch_count.<i>) replay A to B.
+
 Exit codes: 0 success, 2 usage error, 3 unreadable or malformed checkpoint or activation \
-file, or a layer that cannot be re-run (missing, channel mismatch, wrong rank, one value \
-per channel in train mode).
+file, or no layer that can be explained.
 
 Examples:
   bnaudit explain pretrained.safetensors finetuned.safetensors
   bnaudit explain A B --activations acts.safetensors
+  bnaudit explain A B --momentum 'backbone.**.bn*=cma' --momentum 0.1 --eps head=1e-3
   bnaudit explain A B --layer backbone.layer1.0.bn1 --momentum cma --format json";
 
 /// The `bnaudit` command line.
@@ -303,6 +310,34 @@ impl CompareArgs {
 }
 
 /// A tolerance: a finite number, zero or more.
+/// A setting of `explain`: for every layer, or for the layers a pattern covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerLayer<T> {
+    /// The pattern (`None`: every layer).
+    pub pattern: Option<String>,
+    /// The value.
+    pub value: T,
+}
+
+/// Parses `V` or `PATTERN=V`.
+fn per_layer<T: std::str::FromStr>(s: &str) -> Result<PerLayer<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let (pattern, value) = match s.rsplit_once('=') {
+        Some((p, v)) if !p.is_empty() => (Some(p.to_owned()), v),
+        Some(_) => return Err(format!("{s:?} has no pattern before '='")),
+        None => (None, s),
+    };
+    let value = value.parse::<T>().map_err(|e| e.to_string())?;
+    Ok(PerLayer { pattern, value })
+}
+
+fn per_layer_eps(s: &str) -> Result<PerLayer<f64>, String> {
+    let setting = per_layer::<f64>(s)?;
+    tolerance(&setting.value.to_string()).map(|_| setting)
+}
+
 fn tolerance(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
@@ -429,13 +464,16 @@ pub struct ExplainArgs {
     pub layers: Vec<String>,
 
     /// Momentum in PyTorch's sense (new = (1-m)·old + m·batch), or `cma` for momentum=None;
-    /// overrides the activation file's metadata and the convention's default.
-    #[arg(long, value_name = "M|cma")]
-    pub momentum: Option<crate::bn::Momentum>,
+    /// overrides the activation file's metadata and the convention's default. `PATTERN=M`
+    /// sets it for the layers PATTERN covers (as in --frozen); repeatable, the last that
+    /// covers a layer wins, a plain `M` is for every other layer.
+    #[arg(long, value_name = "[PATTERN=]M|cma", value_parser = per_layer::<crate::bn::Momentum>)]
+    pub momentum: Vec<PerLayer<crate::bn::Momentum>>,
 
     /// Epsilon; overrides the activation file's metadata and the convention's default.
-    #[arg(long, value_name = "E", value_parser = tolerance)]
-    pub eps: Option<f64>,
+    /// `PATTERN=E` and repetition as for --momentum.
+    #[arg(long, value_name = "[PATTERN=]E", value_parser = per_layer_eps)]
+    pub eps: Vec<PerLayer<f64>>,
 
     /// Seed of the synthetic inputs drawn when there is no activation file.
     #[arg(long, value_name = "N", default_value_t = 0)]

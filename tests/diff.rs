@@ -869,20 +869,41 @@ fn demo_shows_the_diff_of_the_pair() {
         .find_map(|l| l.strip_prefix("FINETUNE_STEPS = "))
         .and_then(|v| v.trim().parse().ok())
         .expect("FINETUNE_STEPS in gen_demo.py");
-    let out = bnaudit().arg("demo").output().expect("runs");
+    // From `/`: the pair is embedded in the binary, not read from the source tree.
+    let out = bnaudit()
+        .arg("demo")
+        .current_dir("/")
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(0));
     assert!(
         out.stderr.is_empty(),
         "no progress line when not a terminal"
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    let direct = bnaudit()
-        .arg("diff")
-        .arg(demo.join("pretrained.safetensors"))
-        .arg(demo.join("finetuned.safetensors"))
-        .output()
-        .expect("runs");
-    assert_eq!(text, String::from_utf8(direct.stdout).expect("utf-8"));
+    let (a, b) = (
+        demo.join("pretrained.safetensors"),
+        demo.join("finetuned.safetensors"),
+    );
+    let direct = bnaudit().arg("diff").args([&a, &b]).output().expect("runs");
+    let direct = String::from_utf8(direct.stdout).expect("utf-8");
+    // The same report but for the A and B lines' paths: the unpacked copies' directory.
+    let unpacked = text
+        .lines()
+        .find_map(|l| l.strip_prefix("A  "))
+        .and_then(|l| l.split("  ").next())
+        .and_then(|p| Path::new(p).parent())
+        .expect("the A line names the unpacked pretrained checkpoint")
+        .to_path_buf();
+    assert_ne!(unpacked, demo);
+    assert!(
+        !unpacked.exists(),
+        "the unpacked copies are removed after the run"
+    );
+    assert_eq!(
+        text.replace(&unpacked.display().to_string(), &demo.display().to_string()),
+        direct
+    );
     let backbone = text
         .lines()
         .find(|l| l.contains("backbone: "))

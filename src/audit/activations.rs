@@ -7,13 +7,15 @@
 //! `num_batches_tracked` (the counter before the first captured forward).
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::PathBuf;
 
-use ndarray::ArrayD;
 use serde_json::{Map, Value};
 
 use super::explain::ExplainError;
-use crate::bn::Momentum;
+use crate::bn::stream::{Geometry, TileSource};
+use crate::bn::{BatchStats, Momentum, Real};
 use crate::checkpoint::{Checkpoint, Dtype, TensorInfo};
 
 /// The `__metadata__` key holding the plugin's JSON.
@@ -38,11 +40,26 @@ pub struct LayerMeta {
 
 /// One captured forward of a layer.
 #[derive(Debug, Clone)]
-pub struct Forward {
-    /// The input tensor.
-    pub input: TensorInfo,
-    /// The output tensor, if recorded.
-    pub output: Option<TensorInfo>,
+pub enum Forward {
+    /// The layer's input, and its output if recorded.
+    Tensors {
+        /// The input tensor.
+        input: TensorInfo,
+        /// The output tensor, if recorded.
+        output: Option<TensorInfo>,
+    },
+    /// A stats-only capture: the batch statistics that normalised, computed by the plugin.
+    Stats(BatchStats),
+}
+
+impl Forward {
+    /// The key naming this forward in messages.
+    pub fn key(&self, layer: &str, i: usize) -> String {
+        match self {
+            Forward::Tensors { input, .. } => input.name.clone(),
+            Forward::Stats(_) => format!("{layer}.batch_mean.{i}"),
+        }
+    }
 }
 
 /// A layer's captured forwards, in call order, and its settings.
@@ -69,14 +86,42 @@ impl CapturedLayer {
     }
 }
 
-/// A captured tensor decoded in the precision the forward pass runs in.
-#[derive(Debug, Clone)]
-pub enum Values {
-    /// `f32` and narrower floats (PyTorch computes half precision BatchNorm in `f32`).
-    F32(ArrayD<f32>),
-    /// `f64`.
-    F64(ArrayD<f64>),
+/// The kinds of captured tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Input,
+    Output,
+    BatchMean,
+    BatchVar,
+    BatchCount,
 }
+
+impl Kind {
+    const ALL: [(&'static str, Kind); 5] = [
+        ("input", Kind::Input),
+        ("output", Kind::Output),
+        ("batch_mean", Kind::BatchMean),
+        ("batch_var", Kind::BatchVar),
+        ("batch_count", Kind::BatchCount),
+    ];
+
+    fn name(self) -> &'static str {
+        Kind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+/// A key's parts, or why it has none.
+enum Key<'n> {
+    Parsed(&'n str, Kind, usize),
+    Unnamed,
+    IndexTooLarge(&'n str),
+}
+
+/// Values of a stats-only tensor: at most this many bytes are read (a few bytes a channel).
+const STATS_MAX_BYTES: u64 = 1 << 30;
 
 /// An opened activation file.
 #[derive(Debug)]
@@ -87,74 +132,62 @@ pub struct Activations<'c> {
 }
 
 impl<'c> Activations<'c> {
-    /// Reads the key structure and metadata of `file`; tensor data is read on demand.
+    /// Reads the key structure and metadata of `file`; tensor data is read on demand (the
+    /// small statistics of a stats-only capture now).
     pub fn read(file: &'c Checkpoint) -> Result<Activations<'c>, ExplainError> {
         let bad = |problem: String| ExplainError::input(file.path(), problem);
-        let mut inputs: BTreeMap<String, BTreeMap<usize, &TensorInfo>> = BTreeMap::new();
-        let mut outputs: BTreeMap<String, BTreeMap<usize, &TensorInfo>> = BTreeMap::new();
+        let mut keys: BTreeMap<&str, BTreeMap<usize, BTreeMap<Kind, &TensorInfo>>> =
+            BTreeMap::new();
         for t in file.tensors() {
-            let (layer, kind, index) = split_key(&t.name).ok_or_else(|| {
-                bad(format!(
-                    "tensor {:?} is not named <layer>.input.<i> or <layer>.output.<i>",
-                    t.name
-                ))
-            })?;
-            if !t.dtype.is_float() || !t.dtype.is_decodable() {
-                return Err(bad(format!(
-                    "tensor {:?} has dtype {}, not a float bnaudit can decode",
-                    t.name, t.dtype
-                )));
-            }
-            let map = if kind == "input" {
-                &mut inputs
-            } else {
-                &mut outputs
+            let (layer, kind, index) = match split_key(&t.name) {
+                Key::Parsed(l, k, i) => (l, k, i),
+                Key::Unnamed => {
+                    return Err(bad(format!(
+                        "tensor {:?} is not named <layer>.input.<i>, <layer>.output.<i> or <layer>.batch_mean|batch_var|batch_count.<i>",
+                        t.name
+                    )));
+                }
+                Key::IndexTooLarge(i) => {
+                    return Err(bad(format!(
+                        "tensor {:?}: forward index {i} is too large (at most {})",
+                        t.name,
+                        usize::MAX
+                    )));
+                }
             };
-            map.entry(layer.to_owned()).or_default().insert(index, t);
+            check_tensor(t, kind).map_err(|p| bad(format!("tensor {:?} {p}", t.name)))?;
+            keys.entry(layer)
+                .or_default()
+                .entry(index)
+                .or_default()
+                .insert(kind, t);
         }
         let mut meta = metadata(file)?;
         let mut layers = BTreeMap::new();
-        for (name, by_index) in inputs {
-            let mut outs = outputs.remove(&name).unwrap_or_default();
+        for (name, by_index) in keys {
             let mut forwards = Vec::with_capacity(by_index.len());
-            for (expected, (i, input)) in by_index.into_iter().enumerate() {
+            for (expected, (i, kinds)) in by_index.into_iter().enumerate() {
                 if i != expected {
                     return Err(bad(format!(
-                        "layer {name:?}: inputs must be numbered 0, 1, 2, …; {name}.input.{expected} is missing"
+                        "layer {name:?}: forwards must be numbered 0, 1, 2, …; {name}.input.{expected} (or its batch statistics) is missing"
                     )));
                 }
-                let output = outs.remove(&i).cloned();
-                if let Some(o) = &output
-                    && o.shape != input.shape
-                {
-                    return Err(bad(format!(
-                        "{}: shape {:?} differs from its input's {:?}",
-                        o.name, o.shape, input.shape
-                    )));
-                }
-                forwards.push(Forward {
-                    input: input.clone(),
-                    output,
-                });
+                forwards.push(forward(file, name, i, &kinds).map_err(bad)?);
             }
-            if let Some((i, _)) = outs.into_iter().next() {
-                return Err(bad(format!("{name}.output.{i} has no {name}.input.{i}")));
-            }
-            let meta = meta.remove(&name).unwrap_or_default();
+            let meta = meta.remove(name).unwrap_or_default();
             layers.insert(
-                name.clone(),
+                name.to_owned(),
                 CapturedLayer {
-                    name,
+                    name: name.to_owned(),
                     forwards,
                     meta,
                 },
             );
         }
-        if let Some((name, _)) = outputs.into_iter().next() {
-            return Err(bad(format!("layer {name:?} has outputs but no inputs")));
-        }
         if layers.is_empty() {
-            return Err(bad("holds no <layer>.input.<i> tensor".to_owned()));
+            return Err(bad(
+                "holds no <layer>.input.<i> or <layer>.batch_mean.<i> tensor".to_owned(),
+            ));
         }
         Ok(Activations { file, layers })
     }
@@ -164,45 +197,229 @@ impl<'c> Activations<'c> {
         self.file.path().to_owned()
     }
 
-    /// Reads and decodes a captured tensor.
-    pub fn values(&self, t: &TensorInfo) -> Result<Values, ExplainError> {
-        let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-        let bytes = self.file.bytes(t)?;
-        fn array<T>(shape: Vec<usize>, v: Vec<T>) -> ArrayD<T> {
-            ArrayD::from_shape_vec(shape, v).expect("header sizes were checked on open")
+    /// `t` as a source of tiles decoded to `T`.
+    pub fn source<'a, T>(&'a self, t: &'a TensorInfo) -> Tensor<'a, T> {
+        Tensor {
+            file: self.file,
+            tensor: t,
+            element: PhantomData,
         }
-        Ok(match t.dtype {
-            Dtype::F64 => Values::F64(array(shape, from_le(&bytes, f64::from_le_bytes))),
-            Dtype::F32 => Values::F32(array(shape, from_le(&bytes, f32::from_le_bytes))),
-            // Narrower floats are exact in f32.
-            other => Values::F32(array(
-                shape,
-                other
-                    .decode(&bytes)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|v| v as f32)
-                    .collect(),
-            )),
-        })
     }
 }
 
-/// Little-endian values of `N` bytes each.
-fn from_le<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| f(c.try_into().expect("chunk of N bytes")))
-        .collect()
+/// Refuses a tensor that cannot be what its key says.
+fn check_tensor(t: &TensorInfo, kind: Kind) -> Result<(), String> {
+    match kind {
+        Kind::Input | Kind::Output => {
+            if !t.dtype.is_float() || !t.dtype.is_decodable() {
+                return Err(format!(
+                    "has dtype {}, not a float bnaudit can decode",
+                    t.dtype
+                ));
+            }
+            if !(2..=5).contains(&t.shape.len()) {
+                return Err(format!(
+                    "has shape {:?} of rank {}; BatchNorm inputs are N×C (rank 2) to N×C×D×H×W (rank 5)",
+                    t.shape,
+                    t.shape.len()
+                ));
+            }
+            Geometry::of(&t.shape).map(drop).map_err(|e| {
+                e.to_string()
+                    .replacen("input of shape", "of shape", 1)
+                    .replacen(" is empty", " holds no value", 1)
+            })
+        }
+        Kind::BatchMean | Kind::BatchVar => {
+            if t.dtype != Dtype::F64 || t.shape.len() != 1 || t.bytes > STATS_MAX_BYTES {
+                return Err(format!(
+                    "has dtype {} and shape {:?}; batch statistics are F64 of shape [C]",
+                    t.dtype, t.shape
+                ));
+            }
+            Ok(())
+        }
+        Kind::BatchCount => {
+            if t.dtype != Dtype::I64 || t.elements() != 1 {
+                return Err(format!(
+                    "has dtype {} and shape {:?}; a batch count is one I64",
+                    t.dtype, t.shape
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
-/// `(layer, "input" | "output", i)` of a key `<layer>.input.<i>`.
-fn split_key(name: &str) -> Option<(&str, &str, usize)> {
-    let (rest, index) = name.rsplit_once('.')?;
-    let (layer, kind) = rest.rsplit_once('.')?;
-    let index = (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| index.parse().ok())??;
-    (matches!(kind, "input" | "output") && !layer.is_empty()).then_some((layer, kind, index))
+/// Forward `i` of `layer` from its tensors: an input (and maybe an output), or the three
+/// batch statistics.
+fn forward(
+    file: &Checkpoint,
+    layer: &str,
+    i: usize,
+    kinds: &BTreeMap<Kind, &TensorInfo>,
+) -> Result<Forward, String> {
+    let get = |k: Kind| kinds.get(&k).copied();
+    let missing = |k: Kind| format!("{layer}.{}.{i} is missing", k.name());
+    if let Some(input) = get(Kind::Input) {
+        if let Some(k) = [Kind::BatchMean, Kind::BatchVar, Kind::BatchCount]
+            .into_iter()
+            .find(|&k| get(k).is_some())
+        {
+            return Err(format!(
+                "{layer}.{}.{i} beside {layer}.input.{i}: a forward is captured as tensors or as statistics, not both",
+                k.name()
+            ));
+        }
+        let output = get(Kind::Output);
+        if let Some(o) = output
+            && o.shape != input.shape
+        {
+            return Err(format!(
+                "{}: shape {:?} differs from its input's {:?}",
+                o.name, o.shape, input.shape
+            ));
+        }
+        return Ok(Forward::Tensors {
+            input: input.clone(),
+            output: output.cloned(),
+        });
+    }
+    if get(Kind::Output).is_some() {
+        return Err(format!("{layer}.output.{i} has no {layer}.input.{i}"));
+    }
+    let [mean, var, count] = [Kind::BatchMean, Kind::BatchVar, Kind::BatchCount]
+        .map(|k| get(k).ok_or_else(|| missing(k)));
+    let (mean, var, count) = (mean?, var?, count?);
+    if mean.shape != var.shape {
+        return Err(format!(
+            "{}: shape {:?} differs from {}'s {:?}",
+            var.name, var.shape, mean.name, mean.shape
+        ));
+    }
+    let values = |t: &TensorInfo| -> Result<Vec<f64>, String> {
+        file.read_values(t)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{}: cannot be decoded", t.name))
+    };
+    let n = values(count)?[0];
+    if n.is_nan() || n < 1.0 {
+        return Err(format!("{}: {n} values per channel", count.name));
+    }
+    Ok(Forward::Stats(BatchStats {
+        mean: values(mean)?,
+        var: values(var)?,
+        count: n as u64,
+    }))
+}
+
+/// A captured tensor read tile by tile with positioned reads into reused buffers: resident
+/// memory stays at a tile per thread whatever the capture's size, and a file truncated under
+/// us is an error, not a fault.
+pub struct Tensor<'a, T> {
+    file: &'a Checkpoint,
+    tensor: &'a TensorInfo,
+    element: PhantomData<T>,
+}
+
+/// A thread's buffers: the bytes read and the values decoded from them.
+pub struct TileBuf<T> {
+    bytes: Vec<u8>,
+    values: Vec<T>,
+}
+
+impl<T> Default for TileBuf<T> {
+    fn default() -> Self {
+        TileBuf {
+            bytes: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<T: Real> TileSource<T> for Tensor<'_, T> {
+    type Error = ExplainError;
+    type Buf = TileBuf<T>;
+
+    fn tile<'s>(
+        &'s self,
+        range: Range<usize>,
+        buf: &'s mut TileBuf<T>,
+    ) -> Result<&'s [T], ExplainError> {
+        let dtype = self.tensor.dtype;
+        let width = (dtype.bits() / 8) as usize;
+        let offset = (range.start * width) as u64;
+        let native = match dtype {
+            Dtype::F32 => size_of::<T>() == 4,
+            Dtype::F64 => size_of::<T>() == 8,
+            _ => false,
+        };
+        if native && cfg!(target_endian = "little") {
+            // Straight into the values: the file holds them as this machine does.
+            buf.values.resize(range.len(), T::ZERO);
+            // SAFETY: T is f32 or f64 (the only `Real`s), for which every bit pattern is a
+            // value; the byte view covers exactly the vector's initialised elements.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    buf.values.as_mut_ptr().cast::<u8>(),
+                    range.len() * width,
+                )
+            };
+            self.file.read_into(self.tensor, offset, bytes)?;
+            return Ok(&buf.values);
+        }
+        buf.bytes.resize(range.len() * width, 0);
+        self.file.read_into(self.tensor, offset, &mut buf.bytes)?;
+        buf.values.clear();
+        let bytes = &buf.bytes;
+        match dtype {
+            Dtype::F32 => buf.values.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| T::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            ),
+            Dtype::F64 => buf.values.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| T::narrow(f64::from_le_bytes(c.try_into().expect("8 bytes")))),
+            ),
+            Dtype::BF16 => buf.values.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| T::from_f32(half::bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+            ),
+            Dtype::F16 => buf.values.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| T::from_f32(half::f16::from_le_bytes([c[0], c[1]]).to_f32())),
+            ),
+            // The 8-bit and narrower floats, rare in captures: through f64, exact.
+            other => {
+                let mut wide = Vec::with_capacity(range.len());
+                other.decode_into(bytes, &mut wide);
+                buf.values.extend(wide.into_iter().map(T::narrow));
+            }
+        }
+        Ok(&buf.values)
+    }
+}
+
+/// `(layer, kind, i)` of a key `<layer>.<kind>.<i>`.
+fn split_key(name: &str) -> Key<'_> {
+    let parsed = || {
+        let (rest, index) = name.rsplit_once('.')?;
+        let (layer, kind) = rest.rsplit_once('.')?;
+        let kind = Kind::ALL.iter().find(|(n, _)| *n == kind)?.1;
+        (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) && !layer.is_empty())
+            .then_some((layer, kind, index))
+    };
+    match parsed() {
+        None => Key::Unnamed,
+        Some((layer, kind, index)) => match index.parse() {
+            Ok(i) => Key::Parsed(layer, kind, i),
+            Err(_) => Key::IndexTooLarge(index),
+        },
+    }
 }
 
 /// Parses `__metadata__["bnaudit"]`, if present.
@@ -285,15 +502,27 @@ fn layer_meta(fields: &Map<String, Value>) -> Result<LayerMeta, String> {
 mod tests {
     use super::*;
 
+    fn parsed(name: &str) -> Option<(&str, Kind, usize)> {
+        match split_key(name) {
+            Key::Parsed(l, k, i) => Some((l, k, i)),
+            _ => None,
+        }
+    }
+
     #[test]
     fn keys() {
         assert_eq!(
-            split_key("backbone.1.input.0"),
-            Some(("backbone.1", "input", 0))
+            parsed("backbone.1.input.0"),
+            Some(("backbone.1", Kind::Input, 0))
         );
-        assert_eq!(split_key("a.output.12"), Some(("a", "output", 12)));
-        assert_eq!(split_key("a.input.x"), None);
-        assert_eq!(split_key("a.weight.0"), None);
-        assert_eq!(split_key("input.0"), None);
+        assert_eq!(parsed("a.output.12"), Some(("a", Kind::Output, 12)));
+        assert_eq!(parsed("a.batch_var.3"), Some(("a", Kind::BatchVar, 3)));
+        assert_eq!(parsed("a.input.x"), None);
+        assert_eq!(parsed("a.weight.0"), None);
+        assert_eq!(parsed("input.0"), None);
+        assert!(matches!(
+            split_key("x.input.99999999999999999999999"),
+            Key::IndexTooLarge("99999999999999999999999")
+        ));
     }
 }

@@ -13,19 +13,21 @@ use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::SCHEMA_VERSION;
-use super::activations::{Activations, CapturedLayer, Values};
+use super::activations::{Activations, CapturedLayer, Forward};
 use super::align::{self, WRAPPERS};
 use super::diff::Alignment;
 use super::ls::layer_values;
-use crate::bn::drift::rounding_slack;
+use super::scope::Patterns;
+use crate::bn::stream::{self, Affine, Geometry, Moments, Pooled};
 use crate::bn::{
-    self, BatchNorm, BnLayer, Convention, ForwardError, LayerValues, Mode, Momentum, RunningStats,
+    self, BatchNorm, BatchStats, BnLayer, Convention, LayerValues, Momentum, Real, RunningStats,
     UpdateRule,
 };
-use crate::checkpoint::{Checkpoint, CheckpointError, Dtype};
+use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
 
 /// Options of `explain`.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +39,11 @@ pub struct ExplainOptions {
     pub momentum: Option<Momentum>,
     /// Epsilon overriding the activation metadata and the convention (`--eps`).
     pub eps: Option<f64>,
+    /// Momentum for the layers a pattern covers (`--momentum PATTERN=M`); the last pattern
+    /// that covers a layer wins over `momentum`.
+    pub momentum_for: Vec<(Patterns, Momentum)>,
+    /// Epsilon for the layers a pattern covers (`--eps PATTERN=E`), as `momentum_for`.
+    pub eps_for: Vec<(Patterns, f64)>,
     /// Seed of the synthetic inputs.
     pub seed: u64,
 }
@@ -80,10 +87,25 @@ pub struct ExplainReport {
     pub activations: Option<String>,
     /// How A's and B's names were aligned.
     pub alignment: Alignment,
+    /// How the activation file's layer names were aligned with them, where they differ
+    /// by a wrapper prefix: `strip_a` is taken off the checkpoints' names, `strip_b` off the
+    /// capture's (`null` without activations or when nothing matched).
+    pub activations_alignment: Option<Alignment>,
     /// The layers explained.
     pub layers: Vec<ExplainLayer>,
+    /// Layers that could not be explained, with the reason.
+    pub skipped: Vec<SkippedLayer>,
     /// Observations about the whole run.
     pub notes: Vec<String>,
+}
+
+/// A layer left out of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedLayer {
+    /// Module path (aligned).
+    pub name: String,
+    /// Why it could not be explained.
+    pub reason: String,
 }
 
 /// Where a setting came from.
@@ -170,13 +192,14 @@ impl ModeName {
 #[derive(Debug, Clone, Serialize)]
 pub struct Impact {
     /// Shift of the output mean in units of the output's standard deviation under A
-    /// (`null` where that deviation is 0).
-    pub mean_shift: Vec<Option<f64>>,
-    /// Output standard deviation under B over that under A.
-    pub scale_ratio: Vec<Option<f64>>,
+    /// (NaN, `null` in JSON, where that deviation is 0). Plain `f64`s: a layer of millions
+    /// of channels keeps three of these vectors, and an `Option` would double them.
+    pub mean_shift: Vec<f64>,
+    /// Output standard deviation under B over that under A (NaN/`null` as `mean_shift`).
+    pub scale_ratio: Vec<f64>,
     /// Root-mean-square change of the outputs in units of their deviation under A:
-    /// `√(mean_shift² + (scale_ratio − 1)²)`.
-    pub rms_change: Vec<Option<f64>>,
+    /// `√(mean_shift² + (scale_ratio − 1)²)` (NaN/`null` as `mean_shift`).
+    pub rms_change: Vec<f64>,
     /// Largest `rms_change`.
     pub max_rms_change: Option<f64>,
     /// The channels that change most (up to 3, largest first, only channels that change).
@@ -252,6 +275,8 @@ pub enum Inputs {
         train_forwards: usize,
         /// Those with a recorded output.
         with_outputs: usize,
+        /// Those captured as batch statistics only (no modes run on them).
+        statistics_only: usize,
     },
     /// Seeded synthetic inputs `samples × C`, normal per channel.
     Synthetic {
@@ -279,7 +304,12 @@ pub struct Replay {
     pub max_rel_err_var: f64,
     /// Counter the replay ends with, where A has one.
     pub nbt_replayed: Option<i64>,
-    /// Whether the replay reproduces B's statistics (and counter) within float rounding.
+    /// Largest relative error still counted as reproducing B: each of the `batches`
+    /// updates rounds to B's storage dtype, and so does PyTorch's batch statistic.
+    pub tolerance: f64,
+    /// B's storage dtype, whose rounding sets `tolerance`.
+    pub dtype: Dtype,
+    /// Whether the replay reproduces B's statistics (and counter) within `tolerance`.
     pub explains_b: bool,
 }
 
@@ -324,6 +354,13 @@ pub struct ExplainLayer {
     pub reproduced: Option<bool>,
     /// Replay of the captured train-mode forwards.
     pub replay: Option<Replay>,
+    /// Where the momentum was assumed and did not replay to B: a momentum that does
+    /// (`"cma"`, momentum=None).
+    pub momentum_fits: Option<Momentum>,
+    /// Channels whose running mean or variance is NaN or infinite in A.
+    pub nonfinite_channels_a: Vec<usize>,
+    /// Channels whose running mean or variance is NaN or infinite in B.
+    pub nonfinite_channels_b: Vec<usize>,
     /// One sentence: what accounts for B.
     pub verdict: String,
     /// Further observations, one sentence each.
@@ -347,6 +384,10 @@ pub fn synthetic_samples(channels: usize) -> usize {
 const WORST: usize = 3;
 
 /// Explains the layers of A and B chosen by `options`, with captured activations if given.
+///
+/// Layers are explained in parallel. A layer that cannot be explained (missing on a side, a
+/// capture that does not fit it) is reported in `skipped` with the reason; the run fails
+/// only when no layer can be explained.
 pub fn explain(
     a: &Checkpoint,
     b: &Checkpoint,
@@ -357,7 +398,16 @@ pub fn explain(
     let side_a = Side::new(a, &alignment.strip_a);
     let side_b = Side::new(b, &alignment.strip_b);
     let captured = activations.map(Activations::read).transpose()?;
+    let capture_alignment = captured.as_ref().map(|c| capture_alignment(&side_a, c));
     let mut notes = Vec::new();
+    let captured_name = |l: &CapturedLayer| match &capture_alignment {
+        Some(al) => side_a.aligned_name(&format!(
+            "{}{}",
+            al.strip_a,
+            l.name.strip_prefix(al.strip_b.as_str()).unwrap_or(&l.name)
+        )),
+        None => side_a.aligned_name(&l.name),
+    };
     let chosen: Vec<(String, Option<&CapturedLayer>)> = if !options.layers.is_empty() {
         // A layer named twice is explained once, where it was first named.
         let mut seen = std::collections::HashSet::new();
@@ -367,14 +417,16 @@ pub fn explain(
             .filter(|n| seen.insert(n.as_str()))
             .map(|n| {
                 let name = side_a.aligned_name(n);
-                let cap = captured.as_ref().and_then(|c| find_captured(c, &name));
+                let cap = captured
+                    .as_ref()
+                    .and_then(|c| c.layers.values().find(|l| captured_name(l) == name));
                 (name, cap)
             })
             .collect()
     } else if let Some(c) = &captured {
         c.layers
             .values()
-            .map(|l| (side_a.aligned_name(&l.name), Some(l)))
+            .map(|l| (captured_name(l), Some(l)))
             .collect()
     } else {
         changed_layers(&side_a, &side_b, &mut notes)?
@@ -383,11 +435,33 @@ pub fn explain(
         acts: captured.as_ref(),
         options,
     };
-    let mut layers = Vec::with_capacity(chosen.len());
-    for (name, cap) in chosen {
-        let la = side_a.layer(&name, captured.as_ref())?;
-        let lb = side_b.layer(&name, captured.as_ref())?;
-        layers.push(context.layer(&name, (a, la), (b, lb), cap)?);
+    let results: Vec<Result<ExplainLayer, ExplainError>> = chosen
+        .par_iter()
+        .map(|(name, cap)| {
+            let la = side_a.layer(name, captured.as_ref(), *cap)?;
+            let lb = side_b.layer(name, captured.as_ref(), *cap)?;
+            context.layer(name, (a, la), (b, lb), *cap)
+        })
+        .collect();
+    let mut layers = Vec::with_capacity(results.len());
+    let mut skipped = Vec::new();
+    let mut first_error = None;
+    for ((name, _), result) in chosen.iter().zip(results) {
+        match result {
+            Ok(l) => layers.push(l),
+            Err(e) => {
+                skipped.push(SkippedLayer {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                });
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if layers.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
     }
     Ok(ExplainReport {
         schema_version: SCHEMA_VERSION,
@@ -395,9 +469,34 @@ pub fn explain(
         b: b.path().display().to_string(),
         activations: captured.as_ref().map(|c| c.path().display().to_string()),
         alignment,
+        activations_alignment: capture_alignment.filter(|al| al.matched > 0),
         layers,
+        skipped,
         notes,
     })
+}
+
+/// How the capture's layer names meet the checkpoints' (aligned) ones: the diff's wrapper
+/// prefix detection, between A's layer names (`strip_a`) and the captured ones (`strip_b`),
+/// so that a capture of the inner model explains a `module.`- or `_orig_mod.`-wrapped
+/// checkpoint and the other way round.
+fn capture_alignment(side_a: &Side<'_>, acts: &Activations<'_>) -> Alignment {
+    let infos = |names: &mut dyn Iterator<Item = &String>| -> Vec<TensorInfo> {
+        names
+            .map(|n| TensorInfo {
+                name: n.clone(),
+                dtype: Dtype::F32,
+                shape: Vec::new(),
+                file: 0,
+                bytes: 0,
+                start: 0,
+                view: None,
+            })
+            .collect()
+    };
+    let layers = infos(&mut side_a.layers.keys());
+    let captured = infos(&mut acts.layers.keys());
+    align::align(&layers, &captured, None, None).alignment
 }
 
 /// One checkpoint's BatchNorm layers under aligned names.
@@ -436,8 +535,22 @@ impl<'c> Side<'c> {
         n.to_owned()
     }
 
-    fn layer(&self, name: &str, acts: Option<&Activations<'_>>) -> Result<&BnLayer, ExplainError> {
+    fn layer(
+        &self,
+        name: &str,
+        acts: Option<&Activations<'_>>,
+        cap: Option<&CapturedLayer>,
+    ) -> Result<&BnLayer, ExplainError> {
         self.layers.get(name).ok_or_else(|| {
+            if let (Some(acts), Some(false)) = (acts, cap.and_then(|c| c.meta.track_running_stats))
+            {
+                return ExplainError::input(
+                    acts.path(),
+                    format!(
+                        "layer {name:?} was captured with track_running_stats=False: it keeps no running statistics in A or B, so there is nothing to explain or replay"
+                    ),
+                );
+            }
             let mut known: Vec<&str> = self.layers.keys().map(String::as_str).collect();
             known.sort_unstable();
             let listed = if known.len() > 8 {
@@ -457,16 +570,6 @@ impl<'c> Side<'c> {
             )
         })
     }
-}
-
-fn find_captured<'a>(acts: &'a Activations<'_>, name: &str) -> Option<&'a CapturedLayer> {
-    acts.layers.get(name).or_else(|| {
-        acts.layers.values().find(|l| {
-            WRAPPERS
-                .iter()
-                .any(|w| l.name.strip_prefix(w) == Some(name))
-        })
-    })
 }
 
 /// Layers on both sides whose running statistics or counter differ, sorted by name.
@@ -530,13 +633,50 @@ fn changed_layers<'a>(
 
 /// Whether running statistics or counters differ (bitwise: NaN payloads count).
 fn stats_differ(a: &LayerValues, b: &LayerValues) -> bool {
-    let bits = |v: &Option<Vec<f64>>| {
-        v.as_ref()
-            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
-    };
-    bits(&a.running_mean) != bits(&b.running_mean)
-        || bits(&a.running_var) != bits(&b.running_var)
+    !same_bits(a.running_mean.as_deref(), b.running_mean.as_deref())
+        || !same_bits(a.running_var.as_deref(), b.running_var.as_deref())
         || a.num_batches_tracked != b.num_batches_tracked
+}
+
+/// [`stats_differ`] of loaded layers, whose statistics moved out of their values.
+fn loaded_differ(a: &Loaded, b: &Loaded) -> bool {
+    !same_bits(Some(&a.stats.mean), Some(&b.stats.mean))
+        || !same_bits(Some(&a.stats.var), Some(&b.stats.var))
+        || a.stats.num_batches_tracked != b.stats.num_batches_tracked
+}
+
+fn same_bits(x: Option<&[f64]>, y: Option<&[f64]>) -> bool {
+    match (x, y) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+        }
+        (x, y) => x.is_none() && y.is_none(),
+    }
+}
+
+/// A relative error for sentences: `1.27%`, or `7.2e-8` when too small for percent.
+fn percent(x: f64) -> String {
+    if x * 100.0 >= 0.01 {
+        format!("{:.2}%", x * 100.0)
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+/// Channels whose running mean or variance is NaN or infinite.
+fn nonfinite_channels(s: &RunningStats) -> Vec<usize> {
+    (0..s.mean.len())
+        .filter(|&ch| !(s.mean[ch].is_finite() && s.var[ch].is_finite()))
+        .collect()
+}
+
+/// The value of the last pattern that covers `name`, else `global`.
+fn for_layer<T: Copy>(name: &str, list: &[(Patterns, T)], global: Option<T>) -> Option<T> {
+    list.iter()
+        .rev()
+        .find(|(p, _)| p.covers(name))
+        .map(|(_, v)| *v)
+        .or(global)
 }
 
 /// A layer's decoded side: statistics and affine parameters.
@@ -546,8 +686,28 @@ struct Loaded {
 }
 
 fn load(ckpt: &Checkpoint, layer: &BnLayer) -> Result<Loaded, ExplainError> {
-    let values = layer_values(ckpt, layer)?;
-    let (Some(mean), Some(var)) = (values.running_mean.clone(), values.running_var.clone()) else {
+    let mut values = layer_values(ckpt, layer)?;
+    let c = layer.channels as usize;
+    let bad_len = [
+        &values.weight,
+        &values.bias,
+        &values.running_mean,
+        &values.running_var,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|v| v.len() != c);
+    if bad_len {
+        return Err(ExplainError::input(
+            ckpt.path(),
+            format!(
+                "layer {:?}: its tensors do not all hold {c} values, one per channel",
+                layer.name
+            ),
+        ));
+    }
+    // Moved, not copied: a layer of millions of channels holds them once.
+    let (Some(mean), Some(var)) = (values.running_mean.take(), values.running_var.take()) else {
         return Err(ExplainError::input(
             ckpt.path(),
             format!(
@@ -583,46 +743,71 @@ enum Kind {
 /// Running summary of one computation's outputs.
 #[derive(Debug, Default, Clone, Copy)]
 struct Acc {
-    count: u64,
-    sum: f64,
-    sum_sq: f64,
+    out: Pooled,
     err: Option<f64>,
     diff_train: Option<f64>,
 }
 
 impl Acc {
-    fn add(&mut self, out: &[f64], recorded: Option<(&[f64], Dtype)>, train: Option<&[f64]>) {
-        for &y in out {
-            self.count += 1;
-            self.sum += y;
-            self.sum_sq += y * y;
-        }
-        if let Some((rec, dtype)) = recorded {
-            // Compare in the recorded precision: PyTorch rounds half-precision outputs.
-            let e = max_abs_diff(out.iter().map(|&y| dtype.round_f64(y)), rec);
-            self.err = Some(self.err.map_or(e, |x| x.max(e)));
-        }
-        if let Some(t) = train {
-            let d = max_abs_diff(out.iter().copied(), t);
-            self.diff_train = Some(self.diff_train.map_or(d, |x| x.max(d)));
+    fn stats(&self) -> Option<OutputStats> {
+        (self.out.count > 0).then(|| OutputStats {
+            mean: self.out.mean,
+            std: self.out.std(),
+        })
+    }
+}
+
+/// Values per tile read from an activation file: 1 MiB of f32, so a thread's buffers stay
+/// at a few MiB whatever the capture's size.
+const CHUNK: usize = 1 << 18;
+
+/// The maps of the three computations on one batch (the batch one absent where batch
+/// statistics do not exist), their output summaries folded into `accs`.
+struct Maps<T> {
+    batch: Option<Affine<T>>,
+    eval_a: Affine<T>,
+    eval_b: Affine<T>,
+}
+
+impl<T: Real> Maps<T> {
+    fn new(pair: &Pair<'_>, batch: Option<&BatchStats>) -> Maps<T> {
+        let (a, b) = (pair.bn_a, pair.bn_b);
+        Maps {
+            batch: batch.map(|s| Affine::normalising(&s.mean, &s.var, a.eps, a.weight, a.bias)),
+            eval_a: Affine::normalising(&pair.a.mean, &pair.a.var, a.eps, a.weight, a.bias),
+            eval_b: Affine::normalising(&pair.b.mean, &pair.b.var, b.eps, b.weight, b.bias),
         }
     }
 
-    fn stats(&self) -> Option<OutputStats> {
-        (self.count > 0).then(|| {
-            let n = self.count as f64;
-            let mean = self.sum / n;
-            let var = self.sum_sq / n - mean * mean;
-            OutputStats {
-                mean,
-                // `max` would turn a NaN variance (NaN outputs) into a std of 0.
-                std: if var.is_nan() {
-                    var
-                } else {
-                    var.max(0.0).sqrt()
-                },
+    fn each(&self) -> Vec<(Kind, &Affine<T>)> {
+        let mut v: Vec<(Kind, &Affine<T>)> = self.batch.iter().map(|m| (Kind::Batch, m)).collect();
+        v.push((Kind::EvalA, &self.eval_a));
+        v.push((Kind::EvalB, &self.eval_b));
+        v
+    }
+
+    /// Output moments and the difference from train mode, from the input's moments.
+    fn summarise(&self, m: &Moments, accs: &mut HashMap<Kind, Acc>) {
+        for (kind, map) in self.each() {
+            let acc = accs.entry(kind).or_default();
+            acc.out.merge(&map.output_moments(m));
+            if let Some(train) = &self.batch {
+                let d = map.max_diff(train, m);
+                acc.diff_train = Some(acc.diff_train.map_or(d, |x| x.max(d)));
             }
-        })
+        }
+    }
+}
+
+/// Rounds an output computed in `T` to `dtype` where that is narrower: PyTorch returns
+/// half-precision outputs for half-precision inputs.
+fn rounding<T: Real>(dtype: Dtype) -> Option<fn(T) -> T> {
+    let wide = std::mem::size_of::<T>() == 8;
+    match dtype {
+        Dtype::F32 if wide => Some(|v: T| T::narrow(f64::from(v.widen() as f32))),
+        Dtype::BF16 => Some(|v: T| T::narrow(Dtype::BF16.round_f64(v.widen()))),
+        Dtype::F16 => Some(|v: T| T::narrow(Dtype::F16.round_f64(v.widen()))),
+        _ => None,
     }
 }
 
@@ -637,25 +822,6 @@ fn max_abs_diff(a: impl Iterator<Item = f64>, b: &[f64]) -> f64 {
             _ => f64::INFINITY,
         })
         .fold(0.0, f64::max)
-}
-
-/// Runs `bn` on decoded values, returning the output widened to `f64`.
-fn run(bn: &BatchNorm<'_>, x: &Values, mode: Mode<'_>) -> Result<Vec<f64>, ForwardError> {
-    Ok(match x {
-        Values::F32(x) => bn
-            .forward(x.view(), mode)?
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect(),
-        Values::F64(x) => bn.forward(x.view(), mode)?.iter().copied().collect(),
-    })
-}
-
-fn shape_of(x: &Values) -> &[usize] {
-    match x {
-        Values::F32(x) => x.shape(),
-        Values::F64(x) => x.shape(),
-    }
 }
 
 impl Context<'_, '_> {
@@ -682,23 +848,28 @@ impl Context<'_, '_> {
         let a = load(ckpt_a, la)?;
         let b = load(ckpt_b, lb)?;
         let meta = cap.map(|c| &c.meta);
-        let (momentum, momentum_source) =
-            match (self.options.momentum, meta.and_then(|m| m.momentum)) {
-                (Some(m), _) => (m, Source::Option),
-                (None, Some(m)) => (m, Source::Activations),
-                (None, None) => (
-                    Momentum::Value(la.convention.default_momentum()),
-                    Source::Convention,
-                ),
-            };
-        let (eps, eps_source) = match (self.options.eps, meta.and_then(|m| m.eps)) {
+        let (momentum, momentum_source) = match (
+            for_layer(name, &self.options.momentum_for, self.options.momentum),
+            meta.and_then(|m| m.momentum),
+        ) {
+            (Some(m), _) => (m, Source::Option),
+            (None, Some(m)) => (m, Source::Activations),
+            (None, None) => (
+                Momentum::Value(la.convention.default_momentum()),
+                Source::Convention,
+            ),
+        };
+        let (eps, eps_source) = match (
+            for_layer(name, &self.options.eps_for, self.options.eps),
+            meta.and_then(|m| m.eps),
+        ) {
             (Some(e), _) => (e, Source::Option),
             (None, Some(e)) => (e, Source::Activations),
             (None, None) => (la.convention.default_eps(), Source::Convention),
         };
         let rule = UpdateRule::new(la.convention, momentum);
         let mut notes = Vec::new();
-        let stats_changed = stats_differ(&a.values, &b.values);
+        let stats_changed = loaded_differ(&a, &b);
         let train_forwards = cap.map(|c| (0..c.forwards.len()).filter(|&i| c.trained(i)).count());
         let (forwards, forwards_source) = match (
             a.stats.num_batches_tracked,
@@ -730,8 +901,11 @@ impl Context<'_, '_> {
             .num_batches_tracked
             .or(meta.and_then(|m| m.num_batches_tracked))
             .unwrap_or(0);
+        let nonfinite_a = nonfinite_channels(&a.stats);
+        let nonfinite_b = nonfinite_channels(&b.stats);
+        // Non-finite statistics imply no batch: the rule's algebra turns them into noise.
         let implied_batch = forwards
-            .filter(|_| stats_changed)
+            .filter(|_| stats_changed && nonfinite_a.is_empty() && nonfinite_b.is_empty())
             .and_then(|k| implied(&rule, &a.stats, &b.stats, k, counter_before));
         if let Some(ib) = &implied_batch
             && !ib.negative_var_channels.is_empty()
@@ -762,12 +936,29 @@ impl Context<'_, '_> {
             b: &b.stats,
         };
         let runs = match (cap, self.acts) {
-            (Some(cap), Some(acts)) => self.captured(name, &pair, acts, cap)?,
-            _ => self
-                .synthetic(name, implied_batch.as_ref(), &pair)
-                .map_err(|e| ExplainError::input(ckpt_a.path(), format!("layer {name:?}: {e}")))?,
+            (Some(cap), Some(acts)) => {
+                // Nothing records the momentum: try the cumulative average too, which
+                // `momentum=None` layers use.
+                let alternative = (momentum_source == Source::Convention
+                    && momentum != Momentum::Cma
+                    && rule.unbiased_var)
+                    .then(|| UpdateRule::new(la.convention, Momentum::Cma));
+                self.captured(name, &pair, acts, cap, alternative)?
+            }
+            _ => self.synthetic(name, implied_batch.as_ref(), &pair),
         };
         notes.extend(runs.notes);
+        let cma_fits = match (&runs.replay, &runs.replay_alternative) {
+            (Some(r), Some((m, alt))) if alt.explains_b && !r.explains_b => {
+                notes.push(format!(
+                    "Nothing records this layer's momentum and the assumed {momentum} does not replay to B, but momentum=None (a cumulative average) does: max relative error {} against {} at {momentum}. Pass --momentum {m} (or capture with the plugin, which records it).",
+                    percent(alt.max_rel_err_mean.max(alt.max_rel_err_var)),
+                    percent(r.max_rel_err_mean.max(r.max_rel_err_var)),
+                ));
+                Some(*m)
+            }
+            _ => None,
+        };
         let mut layer = ExplainLayer {
             name: name.to_owned(),
             convention: la.convention,
@@ -788,6 +979,9 @@ impl Context<'_, '_> {
             best_mode: runs.best_mode,
             reproduced: runs.reproduced,
             replay: runs.replay,
+            momentum_fits: cma_fits,
+            nonfinite_channels_a: nonfinite_a,
+            nonfinite_channels_b: nonfinite_b,
             verdict: String::new(),
             notes,
         };
@@ -802,92 +996,85 @@ impl Context<'_, '_> {
         pair: &Pair<'_>,
         acts: &Activations<'_>,
         cap: &CapturedLayer,
+        alternative: Option<UpdateRule>,
     ) -> Result<Runs, ExplainError> {
         let path = acts.path();
         let c = pair.a.mean.len();
         let mut replay = pair.a.clone();
+        let bn_alt = alternative.map(|rule| BatchNorm { rule, ..*pair.bn_a });
+        let mut replay_alt = pair.a.clone();
         let mut accs: HashMap<Kind, Acc> = HashMap::new();
-        let (mut train_forwards, mut with_outputs, mut single) = (0, 0, false);
+        let (mut train_forwards, mut with_outputs, mut statistics) = (0, 0, 0);
+        let mut single = false;
         let mut out_dtype = Dtype::F64;
         for (i, fwd) in cap.forwards.iter().enumerate() {
-            let key = &fwd.input.name;
-            let x = acts.values(&fwd.input)?;
-            let shape = shape_of(&x);
-            if !(2..=5).contains(&shape.len()) {
-                return Err(ExplainError::input(
-                    &path,
-                    format!(
-                        "{key}: shape {shape:?} has rank {}; BatchNorm inputs are N×C (rank 2) to N×C×D×H×W (rank 5)",
-                        shape.len()
-                    ),
-                ));
-            }
-            if shape[1] != c {
-                return Err(ExplainError::input(
-                    &path,
-                    format!(
-                        "{key}: shape {shape:?} has {} channels, layer {name:?} has {c}",
-                        shape[1]
-                    ),
-                ));
-            }
+            let key = fwd.key(&cap.name, i);
+            let bad = |problem: String| ExplainError::input(&path, format!("{key}: {problem}"));
             let trained = cap.trained(i);
-            let forward_err = |e: ForwardError| ExplainError::input(&path, format!("{key}: {e}"));
-            let batch = if trained {
-                train_forwards += 1;
-                let out = run(pair.bn_a, &x, Mode::Train(&mut replay)).map_err(|e| match e {
-                    ForwardError::SingleValue { .. } => ExplainError::input(
-                        &path,
-                        format!(
-                            "{key}: shape {shape:?} gives 1 value per channel in a train-mode forward, which PyTorch refuses (\"Expected more than 1 value per channel when training\")"
-                        ),
-                    ),
-                    e => forward_err(e),
-                })?;
-                Some(out)
-            } else {
-                match run(pair.bn_a, &x, Mode::TrainNoTrack) {
-                    Ok(out) => Some(out),
-                    // An eval-mode forward of one sample: batch statistics do not exist.
-                    Err(ForwardError::SingleValue { .. }) => {
-                        single = true;
-                        None
+            let batch = match fwd {
+                Forward::Stats(stats) => {
+                    statistics += 1;
+                    if stats.mean.len() != c {
+                        return Err(bad(format!(
+                            "{} channels of batch statistics, layer {name:?} has {c}",
+                            stats.mean.len()
+                        )));
                     }
-                    Err(e) => return Err(forward_err(e)),
+                    Some(stats.clone())
+                }
+                Forward::Tensors { input, output } => {
+                    if input.shape[1] != c as u64 {
+                        return Err(bad(format!(
+                            "shape {:?} has {} channels, layer {name:?} has {c}",
+                            input.shape, input.shape[1]
+                        )));
+                    }
+                    if let Some(o) = output {
+                        with_outputs += 1;
+                        out_dtype = o.dtype;
+                    }
+                    let run = if input.dtype == Dtype::F64 {
+                        tensor_forward::<f64>(pair, acts, input, output.as_ref(), &mut accs)
+                    } else {
+                        tensor_forward::<f32>(pair, acts, input, output.as_ref(), &mut accs)
+                    };
+                    let batch = run?;
+                    single |= batch.is_none();
+                    batch
                 }
             };
-            let eval_a = run(pair.bn_a, &x, Mode::Eval(pair.a)).map_err(forward_err)?;
-            let eval_b = run(pair.bn_b, &x, Mode::Eval(pair.b)).map_err(forward_err)?;
-            drop(x);
-            let recorded = match &fwd.output {
-                Some(o) => {
-                    with_outputs += 1;
-                    out_dtype = o.dtype;
-                    Some(widen(acts.values(o)?))
-                }
-                None => None,
-            };
-            let rec = recorded.as_deref().map(|r| (r, out_dtype));
-            for (kind, out) in [
-                (Kind::Batch, batch.as_deref()),
-                (Kind::EvalA, Some(&eval_a[..])),
-                (Kind::EvalB, Some(&eval_b[..])),
-            ] {
-                if let Some(out) = out {
-                    accs.entry(kind)
-                        .or_default()
-                        .add(out, rec, batch.as_deref());
+            if trained {
+                train_forwards += 1;
+                match batch {
+                    Some(b) if b.count > 1 || !pair.bn_a.rule.unbiased_var => {
+                        pair.bn_a.update(&mut replay, &b);
+                        if let Some(bn) = &bn_alt {
+                            bn.update(&mut replay_alt, &b);
+                        }
+                    }
+                    _ => {
+                        return Err(bad(
+                            "1 value per channel in a train-mode forward, which PyTorch refuses (\"Expected more than 1 value per channel when training\")".to_owned(),
+                        ));
+                    }
                 }
             }
         }
-        let notes = if single {
-            vec![
+        let mut notes = Vec::new();
+        if single {
+            notes.push(
                 "Some eval-mode forwards hold one value per channel: batch statistics do not exist for them, so the batch modes skip them."
                     .to_owned(),
-            ]
-        } else {
-            Vec::new()
-        };
+            );
+        }
+        if statistics > 0 {
+            notes.push(format!(
+                "{} of the capture {} batch statistics only: the modes need inputs and were not run on {}; the replay uses the recorded statistics.",
+                plural(statistics, "forward", "forwards"),
+                if statistics == 1 { "holds" } else { "hold" },
+                if statistics == 1 { "it" } else { "them" },
+            ));
+        }
         let modes = modes(&accs);
         let (best_mode, reproduced) = if with_outputs > 0 {
             best_mode(&modes, cap, out_dtype)
@@ -899,22 +1086,24 @@ impl Context<'_, '_> {
                 forwards: cap.forwards.len(),
                 train_forwards,
                 with_outputs,
+                statistics_only: statistics,
             },
             modes,
             best_mode,
             reproduced,
             replay: Some(compare_replay(&replay, pair.b, train_forwards)),
+            replay_alternative: bn_alt.filter(|_| train_forwards > 0).map(|bn| {
+                (
+                    bn.rule.momentum,
+                    compare_replay(&replay_alt, pair.b, train_forwards),
+                )
+            }),
             notes,
         })
     }
 
     /// Every mode on seeded normal inputs with the implied batch's (or A's) statistics.
-    fn synthetic(
-        &self,
-        name: &str,
-        implied: Option<&ImpliedBatch>,
-        pair: &Pair<'_>,
-    ) -> Result<Runs, ForwardError> {
+    fn synthetic(&self, name: &str, implied: Option<&ImpliedBatch>, pair: &Pair<'_>) -> Runs {
         let (mean, var, drawn_from) = match implied {
             // A negative implied variance is no distribution to draw from (the update rule
             // does not explain B): fall back to A's statistics.
@@ -937,6 +1126,7 @@ impl Context<'_, '_> {
             best_mode: None,
             reproduced: None,
             replay: None,
+            replay_alternative: None,
             notes: Vec::new(),
         };
         let Some(dists) = mean
@@ -949,34 +1139,65 @@ impl Context<'_, '_> {
                 "Non-finite statistics: no synthetic inputs can be drawn, so no mode was re-run."
                     .to_owned(),
             );
-            return Ok(runs);
+            return runs;
         };
         let c = dists.len();
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
         let data: Vec<f64> = (0..samples * c)
             .map(|i| dists[i % c].sample(&mut rng))
             .collect();
-        let x = Values::F64(
-            ndarray::ArrayD::from_shape_vec(vec![samples, c], data)
-                .expect("length is samples × channels"),
-        );
-        let mut updated = pair.a.clone();
-        let train = run(pair.bn_a, &x, Mode::Train(&mut updated))?;
-        let eval_a = run(pair.bn_a, &x, Mode::Eval(pair.a))?;
-        let eval_b = run(pair.bn_b, &x, Mode::Eval(pair.b))?;
+        let g = Geometry {
+            samples,
+            channels: c,
+            spatial: 1,
+        };
+        let m = match stream::moments(&data[..], &g, CHUNK) {
+            Ok(m) => m,
+            Err(never) => match never {},
+        };
+        drop(data);
         let mut accs = HashMap::new();
-        for (kind, out) in [
-            (Kind::Batch, &train),
-            (Kind::EvalA, &eval_a),
-            (Kind::EvalB, &eval_b),
-        ] {
-            accs.entry(kind)
-                .or_insert_with(Acc::default)
-                .add(out, None, Some(&train));
-        }
+        Maps::<f64>::new(pair, Some(&m.batch())).summarise(&m, &mut accs);
         runs.modes = modes(&accs);
-        Ok(runs)
+        runs
     }
+}
+
+/// One captured input (and recorded output) through every mode, in `T`: the batch
+/// statistics in one pass over the input, then every mode's error against the recording in
+/// one fused pass over both. Returns the batch statistics, `None` where a single value per
+/// channel makes them undefined.
+fn tensor_forward<T: Real>(
+    pair: &Pair<'_>,
+    acts: &Activations<'_>,
+    input: &TensorInfo,
+    output: Option<&TensorInfo>,
+    accs: &mut HashMap<Kind, Acc>,
+) -> Result<Option<BatchStats>, ExplainError> {
+    let g = Geometry::of(&input.shape)
+        .map_err(|e| ExplainError::input(acts.path(), format!("{}: {e}", input.name)))?;
+    let x = acts.source::<T>(input);
+    let m = stream::moments(&x, &g, CHUNK)?;
+    let batch = (m.count > 1 || !pair.bn_a.rule.unbiased_var).then(|| m.batch());
+    let maps = Maps::<T>::new(pair, batch.as_ref());
+    maps.summarise(&m, accs);
+    if let Some(o) = output {
+        let each = maps.each();
+        let affines: Vec<&Affine<T>> = each.iter().map(|(_, a)| *a).collect();
+        let errs = stream::errors(
+            &x,
+            &acts.source::<T>(o),
+            &g,
+            CHUNK,
+            &affines,
+            rounding::<T>(o.dtype),
+        )?;
+        for ((kind, _), e) in each.iter().zip(errs) {
+            let acc = accs.entry(*kind).or_default();
+            acc.err = Some(acc.err.map_or(e, |x| x.max(e)));
+        }
+    }
+    Ok(batch)
 }
 
 /// What re-running the modes found.
@@ -986,6 +1207,8 @@ struct Runs {
     best_mode: Option<ModeName>,
     reproduced: Option<bool>,
     replay: Option<Replay>,
+    /// The replay under another momentum than the one assumed, where nothing recorded it.
+    replay_alternative: Option<(Momentum, Replay)>,
     notes: Vec<String>,
 }
 
@@ -995,13 +1218,6 @@ struct Pair<'p> {
     bn_b: &'p BatchNorm<'p>,
     a: &'p RunningStats,
     b: &'p RunningStats,
-}
-
-fn widen(v: Values) -> Vec<f64> {
-    match v {
-        Values::F32(x) => x.iter().map(|&v| f64::from(v)).collect(),
-        Values::F64(x) => x.into_iter().collect(),
-    }
 }
 
 fn modes(accs: &HashMap<Kind, Acc>) -> Vec<ModeResult> {
@@ -1066,8 +1282,11 @@ fn compare_replay(replay: &RunningStats, b: &RunningStats, batches: usize) -> Re
     };
     let (abs_m, rel_m) = errs(&replay.mean, &b.mean);
     let (abs_v, rel_v) = errs(&replay.var, &b.var);
-    // Each update rounds to the storage dtype; PyTorch also rounds the batch statistics.
-    let slack = 4.0 * rounding_slack(batches as u64, b.dtype.unit_roundoff());
+    // Each update rounds to the storage dtype once, and the error it leaves decays with the
+    // later updates; PyTorch's batch statistics (computed at least in f32) add one rounding
+    // each. Twice that, for the replay's own rounding.
+    let slack =
+        2.0 * (batches as f64 + 1.0) * b.dtype.unit_roundoff().max(f64::from(f32::EPSILON) / 2.0);
     let counter_ok = match (replay.num_batches_tracked, b.num_batches_tracked) {
         (Some(r), Some(t)) => r == t,
         _ => true,
@@ -1079,6 +1298,8 @@ fn compare_replay(replay: &RunningStats, b: &RunningStats, batches: usize) -> Re
         max_rel_err_mean: rel_m,
         max_rel_err_var: rel_v,
         nbt_replayed: replay.num_batches_tracked,
+        tolerance: slack,
+        dtype: b.dtype,
         explains_b: counter_ok && rel_m <= slack && rel_v <= slack,
     }
 }
@@ -1142,33 +1363,44 @@ fn impact(a: &Loaded, b: &Loaded, eps: f64) -> Impact {
         let std_a = (wa / (va + eps).sqrt()).abs() * sd_x;
         let std_b = (wb / (vb + eps).sqrt()).abs() * sd_x;
         let mean_b = (ma - mb) / (vb + eps).sqrt() * wb + bb;
-        let ok = |v: f64| (std_a > 0.0 && v.is_finite()).then_some(v);
+        let ok = |v: f64| {
+            if std_a > 0.0 && v.is_finite() {
+                v
+            } else {
+                f64::NAN
+            }
+        };
         let shift = ok((mean_b - ba) / std_a);
         let ratio = ok(std_b / std_a);
         mean_shift.push(shift);
         scale_ratio.push(ratio);
-        rms_change.push(shift.zip(ratio).map(|(s, r)| s.hypot(r - 1.0)));
+        rms_change.push(shift.hypot(ratio - 1.0));
     }
-    let mut order: Vec<usize> = (0..c)
-        .filter(|&ch| rms_change[ch].is_some_and(|r| r > 0.0))
-        .collect();
-    order.sort_by(|&x, &y| {
-        rms_change[y]
-            .unwrap_or(0.0)
-            .total_cmp(&rms_change[x].unwrap_or(0.0))
-    });
-    let worst = order
+    // The WORST largest changes, in one pass (no sort of millions of channels).
+    let mut top: Vec<usize> = Vec::with_capacity(WORST + 1);
+    for ch in (0..c).filter(|&ch| rms_change[ch] > 0.0) {
+        let at = top.partition_point(|&t| rms_change[t] >= rms_change[ch]);
+        if at < WORST {
+            top.insert(at, ch);
+            top.truncate(WORST);
+        }
+    }
+    let some = |v: f64| (!v.is_nan()).then_some(v);
+    let worst = top
         .into_iter()
-        .take(WORST)
         .map(|channel| ChannelImpact {
             channel,
-            mean_shift: mean_shift[channel],
-            scale_ratio: scale_ratio[channel],
-            rms_change: rms_change[channel],
+            mean_shift: some(mean_shift[channel]),
+            scale_ratio: some(scale_ratio[channel]),
+            rms_change: some(rms_change[channel]),
         })
         .collect();
     Impact {
-        max_rms_change: rms_change.iter().flatten().copied().reduce(f64::max),
+        max_rms_change: rms_change
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .reduce(f64::max),
         mean_shift,
         scale_ratio,
         rms_change,
@@ -1209,6 +1441,19 @@ fn describe(mode: ModeName) -> &'static str {
 
 /// The lead sentence of a layer.
 fn verdict(l: &ExplainLayer) -> String {
+    if !l.nonfinite_channels_b.is_empty() {
+        let n = l.nonfinite_channels_b.len();
+        return format!(
+            "B's running statistics are not finite (NaN or Inf in {} {}){}: a train-mode forward saw NaN or Inf inputs or overflowed, and eval mode with B outputs NaN there.",
+            if n == 1 { "channel" } else { "channels" },
+            list(&l.nonfinite_channels_b),
+            if l.nonfinite_channels_a.is_empty() {
+                ""
+            } else {
+                "; A's already were"
+            }
+        );
+    }
     if let Some(r) = &l.replay {
         let fwd = plural(
             r.batches,
@@ -1217,17 +1462,51 @@ fn verdict(l: &ExplainLayer) -> String {
         );
         if r.batches > 0 {
             let one = r.batches == 1;
-            return if r.explains_b {
-                format!(
-                    "The {fwd} account{} for B exactly.",
+            let k = r.batches as u64;
+            match l
+                .forwards
+                .filter(|_| l.forwards_source == Some(ForwardsSource::Counter))
+            {
+                Some(n) if k < n => {
+                    return format!(
+                        "The capture holds {k} of the {n} train-mode forwards between A and B (the counter moved by {n}): {} replayed, the other {} were not captured, so the replay stops short of B.",
+                        if one { "that one is" } else { "those are" },
+                        n - k
+                    );
+                }
+                Some(n) if k > n => {
+                    return format!(
+                        "The capture holds {k} train-mode forwards but the counter moved by only {n} between A and B: B was saved before the capture ended (or A after it began), so the replay overshoots B."
+                    );
+                }
+                _ => {}
+            }
+            if r.explains_b {
+                let how = match r.dtype {
+                    Dtype::F32 | Dtype::F64 => " exactly".to_owned(),
+                    d => format!(
+                        " within {d} rounding: max relative error {}, inside the tolerance {} of {} updates each rounded to {d}",
+                        percent(r.max_rel_err_mean.max(r.max_rel_err_var)),
+                        percent(r.tolerance),
+                        r.batches
+                    ),
+                };
+                return format!(
+                    "The {fwd} account{} for B{how}.",
                     if one { "s" } else { "" }
-                )
-            } else {
-                format!(
-                    "The {fwd} {} not account for B: something else changed these statistics.",
-                    if one { "does" } else { "do" }
-                )
-            };
+                );
+            }
+            if l.momentum_fits == Some(Momentum::Cma) {
+                return format!(
+                    "The {fwd} account{} for B with momentum=None (a cumulative average), not with the assumed momentum {}.",
+                    if one { "s" } else { "" },
+                    l.momentum
+                );
+            }
+            return format!(
+                "The {fwd} {} not account for B: something else changed these statistics.",
+                if one { "does" } else { "do" }
+            );
         }
         let outputs = match l.best_mode {
             Some(m) => format!("; their outputs are those of {}", describe(m)),

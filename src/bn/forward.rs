@@ -7,41 +7,79 @@
 //! runs of `spatial` elements; both passes (sums, then the affine map) stream over those
 //! runs in parallel, so a large batch is normalised at memory speed.
 
-use std::ops::{Add, Mul};
+use std::ops::{Add, Mul, Sub};
 
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
+use super::stream::{self, Geometry};
 use super::update::UpdateRule;
 use crate::checkpoint::Dtype;
 
 /// An element type the forward pass computes in: `f32` or `f64`.
-pub trait Real: Copy + Send + Sync + Add<Output = Self> + Mul<Output = Self> + 'static {
+pub trait Real:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + 'static
+{
     /// Zero.
     const ZERO: Self;
+    /// Positive infinity.
+    const INFINITY: Self;
     /// The value as `f64` (exact).
     fn widen(self) -> f64;
     /// `v` rounded to this type.
     fn narrow(v: f64) -> Self;
+    /// `v` in this type (exact).
+    fn from_f32(v: f32) -> Self;
+    /// Absolute value.
+    fn abs(self) -> Self;
+    /// Whether the value is NaN.
+    fn is_nan(self) -> bool;
 }
 
 impl Real for f32 {
     const ZERO: f32 = 0.0;
+    const INFINITY: f32 = f32::INFINITY;
     fn widen(self) -> f64 {
         f64::from(self)
     }
     fn narrow(v: f64) -> f32 {
         v as f32
     }
+    fn from_f32(v: f32) -> f32 {
+        v
+    }
+    fn abs(self) -> f32 {
+        f32::abs(self)
+    }
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
 }
 
 impl Real for f64 {
     const ZERO: f64 = 0.0;
+    const INFINITY: f64 = f64::INFINITY;
     fn widen(self) -> f64 {
         self
     }
     fn narrow(v: f64) -> f64 {
         v
+    }
+    fn from_f32(v: f32) -> f64 {
+        f64::from(v)
+    }
+    fn abs(self) -> f64 {
+        f64::abs(self)
+    }
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
     }
 }
 
@@ -117,6 +155,12 @@ pub enum ForwardError {
         /// The input's shape.
         shape: Vec<usize>,
     },
+    /// A shape whose dimensions multiply past the address space.
+    #[error("input of shape {shape:?} has more values than memory can address")]
+    TooLarge {
+        /// The input's shape.
+        shape: Vec<u64>,
+    },
 }
 
 /// A BatchNorm layer's constants: epsilon, affine parameters and update rule.
@@ -134,9 +178,6 @@ pub struct BatchNorm<'p> {
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance.
 const GRAIN: usize = 1 << 15;
-
-/// Independent accumulators, so the `f64` sums vectorise without reassociating one chain.
-const LANES: usize = 8;
 
 /// The input seen as `N × C × spatial`, contiguous.
 struct Layout {
@@ -176,79 +217,17 @@ impl Layout {
     }
 }
 
-/// Shifted sum and sum of squares of a run, in `f64` with [`LANES`] accumulators each.
-///
-/// Two loops over the run (it is in L1 by the second): fused into one, LLVM pairs each
-/// lane's sum with its square instead of vectorising across lanes, at twice the cost.
-fn run_sums<T: Real>(run: &[T], shift: f64) -> (f64, f64) {
-    let chunks = run.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    let mut s1 = [0.0f64; LANES];
-    for chunk in chunks.clone() {
-        for i in 0..LANES {
-            s1[i] += chunk[i].widen() - shift;
-        }
-    }
-    let mut s2 = [0.0f64; LANES];
-    for chunk in chunks {
-        for i in 0..LANES {
-            let d = chunk[i].widen() - shift;
-            s2[i] += d * d;
-        }
-    }
-    let mut a = s1.iter().sum::<f64>();
-    let mut b = s2.iter().sum::<f64>();
-    for &x in tail {
-        let d = x.widen() - shift;
-        a += d;
-        b += d * d;
-    }
-    (a, b)
-}
+/// Values per tile of the batch-statistics pass: a few MiB, which stay in cache between the
+/// mean and the squared deviations.
+const CHUNK: usize = 1 << 18;
 
 /// Per-channel mean and biased variance of a contiguous `N×C×…` slice.
-fn stats_of<T: Real>(data: &[T], layout: &Layout) -> BatchStats {
-    let c = layout.channels;
-    // Shifting by a value of the channel keeps the one-pass variance free of cancellation
-    // when the mean is large against the spread.
-    let shift: Vec<f64> = (0..c).map(|ch| data[ch * layout.spatial].widen()).collect();
-    let sums = data
-        .par_chunks(layout.spatial)
-        .enumerate()
-        .with_min_len(layout.min_runs())
-        .fold(
-            || vec![(0.0f64, 0.0f64); c],
-            |mut acc, (k, run)| {
-                let ch = k % c;
-                let (a, b) = run_sums(run, shift[ch]);
-                acc[ch].0 += a;
-                acc[ch].1 += b;
-                acc
-            },
-        )
-        .reduce(
-            || vec![(0.0, 0.0); c],
-            |mut x, y| {
-                for (p, q) in x.iter_mut().zip(y) {
-                    p.0 += q.0;
-                    p.1 += q.1;
-                }
-                x
-            },
-        );
-    let n = layout.count() as f64;
-    let (mean, var) = sums
-        .iter()
-        .zip(&shift)
-        .map(|(&(s1, s2), &sh)| {
-            let d = s1 / n;
-            (sh + d, (s2 / n - d * d).max(0.0))
-        })
-        .unzip();
-    BatchStats {
-        mean,
-        var,
-        count: layout.count(),
+fn stats_of<T: Real>(data: &[T], shape: &[usize]) -> BatchStats {
+    let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let g = Geometry::of(&dims).expect("the shape was checked");
+    match stream::moments(data, &g, CHUNK) {
+        Ok(m) => m.batch(),
+        Err(never) => match never {},
     }
 }
 
@@ -359,7 +338,7 @@ impl BatchNorm<'_> {
                 shape: shape.to_vec(),
             });
         }
-        Ok(stats_of(x, layout))
+        Ok(stats_of(x, shape))
     }
 
     /// Folds `batch` into `rs`: counter first, then `(1-f)·old + f·batch` rounded to the

@@ -8,6 +8,7 @@ pub mod drift;
 mod forward;
 mod layer;
 mod stats;
+pub mod stream;
 mod update;
 
 pub use discover::{discover, module_name};

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use super::demo::DemoPair;
 use super::progress::ProgressLine;
 use super::{CheckArgs, Cli, ColorChoice, Command, Format, OutputArgs, RestoreArgs};
 use crate::audit::align::normalise_prefix;
@@ -96,10 +97,14 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 .as_deref()
                 .map(|p| open(p, &args.output, None))
                 .transpose()?;
+            let (momentum, momentum_for) = per_layer("--momentum", &args.momentum)?;
+            let (eps, eps_for) = per_layer("--eps", &args.eps)?;
             let options = ExplainOptions {
                 layers: args.layers.clone(),
-                momentum: args.momentum,
-                eps: args.eps,
+                momentum,
+                eps,
+                momentum_for,
+                eps_for,
                 seed: args.seed,
             };
             let report = audit::explain(&a, &b, acts.as_ref(), &options)?;
@@ -116,20 +121,19 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::View(args)) => {
             view(&args.checkpoints, args.activations.as_deref(), &args.output)
         }
-        Some(Command::Demo(args)) => view(&demo_paths(), None, &args.output),
+        Some(Command::Demo(args)) => {
+            let demo = DemoPair::unpack().map_err(|e| {
+                Failure::input(anyhow::anyhow!(
+                    "cannot unpack the demo checkpoints into {}: {e}",
+                    std::env::temp_dir().display()
+                ))
+            })?;
+            view(&demo.paths(), None, &args.output)
+        }
         Some(Command::Check(args)) => check(&args),
         Some(Command::Restore(args)) => restore(&args),
         None => view(&cli.checkpoints, cli.activations.as_deref(), &cli.view),
     }
-}
-
-/// The bundled demo pair: pretrained, then fine-tuned with the backbone left in train mode.
-pub fn demo_paths() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
-    vec![
-        dir.join("pretrained.safetensors"),
-        dir.join("finetuned.safetensors"),
-    ]
 }
 
 /// Opens both checkpoints and diffs them, with a progress line on a terminal.
@@ -240,6 +244,31 @@ fn view(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> R
         LsOptions::default(),
     )?;
     show_ls(&report, output)
+}
+
+/// Splits `explain`'s per-layer settings into the one for every layer (the last given) and
+/// the compiled patterns, in order.
+type Settings<T> = (Option<T>, Vec<(audit::scope::Patterns, T)>);
+
+fn per_layer<T: Copy>(
+    key: &'static str,
+    settings: &[crate::cli::PerLayer<T>],
+) -> Result<Settings<T>, Failure> {
+    let global = settings
+        .iter()
+        .rev()
+        .find(|s| s.pattern.is_none())
+        .map(|s| s.value);
+    let patterns = settings
+        .iter()
+        .filter_map(|s| s.pattern.as_ref().map(|p| (p, s.value)))
+        .map(|(p, v)| {
+            audit::scope::Patterns::new(key, std::slice::from_ref(p))
+                .map(|p| (p, v))
+                .map_err(Failure::usage)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((global, patterns))
 }
 
 /// `view A B --activations FILE` as text: the diff report, then the explain report.

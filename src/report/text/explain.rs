@@ -41,14 +41,99 @@ pub fn explain(report: &ExplainReport, style: Style) -> String {
             ))
         );
     }
+    if let Some(al) = &report.activations_alignment
+        && (!al.strip_a.is_empty() || !al.strip_b.is_empty())
+    {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.dim(&format!(
+                "activation names aligned: {}",
+                capture_prefix(&al.strip_a, &al.strip_b)
+            ))
+        );
+    }
     for note in &report.notes {
         let _ = writeln!(out, "{}", printable(note));
+    }
+    if report.layers.len() + report.skipped.len() > 1 {
+        summary(&mut out, report, style);
+    }
+    for s in &report.skipped {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.yellow(&format!("skipped {}: {}", s.name, s.reason))
+        );
     }
     for layer in &report.layers {
         out.push('\n');
         render_layer(&mut out, layer, style);
     }
     out
+}
+
+/// Layers named in the summary's impact table.
+const TOP: usize = 5;
+
+/// Counts, then the layers whose statistics move eval outputs most: read before the details,
+/// which run to a dozen lines a layer.
+fn summary(out: &mut String, report: &ExplainReport, style: Style) {
+    let layers = &report.layers;
+    let accounted = layers.iter().filter(|l| good(l)).count();
+    let _ = writeln!(
+        out,
+        "\n{}",
+        style.bold(&format!(
+            "{} explained: {accounted} accounted for, {} not{}",
+            super::plural(layers.len(), "layer"),
+            layers.len() - accounted,
+            if report.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", {} skipped", report.skipped.len())
+            }
+        ))
+    );
+    let mut by_impact: Vec<&ExplainLayer> = layers
+        .iter()
+        .filter(|l| l.impact.max_rms_change.is_some_and(|r| r > 0.0))
+        .collect();
+    by_impact.sort_by(|x, y| {
+        let r = |l: &ExplainLayer| l.impact.max_rms_change.unwrap_or(0.0);
+        r(y).total_cmp(&r(x)).then_with(|| x.name.cmp(&y.name))
+    });
+    if by_impact.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        style.dim(&format!(
+            "largest impact in eval mode (top {} of {}):",
+            by_impact.len().min(TOP),
+            by_impact.len()
+        ))
+    );
+    let top = &by_impact[..by_impact.len().min(TOP)];
+    let rows: Vec<[String; 2]> = top
+        .iter()
+        .map(|l| [l.name.clone(), opt_num(l.impact.max_rms_change)])
+        .collect();
+    let lines = table(["layer", "output std"], &rows, 1);
+    let _ = writeln!(out, "{}", style.dim(&format!("{}  verdict", lines[0])));
+    for (line, l) in lines[1..].iter().zip(top) {
+        let _ = writeln!(out, "{line}  {}", l.verdict);
+    }
+}
+
+/// How the capture's names were changed to meet the checkpoints'.
+fn capture_prefix(strip_layers: &str, strip_capture: &str) -> String {
+    match (strip_layers.is_empty(), strip_capture.is_empty()) {
+        (false, true) => format!("{strip_layers:?} added to the captured names"),
+        (true, false) => format!("{strip_capture:?} stripped from the captured names"),
+        _ => format!("{strip_capture:?} stripped from the captured names, {strip_layers:?} added"),
+    }
 }
 
 fn source(s: Source) -> &'static str {
@@ -96,13 +181,16 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
         };
         let _ = writeln!(
             out,
-            "  replay of {} batch{} from A: max error running_mean {} (relative {}), running_var {} (relative {}){counter}",
+            "  replay of {} batch{} from A: max error running_mean {} (relative {}), running_var {} (relative {}){counter}; tolerance {} relative ({} updates rounded to {})",
             r.batches,
             if r.batches == 1 { "" } else { "es" },
             num(r.max_abs_err_mean),
             num(r.max_rel_err_mean),
             num(r.max_abs_err_var),
             num(r.max_rel_err_var),
+            num(r.tolerance),
+            r.batches,
+            r.dtype,
         );
     }
     if let (Some(best), Some(reproduced)) = (l.best_mode, l.reproduced) {
@@ -136,9 +224,15 @@ fn render_layer(out: &mut String, l: &ExplainLayer, style: Style) {
             forwards,
             train_forwards,
             with_outputs,
+            statistics_only,
         } => format!(
-            "{}, {train_forwards} in train mode, {with_outputs} with recorded outputs",
-            super::plural(*forwards, "captured forward")
+            "{}, {train_forwards} in train mode, {with_outputs} with recorded outputs{}",
+            super::plural(*forwards, "captured forward"),
+            if *statistics_only > 0 {
+                format!(", {statistics_only} as batch statistics only")
+            } else {
+                String::new()
+            }
         ),
         Inputs::Synthetic {
             seed,

@@ -106,12 +106,7 @@ fn plot_list(app: &App) -> Vec<Plot> {
         // How much the outputs move matters more than the affine parameters: right after
         // the statistics.
         if let (Role::RunningVar, Some(e)) = (role, explained) {
-            let rms: Vec<f64> = e
-                .impact
-                .rms_change
-                .iter()
-                .map(|v| v.unwrap_or(f64::NAN))
-                .collect();
+            let rms: Vec<f64> = e.impact.rms_change.clone();
             out.push(Plot {
                 title: "impact (output std)",
                 series: vec![Series {
@@ -586,6 +581,7 @@ fn explain_lines(app: &App, row: &LayerRow, width: usize) -> Vec<Line<'static>> 
             forwards,
             train_forwards,
             with_outputs,
+            ..
         } => {
             text(
                 &mut lines,
