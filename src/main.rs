@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before any file is mapped: a checkpoint that shrinks under its map is an input error.
+    bnaudit::checkpoint::fault::exit_on_fault("bnaudit: error: ");
     let cli = bnaudit::cli::parse();
     match bnaudit::cli::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -7,8 +7,10 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use assert_cmd::Command;
+use bnaudit::checkpoint::input::MAX_INDEX_LEN;
 use bnaudit::checkpoint::{Checkpoint, MAP_AT_LEAST, Problem, ReadMode};
 use proptest::prelude::*;
 
@@ -268,7 +270,31 @@ const CASES: &[Case] = &[
                 16,
             )
         },
-        expect: "needs more than 2^64 bytes",
+        expect: "shape [4294967296, 4294967296] of F32 needs 73786976294838206464 bytes",
+    },
+    Case {
+        name: "U8 shape of 2^64-1 elements",
+        make: |d| {
+            Made::after_a(
+                d,
+                "u8_max.safetensors",
+                r#""b":{"dtype":"U8","shape":[18446744073709551615],"data_offsets":[8,16]}"#,
+                16,
+            )
+        },
+        expect: "needs 18446744073709551615 bytes but data_offsets span 8",
+    },
+    Case {
+        name: "shape overflowing 128 bits",
+        make: |d| {
+            Made::after_a(
+                d,
+                "overflow128.safetensors",
+                r#""b":{"dtype":"F32","shape":[18446744073709551615,18446744073709551615,3],"data_offsets":[8,16]}"#,
+                16,
+            )
+        },
+        expect: "needs more than 2^128 bytes",
     },
     Case {
         name: "duplicate key",
@@ -283,9 +309,7 @@ const CASES: &[Case] = &[
     Case {
         name: "index whose shard is a pipe",
         make: |d| {
-            let pipe = d.join("pipe.safetensors");
-            let made = std::process::Command::new("mkfifo").arg(&pipe).status();
-            assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+            let pipe = mkfifo(d, "pipe.safetensors");
             Made::index(d, r#"{"weight_map":{"a":"pipe.safetensors"}}"#);
             Made {
                 arg: d.join("model.safetensors.index.json"),
@@ -305,6 +329,97 @@ const CASES: &[Case] = &[
             }
         },
         expect: "not a regular file (a directory)",
+    },
+    Case {
+        name: "index that is a pipe",
+        make: |d| {
+            write(d, "shard.safetensors", &valid());
+            let index = mkfifo(d, "model.safetensors.index.json");
+            Made {
+                arg: index.clone(),
+                named: index,
+            }
+        },
+        expect: "not a regular file (a pipe or device)",
+    },
+    Case {
+        name: "directory holding an index that is a pipe",
+        make: |d| {
+            let index = mkfifo(d, "model.safetensors.index.json");
+            Made {
+                arg: d.to_owned(),
+                named: index,
+            }
+        },
+        expect: "not a regular file (a pipe or device)",
+    },
+    Case {
+        name: "directory holding one file that is a pipe",
+        make: |d| {
+            let file = mkfifo(d, "model.safetensors");
+            Made {
+                arg: d.to_owned(),
+                named: file,
+            }
+        },
+        expect: "not a regular file (a pipe or device)",
+    },
+    Case {
+        name: "index that is /dev/zero",
+        make: |d| {
+            let index = d.join("model.safetensors.index.json");
+            std::os::unix::fs::symlink("/dev/zero", &index).unwrap();
+            Made {
+                arg: index.clone(),
+                named: index,
+            }
+        },
+        expect: "not a regular file (a pipe or device)",
+    },
+    Case {
+        name: "index over the size limit",
+        make: |d| {
+            let index = write(d, "model.safetensors.index.json", b"");
+            // Sparse: no disk space, and nothing should read it anyway.
+            fs::File::options()
+                .write(true)
+                .open(&index)
+                .unwrap()
+                .set_len(MAX_INDEX_LEN + 1)
+                .unwrap();
+            Made {
+                arg: index.clone(),
+                named: index,
+            }
+        },
+        expect: "index is 268435457 bytes, over the limit of 268435456 bytes",
+    },
+    Case {
+        name: "index with a shard path climbing out of its directory",
+        make: |d| {
+            fs::create_dir(d.join("outside")).unwrap();
+            write(&d.join("outside"), "x.safetensors", &valid());
+            fs::create_dir(d.join("model")).unwrap();
+            let index = write(
+                &d.join("model"),
+                "model.safetensors.index.json",
+                br#"{"weight_map":{"a":"../outside/x.safetensors"}}"#,
+            );
+            Made {
+                arg: index.clone(),
+                named: index,
+            }
+        },
+        expect: "shard \"../outside/x.safetensors\" named by the index is outside the index's directory",
+    },
+    Case {
+        name: "index with an absolute shard path",
+        make: |d| {
+            let shard = write(d, "abs.safetensors", &valid());
+            let text = format!(r#"{{"weight_map":{{"a":{:?}}}}}"#, shard.display());
+            Made::index(d, &text)
+        },
+        expect: "named by the index is outside the index's directory",
     },
     Case {
         name: "index with invalid JSON",
@@ -424,6 +539,14 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// A FIFO called `name` in `dir`: opening it for reading blocks until a writer comes.
+fn mkfifo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+    path
+}
+
 /// Checks the contract of a refused input; returns what is wrong, if anything.
 fn refused(out: &Output, named: &Path, expect: &str) -> Result<(), String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -468,7 +591,8 @@ fn every_bad_input_exits_3_with_one_line_naming_the_file() {
             if no_mmap {
                 cmd.arg("--no-mmap");
             }
-            let out = cmd.output().unwrap();
+            // A hang (a FIFO opened for reading) fails the row rather than the whole run.
+            let out = cmd.timeout(Duration::from_secs(20)).output().unwrap();
             if let Err(e) = refused(&out, &made.named, case.expect) {
                 failures.push(format!("{} (no_mmap={no_mmap}): {e}", case.name));
             }
@@ -488,6 +612,30 @@ fn the_valid_base_file_opens() {
     Command::cargo_bin("bnaudit")
         .unwrap()
         .arg("ls")
+        .arg(&path)
+        .assert()
+        .success();
+}
+
+/// Any zero dimension makes a tensor empty however large the others are: valid, 0 bytes.
+#[test]
+fn zero_element_tensor_with_huge_dims_is_valid() {
+    let z = r#""z":{"dtype":"F32","shape":[4611686018427387904,0,4611686018427387904],"data_offsets":[16,16]}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "empty_dims.safetensors",
+        &safetensors(&header(&[A, B, z]), 16),
+    );
+    for mode in [ReadMode::Mmap, ReadMode::Pread] {
+        let ckpt = Checkpoint::open(&path, mode).unwrap();
+        let t = ckpt.get("z").unwrap();
+        assert_eq!((t.elements(), t.bytes), (0, 0));
+        assert_eq!(ckpt.values(t).unwrap(), Some(vec![]));
+    }
+    Command::cargo_bin("bnaudit")
+        .unwrap()
+        .args(["ls", "--all"])
         .arg(&path)
         .assert()
         .success();

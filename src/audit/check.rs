@@ -70,13 +70,24 @@ pub enum CheckError {
     },
 }
 
-/// `"a", "b"` for an error message.
+/// Most unmatched patterns named in the error; a generated scope can hold hundreds of
+/// thousands, and the error is one line.
+pub const MAX_LISTED_PATTERNS: usize = 20;
+
+/// `"a", "b"` for an error message: the first [`MAX_LISTED_PATTERNS`] patterns, then how
+/// many more there are.
 fn patterns_list(patterns: &[String]) -> String {
-    patterns
+    let shown: Vec<String> = patterns
         .iter()
+        .take(MAX_LISTED_PATTERNS)
         .map(|p| format!("{p:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    let more = patterns.len().saturating_sub(MAX_LISTED_PATTERNS);
+    if more == 0 {
+        shown.join(", ")
+    } else {
+        format!("{} and {more} more", shown.join(", "))
+    }
 }
 
 /// Why the gate failed, one kind per DESIGN's list.
@@ -229,7 +240,7 @@ fn dtype(d: Option<Dtype>) -> &'static str {
 }
 
 fn elements(s: &Option<Vec<u64>>) -> u64 {
-    s.as_ref().map_or(0, |s| s.iter().product())
+    s.as_deref().map_or(0, crate::checkpoint::element_count)
 }
 
 fn tensor_bytes(d: Option<Dtype>, s: &Option<Vec<u64>>) -> u64 {

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::checkpoint::Problem;
+use crate::checkpoint::input::{self, MAX_CONFIG_LEN};
+
 /// The file names looked for in the working directory, in order of preference.
 pub const CONFIG_FILE: &str = "bnaudit.toml";
 /// The Python project file whose `[tool.bnaudit]` table is read.
@@ -49,13 +52,15 @@ pub struct Config {
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("{}: cannot read configuration: {error}", path.display())]
+    /// The file cannot be read: missing, not a regular file, or over
+    /// [`MAX_CONFIG_LEN`] bytes.
+    #[error("{}: cannot read configuration: {problem}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why (in the message, not as a `source`: printing the chain would repeat it).
-        error: std::io::Error,
+        /// Why (in the message, not as a `source`: printing the chain would repeat it;
+        /// boxed, as in `CheckpointError`).
+        problem: Box<Problem>,
     },
     /// The file is not valid TOML or holds keys or values we do not know.
     #[error("{}{location}: {message}", path.display())]
@@ -79,15 +84,30 @@ fn is_pyproject(path: &Path) -> bool {
     path.file_name().is_some_and(|n| n == PYPROJECT_FILE)
 }
 
-/// Reads and parses `path`, reporting errors as one line with the position.
-fn parse<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+/// Reads `path` whole, refusing pipes, devices and files over [`MAX_CONFIG_LEN`] bytes.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    let bytes =
+        input::read_small(path, "configuration file", MAX_CONFIG_LEN).map_err(|problem| {
+            ConfigError::Read {
+                path: path.to_owned(),
+                problem: Box::new(problem),
+            }
+        })?;
+    String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
         path: path.to_owned(),
-        error,
-    })?;
-    toml::from_str(&text).map_err(|e: toml::de::Error| {
+        location: String::new(),
+        message: format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
+    })
+}
+
+/// Parses `text`, read from `path`, reporting errors as one line with the position.
+fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
         let location = e.span().map_or_else(String::new, |span| {
-            let before = &text[..span.start.min(text.len())];
+            let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             format!(":{line}:{column}")
@@ -112,8 +132,16 @@ struct Tools {
 }
 
 /// Reads the `[tool.bnaudit]` table of a pyproject.toml, `None` when it has none.
+///
+/// The file belongs to many tools: one that never mentions `bnaudit` is not ours to
+/// validate, so a syntax error elsewhere in it (another tool's broken table) does not stop a
+/// `check` that gets its scope from the command line.
 fn pyproject(path: &Path) -> Result<Option<Config>, ConfigError> {
-    let doc: Pyproject = parse(path)?;
+    let text = read(path)?;
+    if !text.contains("bnaudit") {
+        return Ok(None);
+    }
+    let doc: Pyproject = parse(path, &text)?;
     Ok(doc.tool.and_then(|t| t.bnaudit).map(|patterns| Config {
         path: path.to_owned(),
         patterns,
@@ -130,7 +158,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         path: path.to_owned(),
-        patterns: parse(path)?,
+        patterns: parse(path, &read(path)?)?,
     })
 }
 
@@ -138,11 +166,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// `[tool.bnaudit]` table; `None` when there is neither.
 pub fn discover(dir: &Path) -> Result<Option<Config>, ConfigError> {
     let own = dir.join(CONFIG_FILE);
-    if own.is_file() {
+    if own.exists() {
         return load(&own).map(Some);
     }
     let py = dir.join(PYPROJECT_FILE);
-    if py.is_file() {
+    if py.exists() {
         return pyproject(&py);
     }
     Ok(None)

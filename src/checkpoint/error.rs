@@ -43,6 +43,16 @@ pub enum Problem {
         /// What it is instead: "a directory", "a pipe or device".
         kind: &'static str,
     },
+    /// A file read whole (an index, a configuration file) larger than its limit.
+    #[error("{what} is {len} bytes, over the limit of {limit} bytes")]
+    FileTooLarge {
+        /// What the file is, e.g. "index".
+        what: &'static str,
+        /// Its length (or how much was read before giving up).
+        len: u64,
+        /// Our limit.
+        limit: u64,
+    },
     /// The path does not exist.
     #[error("no such file or directory")]
     NotFound,
@@ -173,6 +183,15 @@ pub enum Problem {
         /// End of the tensor in the file.
         end: u64,
     },
+    /// The file shrank under its memory map while being read (reported from the SIGBUS
+    /// handler, which knows the file but not the tensor).
+    #[error(
+        "file changed while reading: it shrank while memory-mapped; audit a finished copy, or use --no-mmap"
+    )]
+    ChangedWhileMapped,
+    /// The path names another file than the one opened (replaced while being read).
+    #[error("file changed while reading: the path now names a different file")]
+    Replaced,
     /// A sharded index that is not valid JSON or lacks a `weight_map`.
     #[error("invalid index: {0}")]
     Index(String),
@@ -180,6 +199,12 @@ pub enum Problem {
     #[error("shard {shard:?} named by the index does not exist")]
     MissingShard {
         /// The shard's file name.
+        shard: String,
+    },
+    /// A shard path in the index that is absolute or climbs out of the index's directory.
+    #[error("shard {shard:?} named by the index is outside the index's directory")]
+    ShardOutside {
+        /// The shard path as written in the index.
         shard: String,
     },
     /// A tensor mapped by the index is not in its shard.

@@ -100,16 +100,16 @@ fn tensor(name: Text<'_>, entry: RawEntry<'_>) -> Result<HeaderTensor, Problem> 
             end,
         });
     }
-    let expected = entry
-        .shape
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .and_then(|n| dtype.byte_len(n));
-    if expected != Some(end - start) {
+    // In u128, so that a size just past u64 (U8 × 2^64-1 is fine, F16 × 2^63 is not) is
+    // told exactly.
+    let expected = elements(&entry.shape)
+        .and_then(|n| n.checked_mul(u128::from(dtype.bits())))
+        .map(|bits| bits.div_ceil(8));
+    if expected != Some(u128::from(end - start)) {
         return Err(Problem::SizeMismatch {
             tensor: name,
             dtype: dtype.to_string(),
-            expected: expected.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string()),
+            expected: expected.map_or_else(|| "more than 2^128".to_owned(), |n| n.to_string()),
             shape: entry.shape,
             actual: end - start,
         });
@@ -121,6 +121,17 @@ fn tensor(name: Text<'_>, entry: RawEntry<'_>) -> Result<HeaderTensor, Problem> 
         start,
         end,
     })
+}
+
+/// Number of elements of `shape`, `None` past 2^128. Any zero dimension makes it 0, however
+/// large the others: a `[0, 2^62, 2^62]` tensor is valid and holds no bytes.
+pub(crate) fn elements(shape: &[u64]) -> Option<u128> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape
+        .iter()
+        .try_fold(1u128, |acc, &d| acc.checked_mul(u128::from(d)))
 }
 
 /// Sorts tensors into data order and checks they cover `0..data_len` exactly once.

@@ -2,12 +2,13 @@
 //! directories.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
 use super::error::{CheckpointError, Problem};
 use super::format::CheckpointFile;
+use super::input;
 use super::raw::ReadMode;
 use super::{Checkpoint, Layout};
 
@@ -73,7 +74,7 @@ pub(super) fn open_sharded(
     key: Option<&str>,
 ) -> Result<Checkpoint, CheckpointError> {
     let err = |problem| CheckpointError::new(path, problem);
-    let text = std::fs::read(path).map_err(|e| err(Problem::io("cannot read", e)))?;
+    let text = input::read_small(path, "index", input::MAX_INDEX_LEN).map_err(err)?;
     let json: Value = serde_json::from_slice(&text)
         .map_err(|e| err(Problem::Index(format!("not valid JSON: {e}"))))?;
     let map = json
@@ -100,6 +101,11 @@ pub(super) fn open_sharded(
     }
     let mut files = Vec::with_capacity(shard_names.len());
     for name in &shard_names {
+        if !inside(name) {
+            return Err(err(Problem::ShardOutside {
+                shard: (*name).to_owned(),
+            }));
+        }
         let shard_path = dir.join(name);
         if !shard_path.exists() {
             return Err(err(Problem::MissingShard {
@@ -140,6 +146,16 @@ pub(super) fn open_sharded(
         key,
         Some(&shard_of),
     ))
+}
+
+/// Whether a shard path stays inside the index's directory: relative, and no `..`. An index
+/// from a downloaded repository could otherwise have us read `/etc/shadow` as a shard.
+fn inside(shard: &str) -> bool {
+    let path = Path::new(shard);
+    !shard.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 /// The index's `metadata` object as strings (numbers such as `total_size` as written).

@@ -6,10 +6,13 @@
 
 pub mod dtype;
 pub mod error;
+pub mod fault;
 pub mod file;
 pub mod format;
+pub mod handles;
 pub mod header;
 mod index;
+pub mod input;
 mod raw;
 pub mod torch;
 pub mod write;
@@ -72,8 +75,15 @@ impl TensorInfo {
 impl TensorInfo {
     /// Number of elements.
     pub fn elements(&self) -> u64 {
-        self.shape.iter().product()
+        element_count(&self.shape)
     }
+}
+
+/// Number of elements of a shape, without overflow: any zero dimension makes it 0 however
+/// large the others, and a count past `u64` (never in a validated header, whose byte count
+/// fits) saturates.
+pub fn element_count(shape: &[u64]) -> u64 {
+    header::elements(shape).map_or(u64::MAX, |n| u64::try_from(n).unwrap_or(u64::MAX))
 }
 
 /// An opened checkpoint: one file, or the shards of an index.

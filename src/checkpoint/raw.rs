@@ -6,10 +6,14 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
 use super::error::{CheckpointError, Problem};
+use super::fault::Registration;
+use super::handles::Handle;
+use super::input;
 
 /// How tensor bytes are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,41 +37,31 @@ pub const MAP_AT_LEAST: u64 = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct RawFile {
     path: PathBuf,
-    file: File,
-    map: Option<Mmap>,
+    /// The descriptor, from a pool bounded across all files (thousands of shards).
+    handle: Handle,
+    map: Option<Mapped>,
     len: u64,
 }
 
-/// Refuses directories, pipes and devices: a pipe (`<(curl …)`, /dev/stdin) has no length to
-/// check a header against and cannot be read by offset.
-fn regular(meta: &std::fs::Metadata) -> Result<(), Problem> {
-    if meta.is_file() {
-        return Ok(());
-    }
-    let kind = if meta.is_dir() {
-        "a directory"
-    } else {
-        "a pipe or device"
-    };
-    Err(Problem::NotRegularFile { kind })
+/// A memory map, registered with the SIGBUS handler for as long as it lives.
+#[derive(Debug)]
+struct Mapped {
+    /// Declared first, so dropped first: the range leaves the handler's table before it is
+    /// unmapped.
+    _registration: Registration,
+    map: Mmap,
 }
 
 impl RawFile {
     /// Opens `path` read-only; nothing is read yet.
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let err = |problem| CheckpointError::new(path, problem);
-        // Stat before opening: opening a FIFO without a writer blocks forever.
-        let meta = std::fs::metadata(path).map_err(|e| err(Problem::io("cannot open", e)))?;
-        regular(&meta).map_err(err)?;
-        let file = File::open(path).map_err(|e| err(Problem::io("cannot open", e)))?;
-        // Again on what was opened, in case the path was replaced in between.
-        let meta = file
-            .metadata()
-            .map_err(|e| err(Problem::io("cannot stat", e)))?;
-        regular(&meta).map_err(err)?;
+        // A pipe (`<(curl …)`, /dev/stdin) has no length to check a header against and
+        // cannot be read by offset; opening a FIFO without a writer would block forever.
+        let (file, meta) =
+            input::open_regular(path).map_err(|problem| CheckpointError::new(path, problem))?;
         Ok(RawFile {
             path: path.to_owned(),
-            file,
+            handle: Handle::new(path, file, &meta),
             map: None,
             len: meta.len(),
         })
@@ -76,11 +70,15 @@ impl RawFile {
     /// Maps the file when `mode` asks for it, once its structure has been validated.
     pub(crate) fn map(&mut self, mode: ReadMode) -> Result<(), CheckpointError> {
         if mode == ReadMode::Mmap && self.len > 0 {
-            // SAFETY: the map is read-only; a concurrent truncation is detected by
-            // `check_len` before each access, which narrows (not closes) the SIGBUS window.
-            let map = unsafe { Mmap::map(&self.file) }
+            // SAFETY: the map is read-only. A concurrent truncation is detected by
+            // `check_len` before each access; one during the access raises SIGBUS, which
+            // the registration turns into an input error (see `fault`).
+            let map = unsafe { Mmap::map(&*self.file()?) }
                 .map_err(|e| CheckpointError::new(&self.path, Problem::io("cannot map", e)))?;
-            self.map = Some(map);
+            self.map = Some(Mapped {
+                _registration: Registration::new(map.as_ptr(), map.len(), &self.path),
+                map,
+            });
         }
         Ok(())
     }
@@ -90,9 +88,12 @@ impl RawFile {
         &self.path
     }
 
-    /// The open file, for readers that parse structure themselves (the zip directory).
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// The open file, for readers that parse structure themselves (the zip directory);
+    /// reopened if the descriptor pool closed it.
+    pub(crate) fn file(&self) -> Result<Arc<File>, CheckpointError> {
+        self.handle
+            .file()
+            .map_err(|problem| CheckpointError::new(&self.path, problem))
     }
 
     /// The file's length in bytes when opened.
@@ -108,7 +109,7 @@ impl RawFile {
         at: u64,
         what: &'static str,
     ) -> Result<(), CheckpointError> {
-        self.file
+        self.file()?
             .read_exact_at(buf, at)
             .map_err(|e| CheckpointError::new(&self.path, Problem::io(what, e)))
     }
@@ -126,9 +127,9 @@ impl RawFile {
             return Ok(Cow::Borrowed(&[]));
         }
         match &self.map {
-            Some(map) if len >= MAP_AT_LEAST => {
+            Some(mapped) if len >= MAP_AT_LEAST => {
                 self.check_len(tensor, end)?;
-                Ok(Cow::Borrowed(&map[start as usize..end as usize]))
+                Ok(Cow::Borrowed(&mapped.map[start as usize..end as usize]))
             }
             _ => {
                 let mut buf = vec![0u8; len as usize];
@@ -147,7 +148,7 @@ impl RawFile {
         buf: &mut [u8],
         tensor: &str,
     ) -> Result<(), CheckpointError> {
-        self.file.read_exact_at(buf, start).map_err(|e| {
+        self.file()?.read_exact_at(buf, start).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 self.truncated(tensor, start + buf.len() as u64)
             } else {
@@ -159,7 +160,7 @@ impl RawFile {
     /// Refuses to touch mapped bytes past the file's current end, which would raise SIGBUS.
     fn check_len(&self, tensor: &str, end: u64) -> Result<(), CheckpointError> {
         let now = self
-            .file
+            .file()?
             .metadata()
             .map_err(|e| CheckpointError::new(&self.path, Problem::io("cannot stat", e)))?
             .len();
@@ -170,7 +171,11 @@ impl RawFile {
     }
 
     fn truncated(&self, tensor: &str, end: u64) -> CheckpointError {
-        let len = self.file.metadata().map_or(0, |m| m.len());
+        let len = self
+            .file()
+            .ok()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
         CheckpointError::new(
             &self.path,
             Problem::Truncated {

@@ -9,6 +9,7 @@
 //! which the UI presents without computing numbers of its own.
 
 pub mod events;
+mod fault;
 pub mod jobs;
 pub mod layout;
 pub mod model;

@@ -44,6 +44,7 @@ impl Drop for TerminalGuard {
     fn drop(&mut self) {
         let _ = execute!(stdout(), DisableMouseCapture);
         ratatui::restore();
+        super::fault::disarm();
     }
 }
 
@@ -51,6 +52,7 @@ impl Drop for TerminalGuard {
 fn enter() -> io::Result<(TerminalGuard, DefaultTerminal)> {
     // Created first so that a failure half-way (raw mode on, no alternate screen) restores.
     let guard = TerminalGuard;
+    super::fault::arm();
     // Raw mode, alternate screen, and ratatui's panic hook that restores both.
     let terminal = ratatui::try_init()?;
     let restore_terminal = std::panic::take_hook();

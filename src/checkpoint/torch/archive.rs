@@ -45,7 +45,8 @@ impl Archive {
     /// Reads the central directory and recognises what kind of archive it is.
     pub(crate) fn read(raw: &RawFile) -> Result<Archive, CheckpointError> {
         let fail = |p: TorchProblem| CheckpointError::new(raw.path(), p.into());
-        let zip = ZipArchive::new(BufReader::with_capacity(64 * 1024, raw.file()))
+        let file = raw.file()?;
+        let zip = ZipArchive::new(BufReader::with_capacity(64 * 1024, &*file))
             .map_err(|e| fail(TorchProblem::Zip(e.to_string())))?;
         let mut entries = HashMap::with_capacity(zip.len());
         for i in 0..zip.len() {
