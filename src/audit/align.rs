@@ -34,9 +34,9 @@ const MAX_CHAIN: usize = 3;
 pub struct Aligned<'t> {
     /// How the names were aligned.
     pub alignment: Alignment,
-    /// A's tensors, renamed.
+    /// A's tensors, renamed, sorted by name without repeats.
     pub a: Cow<'t, [TensorInfo]>,
-    /// B's tensors, renamed.
+    /// B's tensors, renamed, sorted by name without repeats.
     pub b: Cow<'t, [TensorInfo]>,
 }
 
@@ -248,16 +248,22 @@ fn renamed<'t>(tensors: &'t [TensorInfo], prefix: &str, added: &str) -> Cow<'t, 
     if !strips && added.is_empty() && tensors.is_sorted_by(|x, y| x.name < y.name) {
         return Cow::Borrowed(tensors);
     }
-    let mut seen = HashSet::new();
+    // Each name is built once (no clone to overwrite); the stable sort keeps the first of
+    // names that collide after stripping, as a set of seen names would, without hashing.
     let mut out: Vec<TensorInfo> = tensors
         .iter()
-        .filter(|t| seen.insert(strip(&t.name, prefix)))
         .map(|t| TensorInfo {
             name: format!("{added}{}", strip(&t.name, prefix)),
-            ..t.clone()
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            file: t.file,
+            bytes: t.bytes,
+            start: t.start,
+            view: t.view.clone(),
         })
         .collect();
     out.sort_by(|x, y| x.name.cmp(&y.name));
+    out.dedup_by(|later, first| later.name == first.name);
     Cow::Owned(out)
 }
 

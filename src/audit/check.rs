@@ -16,7 +16,7 @@ use super::compare::Progress;
 use super::diff::{self, DiffOptions, DiffReport, LayerDiff, TensorChange, TensorDiff};
 use super::scope::Scope;
 use crate::bn::{self, BnKeys, BnLayer, LayerValues, Role};
-use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
+use crate::checkpoint::{Checkpoint, CheckpointError, Dtype};
 use crate::fmt::shape;
 use crate::fmt::{num, opt_num};
 
@@ -203,9 +203,9 @@ pub(crate) fn parent(name: &str) -> &str {
 
 /// A BatchNorm layer's tensor: which layer, in which role.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Member {
+struct Member<'a> {
     /// The layer's (aligned) name.
-    layer: String,
+    layer: &'a str,
     /// The tensor's role in it.
     role: Role,
 }
@@ -432,16 +432,17 @@ fn health_violations(layer: &str, keys: &BnKeys, values: &LayerValues) -> Vec<Vi
 fn evaluate(
     scope: &Scope,
     diff: &DiffReport,
-    members: &HashMap<String, Member>,
-    health: &[(BnLayer, LayerValues)],
+    members: &HashMap<&str, Member<'_>>,
+    health: &[(&BnLayer, LayerValues)],
 ) -> Evaluation {
     let layers: HashMap<&str, &LayerDiff> =
         diff.layers.iter().map(|l| (l.name.as_str(), l)).collect();
     let mut modules: BTreeMap<String, (bool, Vec<Frozen<'_>>)> = BTreeMap::new();
     for d in diff.tensors.iter().filter(|d| is_frozen(scope, &d.name)) {
-        let member = members.get(&d.name);
+        let member = members.get(d.name.as_str());
         let role = member.map(|m| m.role);
-        let module = member.map_or_else(|| bn::module_name(parent(&d.name)), |m| m.layer.clone());
+        let module =
+            member.map_or_else(|| bn::module_name(parent(&d.name)), |m| m.layer.to_owned());
         let entry = modules
             .entry(module)
             .or_insert((member.is_some(), Vec::new()));
@@ -573,28 +574,30 @@ pub fn check(
     )?;
     let layers_a = bn::discover(&aligned.a);
     let layers_b = bn::discover(&aligned.b);
-    let members: HashMap<String, Member> = layers_a
+    // Borrowed keys: the layers outlive the evaluation, and a million-tensor pair would
+    // otherwise copy every name twice more.
+    let members: HashMap<&str, Member<'_>> = layers_a
         .iter()
         .chain(&layers_b)
         .flat_map(|l| {
             l.keys.iter().map(|(role, k)| {
                 let member = Member {
-                    layer: l.name.clone(),
+                    layer: &l.name,
                     role,
                 };
-                (k.to_owned(), member)
+                (k, member)
             })
         })
         .collect();
-    let in_b: HashMap<&str, &TensorInfo> = aligned.b.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut health = Vec::new();
     for layer in layers_b
-        .into_iter()
+        .iter()
         .filter(|l| is_frozen(scope, &l.keys.running_mean) || is_frozen(scope, &l.keys.running_var))
     {
-        let read = |key: &str| match in_b.get(key) {
-            Some(t) => b.read_values(t),
-            None => Ok(None),
+        // The aligned names are sorted (`align_names`), so no map of B's tensors is needed.
+        let read = |key: &str| match aligned.b.binary_search_by(|t| t.name.as_str().cmp(key)) {
+            Ok(i) => b.read_values(&aligned.b[i]),
+            Err(_) => Ok(None),
         };
         let values = LayerValues {
             running_mean: read(&layer.keys.running_mean)?,

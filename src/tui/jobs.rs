@@ -85,6 +85,8 @@ pub type RestoreResult = (PathBuf, Result<RestoreReport, String>);
 
 /// Plans, or plans and writes, a restore of the session's pair in the background, as
 /// `bnaudit restore A B -o PATH` without patterns does (every `frozen_stats_drift` layer).
+/// A panic comes back as the job's error, as for the comparison, so the dialog always
+/// hears back.
 pub fn restore(
     session: &Session,
     request: Request,
@@ -121,7 +123,12 @@ pub fn restore(
                 }
                 Ok(plan.report)
             };
-            let result = run();
+            let what = if write {
+                "writing the restore"
+            } else {
+                "planning the restore"
+            };
+            let result = catching(what, run);
             let _ = tx.send((path, result));
         })?;
     Ok(())
