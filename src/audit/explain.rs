@@ -22,7 +22,7 @@ use super::align::{self, WRAPPERS};
 use super::diff::Alignment;
 use super::ls::layer_values_unmapped;
 use super::scope::Patterns;
-use crate::bn::stream::{self, Affine, Geometry, Moments, Pooled};
+use crate::bn::stream::{self, Affine, ChannelMap, Geometry, Moments, Normalising, Pooled};
 use crate::bn::{
     self, BatchNorm, BatchStats, BnLayer, Convention, LayerValues, Momentum, Real, RunningStats,
     UpdateRule,
@@ -900,24 +900,46 @@ const CHUNK: usize = 1 << 18;
 
 /// The maps of the three computations on one batch (the batch one absent where batch
 /// statistics do not exist), their output summaries folded into `accs`.
-struct Maps<T> {
-    batch: Option<Affine<T>>,
-    eval_a: Affine<T>,
-    eval_b: Affine<T>,
+struct Maps<M> {
+    batch: Option<M>,
+    eval_a: M,
+    eval_b: M,
 }
 
-impl<T: Real> Maps<T> {
-    fn new(pair: &Pair<'_>, batch: Option<&BatchStats>) -> Maps<T> {
-        let (a, b) = (pair.bn_a, pair.bn_b);
+impl<'s> Maps<Normalising<'s>> {
+    /// The maps of `pair`, computed per channel as they are asked for; `batch`: the moments
+    /// of the batch, where its statistics exist.
+    fn new(pair: &Pair<'s>, batch: Option<&'s Moments>) -> Maps<Normalising<'s>> {
+        let map =
+            |mean: &'s [f64], var: &'s [f64], var_divisor: f64, bn: &BatchNorm<'s>| Normalising {
+                mean,
+                var,
+                var_divisor,
+                eps: bn.eps,
+                weight: bn.weight,
+                bias: bn.bias,
+            };
         Maps {
-            batch: batch.map(|s| Affine::normalising(&s.mean, &s.var, a.eps, a.weight, a.bias)),
-            eval_a: Affine::normalising(&pair.a.mean, &pair.a.var, a.eps, a.weight, a.bias),
-            eval_b: Affine::normalising(&pair.b.mean, &pair.b.var, b.eps, b.weight, b.bias),
+            batch: batch.map(|m| map(&m.mean, &m.m2, m.count as f64, pair.bn_a)),
+            eval_a: map(&pair.a.mean, &pair.a.var, 1.0, pair.bn_a),
+            eval_b: map(&pair.b.mean, &pair.b.var, 1.0, pair.bn_b),
         }
     }
 
-    fn each(&self) -> Vec<(Kind, &Affine<T>)> {
-        let mut v: Vec<(Kind, &Affine<T>)> = self.batch.iter().map(|m| (Kind::Batch, m)).collect();
+    /// The maps stored in `T`, the precision the captured values are mapped in.
+    fn stored<T: Real>(&self) -> Maps<Affine<T>> {
+        let c = self.eval_a.mean.len();
+        Maps {
+            batch: self.batch.as_ref().map(|m| Affine::of(m, c)),
+            eval_a: Affine::of(&self.eval_a, c),
+            eval_b: Affine::of(&self.eval_b, c),
+        }
+    }
+}
+
+impl<M: ChannelMap> Maps<M> {
+    fn each(&self) -> Vec<(Kind, &M)> {
+        let mut v: Vec<(Kind, &M)> = self.batch.iter().map(|m| (Kind::Batch, m)).collect();
         v.push((Kind::EvalA, &self.eval_a));
         v.push((Kind::EvalB, &self.eval_b));
         v
@@ -1266,22 +1288,20 @@ impl Context<'_, '_> {
             replay_alternative: None,
             notes: Vec::new(),
         };
-        let Some(dists) = mean
-            .iter()
-            .zip(var)
-            .map(|(&m, &v)| Normal::new(m, v.max(0.0).sqrt()).ok())
-            .collect::<Option<Vec<Normal<f64>>>>()
-        else {
+        // Each channel's distribution is made again for every value drawn (it is two
+        // numbers): a vector of them would cost more than the layer's statistics.
+        let dist = |ch: usize| Normal::new(mean[ch], var[ch].max(0.0).sqrt()).ok();
+        let c = mean.len();
+        if (0..c).any(|ch| dist(ch).is_none()) {
             runs.notes.push(
                 "Non-finite statistics: no synthetic inputs can be drawn, so no mode was re-run."
                     .to_owned(),
             );
             return runs;
-        };
-        let c = dists.len();
+        }
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
         let data: Vec<f64> = (0..samples * c)
-            .map(|i| dists[i % c].sample(&mut rng))
+            .filter_map(|i| dist(i % c).map(|d| d.sample(&mut rng)))
             .collect();
         let g = Geometry {
             samples,
@@ -1294,7 +1314,8 @@ impl Context<'_, '_> {
         };
         drop(data);
         let mut accs = HashMap::new();
-        Maps::<f64>::new(pair, Some(&m.batch())).summarise(&m, &mut accs);
+        // In f64 the stored maps would equal these: computed per channel, none is held.
+        Maps::new(pair, Some(&m)).summarise(&m, &mut accs);
         runs.modes = modes(&accs);
         runs
     }
@@ -1315,8 +1336,8 @@ fn tensor_forward<T: Real>(
         .map_err(|e| ExplainError::input(acts.path(), format!("{}: {e}", input.name)))?;
     let x = acts.source::<T>(input);
     let m = stream::moments(&x, &g, CHUNK)?;
-    let batch = (m.count > 1 || !pair.bn_a.rule.unbiased_var).then(|| m.batch());
-    let maps = Maps::<T>::new(pair, batch.as_ref());
+    let has_batch = m.count > 1 || !pair.bn_a.rule.unbiased_var;
+    let maps = Maps::new(pair, has_batch.then_some(&m)).stored::<T>();
     maps.summarise(&m, accs);
     if let Some(o) = output {
         let each = maps.each();
@@ -1334,7 +1355,7 @@ fn tensor_forward<T: Real>(
             acc.err = Some(acc.err.map_or(e, |x| x.max(e)));
         }
     }
-    Ok(batch)
+    Ok(has_batch.then(|| m.batch()))
 }
 
 /// What re-running the modes found.
