@@ -414,15 +414,17 @@ pub struct Explainer<'c> {
     /// The layers to explain, in report order, with the key of each one's capture.
     chosen: Vec<(String, Option<String>)>,
     notes: Vec<String>,
+    /// Channels explained at once, at most ([`WINDOW_CHANNELS`] unless set).
+    window: u64,
 }
 
 /// Channels explained at once, at most (one layer at least): layers are explained in
 /// parallel a window at a time and handed out in order, so memory holds the window's
 /// layers, whatever the number of layers.
-const WINDOW_CHANNELS: u64 = 1 << 20;
+pub const WINDOW_CHANNELS: u64 = 1 << 20;
 
 /// Layers explained at once, at most.
-const WINDOW_LAYERS: usize = 256;
+pub const WINDOW_LAYERS: usize = 256;
 
 impl<'c> Explainer<'c> {
     /// Aligns A's and B's names, reads the capture's structure and chooses the layers: those
@@ -485,7 +487,15 @@ impl<'c> Explainer<'c> {
             capture_alignment,
             chosen,
             notes,
+            window: WINDOW_CHANNELS,
         })
+    }
+
+    /// Explains at most `channels` channels at once (one layer at least) instead of
+    /// [`WINDOW_CHANNELS`]: less memory, less parallelism.
+    pub fn with_window(mut self, channels: u64) -> Explainer<'c> {
+        self.window = channels;
+        self
     }
 
     /// Starts explaining the layers, in order. Fails with the first layer's error when no
@@ -556,6 +566,12 @@ impl Explained<'_, '_> {
         &self.skipped
     }
 
+    /// Layers explained and not handed out yet: at most one window's (see
+    /// [`Explainer::with_window`]), however many layers there are.
+    pub fn held(&self) -> usize {
+        self.ready.len()
+    }
+
     /// The skipped layers.
     pub fn into_skipped(self) -> Vec<SkippedLayer> {
         self.skipped
@@ -573,7 +589,7 @@ impl Explained<'_, '_> {
                 .layers
                 .get(&e.chosen[end].0)
                 .map_or(0, |l| l.channels);
-            if end > start && channels + width > WINDOW_CHANNELS {
+            if end > start && channels + width > e.window {
                 break;
             }
             channels += width;
@@ -1300,9 +1316,9 @@ impl Context<'_, '_> {
             return runs;
         }
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
-        let data: Vec<f64> = (0..samples * c)
-            .filter_map(|i| dist(i % c).map(|d| d.sample(&mut rng)))
-            .collect();
+        // Reserved, not grown: a doubling vector would hold its old and new buffer at once.
+        let mut data = Vec::with_capacity(samples * c);
+        data.extend((0..samples * c).filter_map(|i| dist(i % c).map(|d| d.sample(&mut rng))));
         let g = Geometry {
             samples,
             channels: c,
@@ -1470,10 +1486,12 @@ fn implied(
     counter_before: i64,
 ) -> Option<ImpliedBatch> {
     let solve = |x: &[f64], y: &[f64]| -> Option<Vec<f64>> {
-        x.iter()
-            .zip(y)
-            .map(|(&x, &y)| rule.implied_batch(x, y, k, counter_before))
-            .collect()
+        // Reserved: collecting into an `Option` cannot know the length.
+        let mut out = Vec::with_capacity(x.len());
+        for (&x, &y) in x.iter().zip(y) {
+            out.push(rule.implied_batch(x, y, k, counter_before)?);
+        }
+        Some(out)
     };
     let mean = solve(&a.mean, &b.mean)?;
     let var = solve(&a.var, &b.var)?;
