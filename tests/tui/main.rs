@@ -6,3 +6,5 @@ mod harness;
 mod keys;
 mod snapshots;
 mod terminal;
+#[path = "../writer/mod.rs"]
+mod writer;
