@@ -9,6 +9,7 @@
 //! its own, not in signal context, so it may lock and write like any other code.
 
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -83,7 +84,11 @@ fn install() -> io::Result<()> {
                         // for the lock must not rename a removed file.
                         let files = temp_list().lock().unwrap_or_else(PoisonError::into_inner);
                         let restore = *TERMINAL.lock().unwrap_or_else(PoisonError::into_inner);
-                        clean_up(&files, restore);
+                        // Exit whatever happens: a panic here would leave the process
+                        // running with nothing left to end it.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            clean_up(&files, restore);
+                        }));
                         std::mem::forget(files);
                         std::process::exit(128 + signal);
                     }

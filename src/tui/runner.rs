@@ -14,6 +14,7 @@ use std::time::Duration;
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{self, LeaveAlternateScreen};
 use ratatui::layout::Rect;
 
 use super::events;
@@ -48,8 +49,12 @@ impl Drop for TerminalGuard {
 
 /// Mouse capture off, cooked mode, the main screen back.
 fn restore() {
+    // Each step whatever the others did, and no `ratatui::restore`: it reports a failure
+    // with `eprintln!`, which panics when the terminal is gone (a hang-up), and a panic on
+    // the signal handler's thread would keep the process from exiting.
     let _ = execute!(stdout(), DisableMouseCapture);
-    ratatui::restore();
+    let _ = terminal::disable_raw_mode();
+    let _ = execute!(stdout(), LeaveAlternateScreen);
 }
 
 /// Restores the terminal on a signal, from the signal handler's thread.

@@ -189,6 +189,42 @@ fn signals_end_the_ui_with_the_terminal_restored() {
     }
 }
 
+/// The terminal going away (tmux killed: SIGHUP, and every write fails) ends the UI: the
+/// restore that fails must not keep the process alive, spinning on a dead terminal.
+#[test]
+fn hang_up_ends_the_ui() {
+    let bin = env!("CARGO_BIN_EXE_bnaudit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("pid");
+    let tmux = Tmux::start(100, 30);
+    let ui = format!(
+        "sh -c 'echo $$ > \"{}\"; exec \"{bin}\" demo'",
+        pid_file.display()
+    );
+    tmux.send(&[&ui, "Enter"]);
+    tmux.wait_for("Verdicts by sub-model");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid written");
+    drop(tmux);
+    let alive = || {
+        Command::new("kill")
+            .args(["-0", pid.trim()])
+            .output()
+            .expect("kill runs")
+            .status
+            .success()
+    };
+    let start = Instant::now();
+    while alive() && start.elapsed() < Duration::from_secs(10) {
+        sleep(Duration::from_millis(50));
+    }
+    let still = alive();
+    if still {
+        // Do not leave it spinning.
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+    }
+    assert!(!still, "the UI outlived its terminal by 10 s");
+}
+
 /// A signal while the UI writes a restore: the temporary file is removed and the terminal
 /// restored (in that order, by one handler), then the exit is 128 + the signal.
 #[test]
