@@ -288,13 +288,15 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
         open(acts, output, None)?,
     );
     let report = diff_opened(&a, &b, &DiffOptions::default())?;
-    let explained = audit::explain(&a, &b, Some(&acts), &ExplainOptions::default())?;
+    let options = ExplainOptions::default();
+    let explainer = Explainer::new(&a, &b, Some(&acts), &options)?;
+    let layers = explainer.layers()?;
     emit(output, |_, style, out| {
         write!(
             out,
             "{}\n{}",
             report::text::diff(&report, style),
-            report::text::explain(&explained, style)
+            report::text::explain_layers(&explainer, layers, style)
         )
     })
 }

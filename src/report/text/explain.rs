@@ -10,16 +10,8 @@ use crate::audit::explain::{
 use crate::fmt::{num, opt_num, printable};
 use crate::report::Style;
 
-/// Renders the `explain` report.
-pub fn explain(report: &ExplainReport, style: Style) -> String {
-    let mut text = ExplainText::new(style);
-    for layer in &report.layers {
-        text.layer(layer);
-    }
-    text.finish(report)
-}
-
-/// Renders the layers of `layers` as they are explained, then the report around them.
+/// Renders the `explain` report: the layers of `layers` as they are explained, then the
+/// report around them.
 pub fn explain_layers(
     explainer: &Explainer<'_>,
     mut layers: Explained<'_, '_>,
@@ -72,8 +64,8 @@ impl ExplainText {
     }
 
     /// The whole text: `report`'s header, notes and skipped layers, the summary, then the
-    /// layers added (`report.layers` itself is not read).
-    fn finish<L>(self, report: &ExplainReport<L>) -> String {
+    /// layers added.
+    fn finish(self, report: &ExplainReport<()>) -> String {
         let style = self.style;
         let mut out = String::new();
         let _ = writeln!(
