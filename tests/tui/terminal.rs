@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::writer::SafetensorsWriter;
+
 /// A private tmux server, killed when dropped (also when the test panics).
 struct Tmux {
     socket: String,
@@ -121,6 +123,40 @@ fn assert_restored(tmux: &Tmux, exit: u8) {
     );
 }
 
+/// The real binary run by a shell that first writes its pid to a file (`exec` keeps the
+/// pid, and the UI's exit code is the shell's), so that tests can signal it.
+struct UiProcess {
+    pid_file: std::path::PathBuf,
+}
+
+impl UiProcess {
+    fn new(dir: &Path) -> UiProcess {
+        UiProcess {
+            pid_file: dir.join("pid"),
+        }
+    }
+
+    /// The shell command running bnaudit with `args` (quoted for `sh`, no single quotes).
+    fn command(&self, args: &str) -> String {
+        format!(
+            "sh -c 'echo $$ > \"{}\"; exec \"{}\" {args}'",
+            self.pid_file.display(),
+            env!("CARGO_BIN_EXE_bnaudit")
+        )
+    }
+
+    /// `kill -SIGNAL` of the process; `0` asks whether it is alive.
+    fn signal(&self, signal: &str) -> bool {
+        let pid = std::fs::read_to_string(&self.pid_file).expect("pid written");
+        Command::new("kill")
+            .args([&format!("-{signal}"), pid.trim()])
+            .output()
+            .expect("kill runs")
+            .status
+            .success()
+    }
+}
+
 #[test]
 fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
     let tmux = Tmux::start(100, 30);
@@ -164,27 +200,105 @@ fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
 /// `kill -TERM|-INT|-HUP` of the UI restores the terminal and exits 128 + the signal.
 #[test]
 fn signals_end_the_ui_with_the_terminal_restored() {
-    let bin = env!("CARGO_BIN_EXE_bnaudit");
     for (signal, number) in [("TERM", 15), ("INT", 2), ("HUP", 1)] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pid_file = dir.path().join("pid");
+        let ui = UiProcess::new(dir.path());
         let tmux = Tmux::start(100, 30);
-        // `exec` keeps the pid written, and the UI's exit code is the shell's.
-        let ui = format!(
-            "sh -c 'echo $$ > \"{}\"; exec \"{bin}\" demo'",
-            pid_file.display()
-        );
-        tmux.send(&[&then_report_the_terminal(&ui), "Enter"]);
+        tmux.send(&[&then_report_the_terminal(&ui.command("demo")), "Enter"]);
         tmux.wait_for("Verdicts by sub-model");
         assert_eq!(tmux.display("#{mouse_any_flag}"), "1", "mouse captured");
-        let pid = std::fs::read_to_string(&pid_file).expect("pid written");
-        let killed = Command::new("kill")
-            .args([&format!("-{signal}"), pid.trim()])
-            .status()
-            .expect("kill runs");
-        assert!(killed.success());
+        assert!(ui.signal(signal));
         assert_restored(&tmux, 128 + number);
     }
+}
+
+/// The terminal going away (tmux killed: SIGHUP, and every write fails) ends the UI: the
+/// restore that fails must not keep the process alive, spinning on a dead terminal.
+#[test]
+fn hang_up_ends_the_ui() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ui = UiProcess::new(dir.path());
+    let tmux = Tmux::start(100, 30);
+    tmux.send(&[&ui.command("demo"), "Enter"]);
+    tmux.wait_for("Verdicts by sub-model");
+    drop(tmux);
+    let start = Instant::now();
+    while ui.signal("0") && start.elapsed() < Duration::from_secs(10) {
+        sleep(Duration::from_millis(50));
+    }
+    let still = ui.signal("0");
+    if still {
+        // Do not leave it spinning.
+        ui.signal("KILL");
+    }
+    assert!(!still, "the UI outlived its terminal by 10 s");
+}
+
+/// A signal while the UI writes a restore: the temporary file is removed and the terminal
+/// restored (in that order, by one handler), then the exit is 128 + the signal.
+#[test]
+fn signal_during_a_restore_written_from_the_ui() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A drifted layer beside a tensor large enough that copying it takes a while.
+    let big = vec![0u8; 96 << 20];
+    for (name, mean, count) in [("a.safetensors", 0.0, 0), ("b.safetensors", 0.5, 3)] {
+        SafetensorsWriter::default()
+            .raw("big.weight", "U8", &[big.len()], &big)
+            .f32_filled("big.bn.running_mean", 4, mean)
+            .f32_filled("big.bn.running_var", 4, 1.0)
+            .i64_scalar("big.bn.num_batches_tracked", count)
+            .write(&dir.path().join(name));
+    }
+    let output = dir.path().join("b.restored.safetensors");
+    let temp = || {
+        std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.to_string_lossy().ends_with(".bnaudit-tmp"))
+    };
+    for _ in 0..5 {
+        let ui = UiProcess::new(dir.path());
+        let tmux = Tmux::start(120, 40);
+        let view = format!(
+            "--no-mmap \"{dir}/a.safetensors\" \"{dir}/b.safetensors\"",
+            dir = dir.path().display()
+        );
+        tmux.send(&[&then_report_the_terminal(&ui.command(&view)), "Enter"]);
+        tmux.wait_for("Verdicts by sub-model");
+        tmux.send(&["2"]);
+        tmux.wait_for("Layers 1/1");
+        tmux.send(&["w"]);
+        tmux.wait_for("b.restored.safetensors_");
+        tmux.send(&["Enter"]);
+        tmux.wait_for("Restore plan");
+        tmux.send(&["Enter"]);
+        let start = Instant::now();
+        let found = loop {
+            let found = temp();
+            if found.is_some() || output.exists() || start.elapsed() > Duration::from_secs(20) {
+                break found;
+            }
+        };
+        let Some(found) = found else {
+            // The write finished before the poll saw it: try again.
+            tmux.send(&["Escape", "q"]);
+            tmux.wait_for("DONE");
+            let _ = std::fs::remove_file(&output);
+            continue;
+        };
+        assert!(ui.signal("TERM"));
+        tmux.wait_for("DONE");
+        if output.exists() {
+            // Renamed into place just before the signal: try again.
+            std::fs::remove_file(&output).expect("remove");
+            continue;
+        }
+        assert_restored(&tmux, 128 + 15);
+        assert!(!found.exists(), "the temporary file is removed");
+        assert!(!output.exists(), "nothing is renamed into place");
+        return;
+    }
+    panic!("the restore always finished before the signal");
 }
 
 /// no-color.org: an empty `NO_COLOR` leaves colour on, in the UI as in the text reports;
