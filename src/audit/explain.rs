@@ -597,10 +597,15 @@ impl Explained<'_, '_> {
         }
         self.next = end;
         let window = &e.chosen[start..end];
-        let results: Vec<Result<ExplainLayer, ExplainError>> = window
-            .par_iter()
-            .map(|(name, key)| e.layer(name, key.as_deref()))
-            .collect();
+        let explain = |(name, key): &(String, Option<String>)| e.layer(name, key.as_deref());
+        // A window of one wide layer runs on this thread (its passes over channels are still
+        // parallel): the allocator reuses what this thread freed, the last layer's memory,
+        // instead of taking more from the system for a worker thread.
+        let results: Vec<Result<ExplainLayer, ExplainError>> = if window.len() == 1 {
+            window.iter().map(explain).collect()
+        } else {
+            window.par_iter().map(explain).collect()
+        };
         let mut first_error = None;
         for ((name, _), result) in window.iter().zip(results) {
             match result {
