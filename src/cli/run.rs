@@ -90,8 +90,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             show_ls(&report, &args.output)
         }
         Some(Command::Explain(args)) => {
-            let a = open(&args.a, &args.output, args.output.key_for(0))?;
-            let b = open(&args.b, &args.output, args.output.key_for(1))?;
+            let (a, b) = open_pair(&args.a, &args.b, &args.output)?;
             let acts = args
                 .activations
                 .as_deref()
@@ -147,11 +146,8 @@ fn diff(
     options: &DiffOptions,
     output: &OutputArgs,
 ) -> Result<audit::DiffReport, Failure> {
-    diff_opened(
-        &open(a, output, output.key_for(0))?,
-        &open(b, output, output.key_for(1))?,
-        options,
-    )
+    let (a, b) = open_pair(a, b, output)?;
+    diff_opened(&a, &b, options)
 }
 
 /// Diffs checkpoints already opened, with a progress line on a terminal.
@@ -422,8 +418,7 @@ fn check_scope(args: &CheckArgs) -> Result<(Scope, Option<PathBuf>), Failure> {
 /// `check`: exit 1 when the frozen scope changed.
 fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let (scope, config) = check_scope(args)?;
-    let a = open(&args.a, &args.output, args.output.key_for(0))?;
-    let b = open(&args.b, &args.output, args.output.key_for(1))?;
+    let (a, b) = open_pair(&args.a, &args.b, &args.output)?;
     let diff = args.compare.options();
     forced_prefixes_apply(&a, &b, &diff)?;
     let options = CheckOptions {
@@ -464,8 +459,7 @@ fn restore(args: &RestoreArgs) -> Result<u8, Failure> {
         allow_stats: &[],
         config: args.config.as_deref(),
     })?;
-    let a = open(&args.a, &args.output, args.output.key_for(0))?;
-    let b = open(&args.b, &args.output, args.output.key_for(1))?;
+    let (a, b) = open_pair(&args.a, &args.b, &args.output)?;
     let diff = args.compare.options();
     forced_prefixes_apply(&a, &b, &diff)?;
     restore::refuse_inputs(&out, &a, &b).map_err(restore_failure)?;
@@ -530,6 +524,16 @@ fn open(path: &Path, output: &OutputArgs, key: Option<&str>) -> Result<Checkpoin
         ReadMode::Mmap
     };
     Ok(Checkpoint::open_key(path, mode, key)?)
+}
+
+/// Opens A and B at once, each on its own core: parsing a million-tensor header takes most of
+/// a second. A's error is the one reported when both fail, as when they were opened in turn.
+fn open_pair(a: &Path, b: &Path, output: &OutputArgs) -> Result<(Checkpoint, Checkpoint), Failure> {
+    let (a, b) = rayon::join(
+        || open(a, output, output.key_for(0)),
+        || open(b, output, output.key_for(1)),
+    );
+    Ok((a?, b?))
 }
 
 /// Whether `NO_COLOR` leaves colour on: unset or empty (no-color.org), for reports and UI
