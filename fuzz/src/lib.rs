@@ -19,7 +19,7 @@ pub fn scratch() -> &'static Path {
             .or_else(|_| tempfile::tempdir())
             .expect("temporary directory")
     })
-        .path()
+    .path()
 }
 
 /// Writes `bytes` to `name` in the scratch directory.
