@@ -63,13 +63,16 @@ pub fn submodel(name: &str) -> &str {
     name.split(['.', '/']).next().unwrap_or(name)
 }
 
-/// `s` with every control character written as a visible escape (`\n`, `\e`, `\x07`,
-/// `\u{9b}`, `\u{202e}`), for text meant for a terminal or a Markdown page.
+/// `s` with every control and invisible formatting character written as a visible escape
+/// (`\n`, `\e`, `\x07`, `\u{9b}`, `\u{202e}`, `\u{200b}`), for text meant for a terminal or
+/// a Markdown page.
 ///
 /// Names, paths and metadata come from the checkpoint's author: printed raw, an ANSI escape
 /// in a tensor name retitles or clears the terminal, and a newline starts a line of its own
-/// (in a CI log, one that GitHub Actions runs as a `::error` workflow command). Bidirectional
-/// overrides are escaped too: they make a name read as another.
+/// (in a CI log, one that GitHub Actions runs as a `::error` workflow command). Format
+/// characters (Unicode category Cf: bidirectional overrides and isolates, zero-width spaces
+/// and joiners, the byte-order mark, tags) and the line and paragraph separators are escaped
+/// too: unseen, they make a name read as another, or two different names look the same.
 pub fn printable(s: &str) -> Cow<'_, str> {
     if !s.chars().any(unprintable) {
         return Cow::Borrowed(s);
@@ -89,10 +92,18 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Control characters (C0, DEL, C1) and the bidirectional formatting characters.
+/// Control characters (C0, DEL, C1), format characters (Cf) and the line and paragraph
+/// separators (Zl, Zp).
 fn unprintable(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    if c.is_ascii() {
+        // Most names: no table look-up.
+        return c.is_ascii_control();
+    }
+    matches!(
+        c.general_category(),
+        G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+    )
 }
 
 /// `n` and `noun`, with an `s` unless `n` is 1.
@@ -143,5 +154,27 @@ mod tests {
             let shown = printable(&c.to_string()).into_owned();
             assert!(!shown.chars().any(char::is_control), "{c:?} -> {shown:?}");
         }
+    }
+
+    /// Invisible characters that make a name read as another: bidirectional embeddings,
+    /// overrides and isolates, zero-width characters, the byte-order mark, a soft hyphen, a
+    /// language tag, the line separator. Visible non-ASCII letters stay as they are.
+    #[test]
+    fn printable_escapes_format_characters() {
+        let invisible = [
+            0x200b, 0x200c, 0x200d, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2060,
+            0x2066, 0x2067, 0x2068, 0x2069, 0xfeff, 0xad, 0x61c, 0xe0041, 0x2028, 0x2029,
+        ];
+        for c in invisible.into_iter().filter_map(char::from_u32) {
+            assert_eq!(
+                printable(&format!("bn{c}1")),
+                format!("bn\\u{{{:x}}}1", u32::from(c))
+            );
+        }
+        assert_eq!(
+            printable("backbone.\u{202e}1nb\u{202c}.weight"),
+            "backbone.\\u{202e}1nb\\u{202c}.weight"
+        );
+        assert!(matches!(printable("ﾊﾞｯｸ.bn.Ω.層"), Cow::Borrowed(_)));
     }
 }

@@ -9,13 +9,15 @@
 //!   directly, as `cp` does: renaming over it would replace a device node with a file;
 //! - a read-only target, a directory, or one we may not write is refused before anything
 //!   is written;
-//! - the temporary file is removed on failure, and on SIGINT, SIGTERM or SIGHUP.
+//! - the temporary file is removed on failure, and on SIGINT, SIGTERM or SIGHUP (see
+//!   [`crate::signals`]).
 
 use std::fs::{self, File, Metadata, Permissions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+
+use crate::signals;
 
 /// Why an output file cannot be written.
 #[derive(Debug, thiserror::Error)]
@@ -213,34 +215,6 @@ fn refuse_read_only(target: &Path, m: &Metadata) -> Result<(), OutputError> {
     }
 }
 
-/// Temporary files alive now, removed by the signal thread on SIGINT, SIGTERM or SIGHUP.
-fn live() -> &'static Mutex<Vec<PathBuf>> {
-    static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    &LIVE
-}
-
-/// Installs, once, the thread that removes the live temporary files when a terminating
-/// signal arrives and then exits with status 128 + the signal.
-fn watch_signals() {
-    static WATCHING: OnceLock<()> = OnceLock::new();
-    WATCHING.get_or_init(|| {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
-            return;
-        };
-        std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                // Held until exit: a commit waiting for it never renames a removed file.
-                let paths = live().lock().unwrap_or_else(|e| e.into_inner());
-                for p in paths.iter() {
-                    let _ = fs::remove_file(p);
-                }
-                std::process::exit(128 + sig);
-            }
-        });
-    });
-}
-
 /// A temporary file registered for removal on signals; removed when dropped unless
 /// persisted.
 #[derive(Debug)]
@@ -252,8 +226,7 @@ struct Registered {
 impl Registered {
     /// Creates `.NAME.XXXXXX.bnaudit-tmp` in `dir`, mode `0666 & ~umask`.
     fn create(dir: &Path, name: &str) -> io::Result<Registered> {
-        watch_signals();
-        let mut paths = live().lock().unwrap_or_else(|e| e.into_inner());
+        let mut paths = signals::temp_files();
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".bnaudit-tmp")
@@ -261,7 +234,7 @@ impl Registered {
             .tempfile_in(dir)
             .map_err(without_temp_path)?;
         let (file, path) = temp.keep().map_err(|e| e.error)?;
-        paths.push(path.clone());
+        paths.add(path.clone());
         Ok(Registered {
             file,
             path: Some(path),
@@ -270,13 +243,13 @@ impl Registered {
 
     /// Renames the file over `target`.
     fn persist(mut self, target: &Path) -> io::Result<()> {
-        let mut paths = live().lock().unwrap_or_else(|e| e.into_inner());
+        let mut paths = signals::temp_files();
         let path = self.path.take().expect("persisted once");
         let renamed = fs::rename(&path, target);
         if renamed.is_err() {
             let _ = fs::remove_file(&path);
         }
-        paths.retain(|p| *p != path);
+        paths.forget(&path);
         renamed
     }
 }
@@ -284,9 +257,9 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         if let Some(path) = self.path.take() {
-            let mut paths = live().lock().unwrap_or_else(|e| e.into_inner());
+            let mut paths = signals::temp_files();
             let _ = fs::remove_file(&path);
-            paths.retain(|p| *p != path);
+            paths.forget(&path);
         }
     }
 }
@@ -394,11 +367,14 @@ mod tests {
         let p = dir.path().join("out.bin");
         let mut out = Output::create(&p).unwrap();
         out.write_all(b"partial").unwrap();
-        assert_eq!(leftovers(dir.path()).len(), 1);
+        let temp = leftovers(dir.path());
+        assert_eq!(temp.len(), 1);
+        let temp = dir.path().join(&temp[0]);
+        assert!(signals::temp_files().contains(&temp));
         drop(out);
         assert!(!p.exists());
         assert!(leftovers(dir.path()).is_empty());
-        assert!(live().lock().unwrap().is_empty());
+        assert!(!signals::temp_files().contains(&temp));
     }
 
     #[test]

@@ -1,24 +1,29 @@
-//! Names from a checkpoint cannot reach the terminal or a CI log as control characters:
-//! every text and Markdown report (and the error line) shows them escaped.
+//! Names from a checkpoint cannot reach the terminal or a CI log as control characters or
+//! invisible formatting characters: every text and Markdown report (and the error line)
+//! shows them escaped.
 
 mod writer;
 
 use std::path::Path;
 
 use assert_cmd::Command;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use writer::SafetensorsWriter;
 
 /// Retitles the terminal (OSC 0), rings the bell and clears the screen when printed raw.
 const ANSI: &str = "evil\u{1b}]0;pwned\u{7}\u{1b}[2J";
 /// Starts a GitHub Actions workflow command on a line of its own when printed raw.
 const NEWLINE: &str = "x\n::error title=owned::gotcha";
+/// Reads as `evilfinal` with a zero-width space and a right-to-left override when printed
+/// raw; two such names that differ only there look the same.
+const BIDI: &str = "evil\u{202e}lanif\u{200b}";
 
 /// One BatchNorm layer per hostile module name; B's statistics drifted in both.
 fn write_pair(dir: &Path) -> (String, String) {
     let paths = [dir.join("a.safetensors"), dir.join("b.safetensors")];
     for (side, path) in paths.iter().enumerate() {
         let mut w = SafetensorsWriter::default();
-        for module in [ANSI, NEWLINE] {
+        for module in [ANSI, NEWLINE, BIDI] {
             let layer = format!("{module}.bn");
             let moved = side as f32 * 0.5;
             w.f32_filled(&format!("{layer}.weight"), 4, 1.0)
@@ -46,12 +51,14 @@ fn run(args: &[&str]) -> (String, String) {
     )
 }
 
-/// No control character but the line breaks, no line a workflow command, and the names
-/// still there, escaped.
+/// No control character but the line breaks, no format character (Cf), no line a workflow
+/// command, and the names still there, escaped.
 fn assert_safe(what: &str, out: &str) {
     let raw: Vec<char> = out
         .chars()
-        .filter(|c| c.is_control() && *c != '\n')
+        .filter(|&c| {
+            (c.is_control() && c != '\n') || c.general_category() == GeneralCategory::Format
+        })
         .collect();
     assert!(
         raw.is_empty(),
@@ -66,6 +73,7 @@ fn assert_safe(what: &str, out: &str) {
         out.contains(r"x\n::error title=owned::gotcha"),
         "{what}:\n{out}"
     );
+    assert!(out.contains(r"evil\u{202e}lanif\u{200b}"), "{what}:\n{out}");
 }
 
 #[test]

@@ -77,20 +77,8 @@ impl SafetensorsFile {
         len: u64,
     ) -> Result<Cow<'_, [u8]>, CheckpointError> {
         debug_assert!(offset + len <= tensor.end - tensor.start);
-        let start = tensor.start + offset;
-        self.read_data(start, start + len, &tensor.name)
-    }
-
-    /// Reads bytes `start..end` of the data section, which begins with `tensor` (named if the
-    /// file turns out to be truncated); the range may span several tensors.
-    pub(crate) fn read_data(
-        &self,
-        start: u64,
-        end: u64,
-        tensor: &str,
-    ) -> Result<Cow<'_, [u8]>, CheckpointError> {
-        let at = self.header.data_start;
-        self.raw.read(at + start, at + end, tensor)
+        let start = self.header.data_start + tensor.start + offset;
+        self.raw.read(start, start + len, &tensor.name)
     }
 
     /// Fills `buf` with the bytes of `tensor` starting `offset` bytes into it, with a
@@ -103,19 +91,13 @@ impl SafetensorsFile {
         buf: &mut [u8],
     ) -> Result<(), CheckpointError> {
         debug_assert!(offset + buf.len() as u64 <= tensor.end - tensor.start);
-        self.read_data_into(tensor.start + offset, buf, &tensor.name)
+        let start = self.header.data_start + tensor.start + offset;
+        self.raw.read_into(start, buf, &tensor.name)
     }
 
-    /// Fills `buf` with a positioned read from `start` bytes into the data section; `tensor`
-    /// is named if the file turns out to be truncated.
-    pub(crate) fn read_data_into(
-        &self,
-        start: u64,
-        buf: &mut [u8],
-        tensor: &str,
-    ) -> Result<(), CheckpointError> {
-        self.raw
-            .read_into(self.header.data_start + start, buf, tensor)
+    /// The file's bytes; tensor offsets count from the header's `data_start`.
+    pub(crate) fn raw(&self) -> &RawFile {
+        &self.raw
     }
 
     /// All bytes of `tensor`.

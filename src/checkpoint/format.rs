@@ -154,10 +154,8 @@ impl CheckpointFile {
         end: u64,
         tensor: &str,
     ) -> Result<Cow<'_, [u8]>, CheckpointError> {
-        match self {
-            CheckpointFile::Safetensors(f) => f.read_data(start, end, tensor),
-            CheckpointFile::Torch(f) => f.read_data(start, end, tensor),
-        }
+        let (raw, at) = self.data();
+        raw.read(at + start, at + end, tensor)
     }
 
     /// Fills `buf` with a positioned read from `start` of the tensor data.
@@ -167,9 +165,15 @@ impl CheckpointFile {
         buf: &mut [u8],
         tensor: &str,
     ) -> Result<(), CheckpointError> {
+        let (raw, at) = self.data();
+        raw.read_into(at + start, buf, tensor)
+    }
+
+    /// The file's bytes and the offset in them from which tensor offsets count.
+    fn data(&self) -> (&RawFile, u64) {
         match self {
-            CheckpointFile::Safetensors(f) => f.read_data_into(start, buf, tensor),
-            CheckpointFile::Torch(f) => f.read_data_into(start, buf, tensor),
+            CheckpointFile::Safetensors(f) => (f.raw(), f.header().data_start),
+            CheckpointFile::Torch(f) => (f.raw(), 0),
         }
     }
 }

@@ -349,7 +349,8 @@ fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Res
         },
     };
     tui::run(session, reports, DiffOptions::default(), theme)
-        .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))
+        .map_err(|e| Failure::usage(anyhow::anyhow!("terminal: {e}")))?;
+    Ok(0)
 }
 
 /// Pattern lists as given on the command line, and `--config`.

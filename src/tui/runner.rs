@@ -1,13 +1,12 @@
 //! The runner owns the terminal: raw mode, alternate screen and mouse capture on entry, all
-//! restored when the UI ends: on quit, on error, on SIGTERM, SIGINT or SIGHUP (then the
-//! exit code is 128 + the signal's number), and on a panic of the UI thread (a panic hook
+//! restored when the UI ends: on quit, on error, on SIGTERM, SIGINT or SIGHUP (from
+//! [`crate::signals`], after a restore being written has lost its temporary file; the exit
+//! code is 128 + the signal's number), and on a panic of the UI thread (a panic hook
 //! restores before the message is printed). A background job's panic is that job's error,
 //! shown in the UI, which keeps running. It feeds terminal events and background results to
 //! the state and redraws.
 
 use std::io::{self, stdout};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
@@ -15,8 +14,8 @@ use std::time::Duration;
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{self, LeaveAlternateScreen};
 use ratatui::layout::Rect;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::events;
 use super::model::{Job, Progress, Reports};
@@ -42,14 +41,34 @@ struct TerminalGuard;
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
-        let _ = execute!(stdout(), DisableMouseCapture);
-        ratatui::restore();
+        restore();
         super::fault::disarm();
+        let _ = crate::signals::restore_terminal_with(None);
     }
+}
+
+/// Mouse capture off, cooked mode, the main screen back.
+fn restore() {
+    // Each step whatever the others did, and no `ratatui::restore`: it reports a failure
+    // with `eprintln!`, which panics when the terminal is gone (a hang-up), and a panic on
+    // the signal handler's thread would keep the process from exiting.
+    let _ = execute!(stdout(), DisableMouseCapture);
+    let _ = terminal::disable_raw_mode();
+    let _ = execute!(stdout(), LeaveAlternateScreen);
+}
+
+/// Restores the terminal on a signal, from the signal handler's thread.
+fn restore_on_signal() {
+    // Never unlocked: the process exits right after, and the UI thread must not draw over
+    // the restored screen meanwhile (the lock is reentrant, so `restore` still writes).
+    std::mem::forget(stdout().lock());
+    restore();
 }
 
 /// Enters the UI's terminal mode and installs the panic hook.
 fn enter() -> io::Result<(TerminalGuard, DefaultTerminal)> {
+    // Before the terminal changes: a signal from here on restores it on the way out.
+    crate::signals::restore_terminal_with(Some(restore_on_signal))?;
     // Created first so that a failure half-way (raw mode on, no alternate screen) restores.
     let guard = TerminalGuard;
     super::fault::arm();
@@ -82,38 +101,21 @@ fn install_panic_hook(ui: ThreadId, on_ui_panic: Hook) {
     }));
 }
 
-/// Signals that end the UI; the one caught is stored (0: none yet).
-const ENDING: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
-
-/// Runs the UI over `session` and its `reports` until the user quits or a signal of
-/// [`ENDING`] arrives; with two checkpoints they are compared in the background with
-/// `options`. Returns the exit code: 0 on quit, 128 + the signal's number on a signal.
+/// Runs the UI over `session` and its `reports` until the user quits (a terminating signal
+/// ends the process, see [`crate::signals`]); with two checkpoints they are compared in the
+/// background with `options`.
 pub fn run(
     session: Session,
     reports: Reports,
     options: DiffOptions,
     theme: Theme,
-) -> io::Result<u8> {
-    // Before the terminal changes: a signal from here on restores it on the way out.
-    let caught = Arc::new(AtomicUsize::new(0));
-    let ids = ENDING
-        .iter()
-        .map(|&signal| {
-            signal_hook::flag::register_usize(signal, Arc::clone(&caught), signal as usize)
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    let result = (|| {
-        let (_guard, mut terminal) = enter()?;
-        let size = terminal.size()?;
-        let mut app = App::new(reports, theme, Rect::new(0, 0, size.width, size.height));
-        let (tx, rx) = mpsc::channel();
-        super::jobs::spawn(&session, options.clone(), tx)?;
-        event_loop(&mut terminal, &mut app, &session, &rx, &options, &caught)
-    })();
-    for id in ids {
-        signal_hook::low_level::unregister(id);
-    }
-    result
+) -> io::Result<()> {
+    let (_guard, mut terminal) = enter()?;
+    let size = terminal.size()?;
+    let mut app = App::new(reports, theme, Rect::new(0, 0, size.width, size.height));
+    let (tx, rx) = mpsc::channel();
+    super::jobs::spawn(&session, options.clone(), tx)?;
+    event_loop(&mut terminal, &mut app, &session, &rx, &options)
 }
 
 fn event_loop(
@@ -122,8 +124,7 @@ fn event_loop(
     session: &Session,
     rx: &Receiver<Message>,
     options: &DiffOptions,
-    caught: &AtomicUsize,
-) -> io::Result<u8> {
+) -> io::Result<()> {
     // Restores report on a channel of their own: the comparison's channel closing is how
     // a panicked comparison is noticed.
     let (restore_tx, restore_rx) = mpsc::channel();
@@ -131,11 +132,6 @@ fn event_loop(
     // Draw only when something changed: an idle UI costs no CPU.
     let mut dirty = true;
     loop {
-        // Checked at least every 100 ms (the poll below); the guard restores on return.
-        match caught.load(Ordering::Relaxed) {
-            0 => {}
-            signal => return Ok(128 + signal as u8),
-        }
         if let Some(row) = app.wanted_channels() {
             let name = row.name.clone();
             let channels = session.channels(row).map_err(|e| e.to_string());
@@ -192,7 +188,7 @@ fn event_loop(
             dirty = true;
         }
         if app.quit {
-            return Ok(0);
+            return Ok(());
         }
     }
 }

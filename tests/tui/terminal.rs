@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::writer::SafetensorsWriter;
+
 /// A private tmux server, killed when dropped (also when the test panics).
 struct Tmux {
     socket: String,
@@ -185,6 +187,117 @@ fn signals_end_the_ui_with_the_terminal_restored() {
         assert!(killed.success());
         assert_restored(&tmux, 128 + number);
     }
+}
+
+/// The terminal going away (tmux killed: SIGHUP, and every write fails) ends the UI: the
+/// restore that fails must not keep the process alive, spinning on a dead terminal.
+#[test]
+fn hang_up_ends_the_ui() {
+    let bin = env!("CARGO_BIN_EXE_bnaudit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("pid");
+    let tmux = Tmux::start(100, 30);
+    let ui = format!(
+        "sh -c 'echo $$ > \"{}\"; exec \"{bin}\" demo'",
+        pid_file.display()
+    );
+    tmux.send(&[&ui, "Enter"]);
+    tmux.wait_for("Verdicts by sub-model");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid written");
+    drop(tmux);
+    let alive = || {
+        Command::new("kill")
+            .args(["-0", pid.trim()])
+            .output()
+            .expect("kill runs")
+            .status
+            .success()
+    };
+    let start = Instant::now();
+    while alive() && start.elapsed() < Duration::from_secs(10) {
+        sleep(Duration::from_millis(50));
+    }
+    let still = alive();
+    if still {
+        // Do not leave it spinning.
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+    }
+    assert!(!still, "the UI outlived its terminal by 10 s");
+}
+
+/// A signal while the UI writes a restore: the temporary file is removed and the terminal
+/// restored (in that order, by one handler), then the exit is 128 + the signal.
+#[test]
+fn signal_during_a_restore_written_from_the_ui() {
+    let bin = env!("CARGO_BIN_EXE_bnaudit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A drifted layer beside a tensor large enough that copying it takes a while.
+    let big = vec![0u8; 96 << 20];
+    for (name, mean, count) in [("a.safetensors", 0.0, 0), ("b.safetensors", 0.5, 3)] {
+        SafetensorsWriter::default()
+            .raw("big.weight", "U8", &[big.len()], &big)
+            .f32_filled("big.bn.running_mean", 4, mean)
+            .f32_filled("big.bn.running_var", 4, 1.0)
+            .i64_scalar("big.bn.num_batches_tracked", count)
+            .write(&dir.path().join(name));
+    }
+    let output = dir.path().join("b.restored.safetensors");
+    let temp = || {
+        std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.to_string_lossy().ends_with(".bnaudit-tmp"))
+    };
+    for _ in 0..5 {
+        let pid_file = dir.path().join("pid");
+        let tmux = Tmux::start(120, 40);
+        let ui = format!(
+            "sh -c 'echo $$ > \"{}\"; exec \"{bin}\" --no-mmap \"$0\" \"$1\"' \
+             '{dir}/a.safetensors' '{dir}/b.safetensors'",
+            pid_file.display(),
+            dir = dir.path().display()
+        );
+        tmux.send(&[&then_report_the_terminal(&ui), "Enter"]);
+        tmux.wait_for("Verdicts by sub-model");
+        tmux.send(&["2"]);
+        tmux.wait_for("Layers 1/1");
+        tmux.send(&["w"]);
+        tmux.wait_for("b.restored.safetensors_");
+        tmux.send(&["Enter"]);
+        tmux.wait_for("Restore plan");
+        tmux.send(&["Enter"]);
+        let start = Instant::now();
+        let found = loop {
+            let found = temp();
+            if found.is_some() || output.exists() || start.elapsed() > Duration::from_secs(20) {
+                break found;
+            }
+        };
+        let Some(found) = found else {
+            // The write finished before the poll saw it: try again.
+            tmux.send(&["Escape", "q"]);
+            tmux.wait_for("DONE");
+            let _ = std::fs::remove_file(&output);
+            continue;
+        };
+        let pid = std::fs::read_to_string(&pid_file).expect("pid written");
+        let killed = Command::new("kill")
+            .args(["-TERM", pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        tmux.wait_for("DONE");
+        if output.exists() {
+            // Renamed into place just before the signal: try again.
+            std::fs::remove_file(&output).expect("remove");
+            continue;
+        }
+        assert_restored(&tmux, 128 + 15);
+        assert!(!found.exists(), "the temporary file is removed");
+        assert!(!output.exists(), "nothing is renamed into place");
+        return;
+    }
+    panic!("the restore always finished before the signal");
 }
 
 /// no-color.org: an empty `NO_COLOR` leaves colour on, in the UI as in the text reports;

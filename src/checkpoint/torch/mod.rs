@@ -276,24 +276,9 @@ impl TorchFile {
         self.key.as_deref()
     }
 
-    /// Bytes `start..end` of the file (a contiguous stored tensor, or several).
-    pub(crate) fn read_data(
-        &self,
-        start: u64,
-        end: u64,
-        tensor: &str,
-    ) -> Result<Cow<'_, [u8]>, CheckpointError> {
-        self.raw.read(start, end, tensor)
-    }
-
-    /// Fills `buf` with a positioned read from `start`.
-    pub(crate) fn read_data_into(
-        &self,
-        start: u64,
-        buf: &mut [u8],
-        tensor: &str,
-    ) -> Result<(), CheckpointError> {
-        self.raw.read_into(start, buf, tensor)
+    /// The archive's bytes; stored tensor offsets count from its start.
+    pub(crate) fn raw(&self) -> &RawFile {
+        &self.raw
     }
 
     /// `len` bytes of `t`'s logical (row-major) bytes from `offset`, gathered through its

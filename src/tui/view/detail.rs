@@ -15,7 +15,7 @@ use crate::audit::ChannelSeries;
 use crate::audit::diff::Momentum;
 use crate::audit::explain::{ExplainLayer, Inputs, Source};
 use crate::bn::Role;
-use crate::fmt::{num, opt_num};
+use crate::fmt::{num, opt_num, printable};
 use crate::tui::layout::Areas;
 use crate::tui::model::{Job, LayerRow};
 use crate::tui::state::{App, Pane};
@@ -192,9 +192,10 @@ fn plots(frame: &mut Frame, app: &App, area: Rect) {
                 "Select a layer on the Layers screen (2) and press Enter.",
                 app.theme.dim(),
             ),
-            Some(Some(Err(e))) => {
-                Span::styled(format!("Cannot read its values: {e}"), app.theme.error())
-            }
+            Some(Some(Err(e))) => Span::styled(
+                format!("Cannot read its values: {}", printable(e)),
+                app.theme.error(),
+            ),
             Some(_) => Span::styled("Reading the layer's values…", app.theme.dim()),
         };
         frame.render_widget(

@@ -1,19 +1,24 @@
 //! Text helpers shared by the views: fitting names into cells, wrapping sentences, marking
-//! search matches.
+//! search matches. Fitting and wrapping make their text [`printable`] first (ratatui drops
+//! control characters only, and widths are those of what is shown): a name from a checkpoint
+//! may hold escapes, bidirectional overrides or zero-width characters.
 
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
+
+use crate::fmt::printable;
 
 /// Display width of `s` in terminal columns.
 pub fn width(s: &str) -> usize {
     textwrap::core::display_width(s)
 }
 
-/// Fits `s` into `max` columns by cutting its middle: module paths keep their sub-model
-/// (start) and their layer (end).
+/// Fits `s`, made printable, into `max` columns by cutting its middle: module paths keep
+/// their sub-model (start) and their layer (end).
 pub fn fit_middle(s: &str, max: usize) -> String {
-    if width(s) <= max {
-        return s.to_owned();
+    let s = printable(s);
+    if width(&s) <= max {
+        return s.into_owned();
     }
     if max <= 1 {
         return "…".chars().take(max).collect();
@@ -28,21 +33,23 @@ pub fn fit_middle(s: &str, max: usize) -> String {
     out
 }
 
-/// Fits `s` into `max` columns by cutting its end (sentences).
+/// Fits `s`, made printable, into `max` columns by cutting its end (sentences).
 pub fn fit_end(s: &str, max: usize) -> String {
-    if width(s) <= max {
-        return s.to_owned();
+    let s = printable(s);
+    if width(&s) <= max {
+        return s.into_owned();
     }
     let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
 }
 
-/// Wraps `text` to `width` columns, indenting continuation lines by `indent` spaces.
+/// Wraps `text`, made printable, to `width` columns, indenting continuation lines by `indent`
+/// spaces.
 pub fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
     let pad = " ".repeat(indent);
     let options = textwrap::Options::new(width.max(indent + 8)).subsequent_indent(&pad);
-    textwrap::wrap(text, options)
+    textwrap::wrap(&printable(text), options)
         .into_iter()
         .map(|l| l.into_owned())
         .collect()

@@ -9,6 +9,7 @@ use ratatui::text::{Line, Span};
 use super::detail;
 use super::format::fit_middle;
 use super::widgets::{Column, ListRow, NameCells, list_table, side_pane};
+use crate::fmt::printable;
 use crate::tui::layout::Areas;
 use crate::tui::model::LayerColumn;
 use crate::tui::state::{App, Entry, GroupEntry, LayerFilter};
@@ -86,7 +87,7 @@ fn title(app: &App) -> String {
         parts.push(format!("in {scope}"));
     }
     if !v.query.is_empty() {
-        parts.push(format!("/{}", v.query));
+        parts.push(format!("/{}", printable(&v.query)));
     }
     format!(" {} ", parts.join(" · "))
 }
@@ -141,7 +142,10 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             theme.dim(),
         ))],
         Some(Entry::Group(g)) => {
-            let mut lines = vec![Line::from(Span::styled(g.path.clone(), theme.heading()))];
+            let mut lines = vec![Line::from(Span::styled(
+                printable(&g.path).into_owned(),
+                theme.heading(),
+            ))];
             lines.push(Line::from(format!(
                 "{} BatchNorm layers{}",
                 g.layers,

@@ -16,6 +16,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{LineGauge, Paragraph};
 
+use crate::fmt::printable;
 use crate::tui::layout::{self, MIN_SIZE};
 use crate::tui::model::Job;
 use crate::tui::state::{App, Screen};
@@ -127,7 +128,7 @@ fn footer(frame: &mut Frame, app: &App, area: Rect) {
         };
         Line::from(vec![
             Span::styled("/", theme.heading()),
-            Span::raw(app.query().to_owned()),
+            Span::raw(printable(app.query()).into_owned()),
             Span::styled("█", theme.dim()),
             Span::styled(
                 format!("  {count} shown · Enter keep · Esc cancel"),

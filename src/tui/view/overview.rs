@@ -10,7 +10,7 @@ use super::format::{fit_end, fit_middle, wrapped};
 use super::widgets::{Column, ListRow, list_table, pane, side_pane};
 use crate::audit::CheckpointSummary;
 use crate::audit::diff::{DiffReport, LayerDiff};
-use crate::fmt::{self, opt_num};
+use crate::fmt::{self, opt_num, printable};
 use crate::tui::layout::{Areas, inner};
 use crate::tui::model::{GroupRow, Job};
 use crate::tui::state::{App, Pane};
@@ -129,8 +129,9 @@ fn checkpoint(
 ) -> Line<'static> {
     let room = width.saturating_sub(tag.len() + super::format::width(facts));
     // The whole path when it fits, else the file name.
-    let path = if super::format::width(&c.path) <= room {
-        c.path.clone()
+    let full = printable(&c.path);
+    let path = if super::format::width(&full) <= room {
+        full.into_owned()
     } else {
         fit_middle(super::file_name(&c.path), room.max(12))
     };
@@ -225,7 +226,11 @@ fn groups(frame: &mut Frame, app: &App) {
                 let verdict = fit_end(&g.verdict, name_width);
                 ListRow {
                     cells: vec![
-                        Line::from(format!("{} {}", severity_symbol(g.severity), g.prefix)),
+                        Line::from(format!(
+                            "{} {}",
+                            severity_symbol(g.severity),
+                            printable(&g.prefix)
+                        )),
                         Line::from(g.layers.to_string()),
                         Line::from(compact_counts(&g.statuses)),
                         Line::from(verdict),
@@ -239,7 +244,11 @@ fn groups(frame: &mut Frame, app: &App) {
                 flagged,
             } => ListRow {
                 cells: vec![
-                    Line::from(format!("{} {prefix}", if *flagged > 0 { "!" } else { " " })),
+                    Line::from(format!(
+                        "{} {}",
+                        if *flagged > 0 { "!" } else { " " },
+                        printable(prefix)
+                    )),
                     Line::from(layers.to_string()),
                     Line::from(flagged.to_string()),
                 ],
@@ -284,7 +293,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     };
     match r.group(row) {
         Some(g) => {
-            let head = format!("{} {}", severity_symbol(g.severity), g.prefix);
+            let head = format!("{} {}", severity_symbol(g.severity), printable(&g.prefix));
             lines.push(Line::from(Span::styled(head, theme.severity(g.severity))));
             lines.extend(wrapped(&g.verdict, width, 0, Style::new()));
             lines.push(Line::from(theme.counts(&g.statuses)));
@@ -330,7 +339,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             let conventions: std::collections::BTreeSet<&str> =
                 layers.iter().map(|l| l.convention.as_str()).collect();
             lines.push(Line::from(vec![
-                Span::styled(prefix, theme.heading()),
+                Span::styled(printable(&prefix).into_owned(), theme.heading()),
                 Span::raw(format!(
                     "  {} BatchNorm layers ({})",
                     layers.len(),
@@ -340,7 +349,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             for l in layers.iter().filter(|l| !l.flags.is_empty()) {
                 let flags: Vec<&str> = l.flags.iter().map(|f| f.as_str()).collect();
                 lines.push(Line::from(Span::styled(
-                    format!("! {}: {}", l.name, flags.join(", ")),
+                    format!("! {}: {}", printable(&l.name), flags.join(", ")),
                     theme.warning(),
                 )));
             }
@@ -367,9 +376,11 @@ fn metadata(app: &App, width: usize) -> Vec<Line<'static>> {
         ));
     }
     for (k, v) in &c.metadata {
+        let k = printable(k);
+        let room = width.saturating_sub(super::format::width(&k) + 2).max(8);
         lines.push(Line::from(vec![
             Span::styled(format!("{k}: "), app.theme.dim()),
-            Span::raw(fit_middle(v, width.saturating_sub(k.len() + 2).max(8))),
+            Span::raw(fit_middle(v, room)),
         ]));
     }
     lines

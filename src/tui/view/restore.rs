@@ -5,6 +5,7 @@ use ratatui::layout::Constraint;
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Clear, Paragraph};
 
+use crate::fmt::printable;
 use crate::tui::restore::Dialog;
 use crate::tui::state::App;
 
@@ -61,6 +62,11 @@ pub fn render(frame: &mut Frame, app: &App, dialog: &Dialog) {
     let block = Block::bordered()
         .title(title)
         .border_style(app.theme.focused());
-    let lines: Vec<Line<'static>> = lines.into_iter().map(Line::from).collect();
+    // Paths and the report's names may come from a checkpoint (the report's are escaped
+    // already, and escaping is idempotent).
+    let lines: Vec<Line<'static>> = lines
+        .iter()
+        .map(|l| Line::from(printable(l).into_owned()))
+        .collect();
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 
 use super::format::wrapped;
 use super::widgets::{Column, ListRow, NameCells, list_table, side_pane};
-use crate::fmt::{bytes, opt_num};
+use crate::fmt::{bytes, opt_num, printable};
 use crate::tui::layout::Areas;
 use crate::tui::model::{TensorColumn, shape};
 use crate::tui::state::{App, TensorFilter};
@@ -52,7 +52,7 @@ pub fn render(frame: &mut Frame, app: &App, areas: &Areas) {
         parts.push(format!("filter: {}", v.filter.label()));
     }
     if !v.query.is_empty() {
-        parts.push(format!("/{}", v.query));
+        parts.push(format!("/{}", printable(&v.query)));
     }
     let title = format!(" {} ", parts.join(" · "));
     list_table(
@@ -116,7 +116,7 @@ pub fn side_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         .and_then(|e| e.bn_layer.clone());
     if let Some(layer) = layer {
         lines.push(Line::from(Span::styled(
-            format!("BatchNorm layer {layer}: Enter opens it."),
+            format!("BatchNorm layer {}: Enter opens it.", printable(&layer)),
             theme.dim(),
         )));
     }

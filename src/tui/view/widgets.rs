@@ -9,6 +9,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
 
 use super::format::{fit_middle, highlighted, width};
 use super::side_lines;
+use crate::fmt::printable;
 use crate::tui::layout;
 use crate::tui::search::Fuzzy;
 use crate::tui::state::{App, Cursor, Pane};
@@ -112,7 +113,7 @@ impl NameCells {
         let shown = fit_middle(name, fill.saturating_sub(indent));
         match self.fuzzy.borrow_mut().as_mut() {
             // Sizing passes `usize::MAX`: no marks needed there.
-            Some(f) if shown == name && fill != usize::MAX => {
+            Some(f) if shown == *printable(name) && fill != usize::MAX => {
                 let mut line = highlighted(&shown, &f.positions(&shown), style, self.matched);
                 line.spans.insert(0, Span::raw(pad));
                 line
