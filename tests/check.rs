@@ -67,6 +67,14 @@ fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `check A B EXTRA… --format json` in `dir`: the exit code, the report, stderr.
+fn check_json_in(dir: &Path, a: &str, b: &str, extra: &[&str]) -> (i32, Value, String) {
+    let args = [&["check", a, b][..], extra, &["--format", "json"]].concat();
+    let (code, out, err) = run_in(dir, &args);
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("JSON ({e}): {out}"));
+    (code, report, err)
+}
+
 fn run(args: &[&str]) -> (i32, String, String) {
     run_in(root(), args)
 }
@@ -492,9 +500,8 @@ fn configuration_file_supplies_the_scope_and_the_command_line_wins() {
         "bnaudit.toml",
         "frozen = [\"backbone\"]\nallow_stats = [\"backbone.layer1\"]\n",
     )]);
-    let (code, out, err) = run_in(dir.path(), &["check", &a, &b, "--format", "json"]);
+    let (code, report, err) = check_json_in(dir.path(), &a, &b, &[]);
     assert_eq!(code, 1, "{err}");
-    let report: Value = serde_json::from_str(&out).expect("JSON");
     let layers: BTreeSet<&str> = report["violations"]
         .as_array()
         .expect("list")
@@ -516,19 +523,7 @@ fn configuration_file_supplies_the_scope_and_the_command_line_wins() {
             .ends_with("bnaudit.toml")
     );
     // --frozen replaces the file's `frozen`; its `allow_stats` still applies.
-    let (code, out, _) = run_in(
-        dir.path(),
-        &[
-            "check",
-            &a,
-            &b,
-            "--frozen",
-            "backbone.layer1",
-            "--format",
-            "json",
-        ],
-    );
-    let report: Value = serde_json::from_str(&out).expect("JSON");
+    let (code, report, _) = check_json_in(dir.path(), &a, &b, &["--frozen", "backbone.layer1"]);
     assert_eq!(code, 0);
     assert_eq!(
         report["scope"]["frozen"],
@@ -539,19 +534,8 @@ fn configuration_file_supplies_the_scope_and_the_command_line_wins() {
         serde_json::json!(["backbone.layer1"])
     );
     // --allow-stats replaces the file's list.
-    let (code, out, _) = run_in(
-        dir.path(),
-        &[
-            "check",
-            &a,
-            &b,
-            "--allow-stats",
-            "backbone",
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
+    let (code, report, _) = check_json_in(dir.path(), &a, &b, &["--allow-stats", "backbone"]);
+    assert_eq!(code, 0, "{report}");
 }
 
 #[test]
@@ -567,8 +551,7 @@ fn pyproject_and_explicit_config_files_are_read() {
             "frozen = [\"backbone.layer2\"]\ntrainable = []\n",
         ),
     ]);
-    let (code, out, _) = run_in(dir.path(), &["check", &a, &b, "--format", "json"]);
-    let report: Value = serde_json::from_str(&out).expect("JSON");
+    let (code, report, _) = check_json_in(dir.path(), &a, &b, &[]);
     assert_eq!(code, 1);
     assert_eq!(report["scope"]["frozen"], serde_json::json!(["head"]));
     assert!(
@@ -577,11 +560,7 @@ fn pyproject_and_explicit_config_files_are_read() {
             .unwrap()
             .ends_with("pyproject.toml")
     );
-    let (code, out, _) = run_in(
-        dir.path(),
-        &["check", &a, &b, "--config", "gate.toml", "--format", "json"],
-    );
-    let report: Value = serde_json::from_str(&out).expect("JSON");
+    let (code, report, _) = check_json_in(dir.path(), &a, &b, &["--config", "gate.toml"]);
     assert_eq!(code, 1);
     assert_eq!(
         report["scope"]["frozen"],
@@ -917,9 +896,8 @@ fn pattern_options_take_comma_lists_anywhere() {
 
     let [a, b] = abs(&diff_pair("frozen_train_mode"));
     let dir = workdir(&[("bnaudit.toml", "frozen = [\"backbone, head\"]\n")]);
-    let (code, out, err) = run_in(dir.path(), &["check", &a, &b, "--format", "json"]);
+    let (code, report, err) = check_json_in(dir.path(), &a, &b, &[]);
     assert_eq!(code, 1, "{err}");
-    let report: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(
         report["scope"]["frozen"],
         serde_json::json!(["backbone", "head"])

@@ -497,17 +497,24 @@ fn usage_and_layer_errors() {
 
 /// A safetensors file of F32 tensors and one I64 counter, written at test time.
 fn write_bn(path: &Path, channels: usize, mean: f32, var: f32, counter: i64) {
+    write_layers(path, &["wide.bn".to_owned()], channels, mean, var, counter);
+}
+
+/// BatchNorm layers `names` of `channels` channels, every statistic `mean`/`var`.
+fn write_layers(path: &Path, names: &[String], channels: usize, mean: f32, var: f32, counter: i64) {
     let mut file = SafetensorsWriter::default();
-    for (key, value) in [
-        ("weight", 1.0f32),
-        ("bias", 0.0),
-        ("running_mean", mean),
-        ("running_var", var),
-    ] {
-        file.f32_filled(&format!("wide.bn.{key}"), channels, value);
+    for name in names {
+        for (key, value) in [
+            ("weight", 1.0f32),
+            ("bias", 0.0),
+            ("running_mean", mean),
+            ("running_var", var),
+        ] {
+            file.f32_filled(&format!("{name}.{key}"), channels, value);
+        }
+        file.i64_scalar(&format!("{name}.num_batches_tracked"), counter);
     }
-    file.i64_scalar("wide.bn.num_batches_tracked", counter)
-        .write(path);
+    file.write(path);
 }
 
 /// The synthetic re-run of a very wide layer draws fewer rows (its memory is bounded);
@@ -703,4 +710,84 @@ fn one_captured_forward_is_reported_in_the_singular() {
         assert!(text.contains(sentence), "{sentence:?} in:\n{text}");
     }
     assert!(!text.contains("(s)") && !text.contains("(es)"), "{text}");
+}
+
+/// Layers wider than half a window are explained one at a time, when asked for: however
+/// many there are, no more than one is held, so memory does not grow with the layers.
+#[test]
+fn wide_layers_are_explained_one_at_a_time() {
+    use bnaudit::audit::explain::Explainer;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    let channels = 600;
+    let names = ["bn0".to_owned(), "bn1".to_owned(), "bn2".to_owned()];
+    write_layers(&a, &names, channels, 0.0, 1.0, 10);
+    write_layers(&b, &names, channels, 0.25, 1.5, 11);
+    let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("opens");
+    let (a, b) = (open(&a), open(&b));
+    let options = ExplainOptions::default();
+    let explainer = Explainer::new(&a, &b, None, &options)
+        .expect("sets up")
+        .with_window(1000);
+    let mut layers = explainer.layers().expect("explains");
+    let mut names = Vec::new();
+    // One explained ahead (to know that the run does not fail), none more.
+    assert_eq!(layers.held(), 1);
+    while let Some(l) = layers.next() {
+        assert_eq!(layers.held(), 0, "{} handed out", l.name);
+        assert_eq!(l.impact.rms_change.len(), channels);
+        names.push(l.name);
+    }
+    assert_eq!(names, ["bn0", "bn1", "bn2"]);
+    assert!(layers.skipped().is_empty());
+}
+
+/// Small layers share a window (explained in parallel), still handed out in order.
+#[test]
+fn small_layers_share_a_window_in_order() {
+    use bnaudit::audit::explain::{Explainer, WINDOW_LAYERS};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    let mut names: Vec<String> = (0..WINDOW_LAYERS + 3).map(|i| format!("bn{i}")).collect();
+    write_layers(&a, &names, 4, 0.0, 1.0, 10);
+    write_layers(&b, &names, 4, 0.25, 1.5, 11);
+    let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("opens");
+    let (a, b) = (open(&a), open(&b));
+    let options = ExplainOptions::default();
+    let explainer = Explainer::new(&a, &b, None, &options).expect("sets up");
+    let mut layers = explainer.layers().expect("explains");
+    assert_eq!(layers.held(), WINDOW_LAYERS);
+    // Changed layers come in name order.
+    names.sort();
+    let explained: Vec<String> = layers.by_ref().map(|l| l.name).collect();
+    assert_eq!(explained, names);
+}
+
+/// The JSON written layer by layer is the collected report's, byte for byte, skipped
+/// layers included.
+#[test]
+fn streamed_json_is_the_collected_report() {
+    let acts = path("small_full.safetensors");
+    let (a, b) = (path("small_a.safetensors"), path("small_b.safetensors"));
+    let out = Command::cargo_bin("bnaudit")
+        .expect("binary")
+        .args(["explain", "--format", "json", "--activations"])
+        .arg(&acts)
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let open = |p: &Path| Checkpoint::open(p, ReadMode::Mmap).expect("opens");
+    let (a, b, acts) = (open(&a), open(&b), open(&acts));
+    let report = explain(&a, &b, Some(&acts), &ExplainOptions::default()).expect("explains");
+    assert!(!report.skipped.is_empty() && report.layers.len() > 1);
+    let collected = serde_json::to_string_pretty(&report).expect("serialises") + "\n";
+    assert_eq!(String::from_utf8(out.stdout).expect("UTF-8"), collected);
 }

@@ -25,12 +25,7 @@ fn write_pair(dir: &Path) -> (String, String) {
         let mut w = SafetensorsWriter::default();
         for module in [ANSI, NEWLINE, BIDI] {
             let layer = format!("{module}.bn");
-            let moved = side as f32 * 0.5;
-            w.f32_filled(&format!("{layer}.weight"), 4, 1.0)
-                .f32_filled(&format!("{layer}.bias"), 4, 0.0)
-                .f32_filled(&format!("{layer}.running_mean"), 4, moved)
-                .f32_filled(&format!("{layer}.running_var"), 4, 1.0 + moved)
-                .i64_scalar(&format!("{layer}.num_batches_tracked"), 10 + side as i64);
+            w.bn_layer(&layer, side as f32 * 0.5, 10 + side as i64);
         }
         w.write(path);
     }

@@ -8,7 +8,7 @@
 //! captured train-mode forwards, A's statistics are replayed through them and compared with
 //! B's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
@@ -20,9 +20,9 @@ use super::SCHEMA_VERSION;
 use super::activations::{Activations, CapturedLayer, Forward};
 use super::align::{self, WRAPPERS};
 use super::diff::Alignment;
-use super::ls::layer_values;
+use super::ls::layer_values_unmapped;
 use super::scope::Patterns;
-use crate::bn::stream::{self, Affine, Geometry, Moments, Pooled};
+use crate::bn::stream::{self, Affine, ChannelMap, Geometry, Moments, Normalising, Pooled};
 use crate::bn::{
     self, BatchNorm, BatchStats, BnLayer, Convention, LayerValues, Momentum, Real, RunningStats,
     UpdateRule,
@@ -74,9 +74,11 @@ impl ExplainError {
     }
 }
 
-/// What `explain` reports.
+/// What `explain` reports. `L` and `S` hold the layers and the skipped ones: vectors, or
+/// sequences that [`Explained`] fills while the report is written out (so that a report of
+/// layers of millions of channels is never held whole).
 #[derive(Debug, Clone, Serialize)]
-pub struct ExplainReport {
+pub struct ExplainReport<L = Vec<ExplainLayer>, S = Vec<SkippedLayer>> {
     /// JSON schema version, 1.
     pub schema_version: u32,
     /// Checkpoint A's path.
@@ -92,9 +94,9 @@ pub struct ExplainReport {
     /// capture's (`null` without activations or when nothing matched).
     pub activations_alignment: Option<Alignment>,
     /// The layers explained.
-    pub layers: Vec<ExplainLayer>,
+    pub layers: L,
     /// Layers that could not be explained, with the reason.
-    pub skipped: Vec<SkippedLayer>,
+    pub skipped: S,
     /// Observations about the whole run.
     pub notes: Vec<String>,
 }
@@ -385,95 +387,251 @@ const WORST: usize = 3;
 
 /// Explains the layers of A and B chosen by `options`, with captured activations if given.
 ///
-/// Layers are explained in parallel. A layer that cannot be explained (missing on a side, a
-/// capture that does not fit it) is reported in `skipped` with the reason; the run fails
-/// only when no layer can be explained.
+/// A layer that cannot be explained (missing on a side, a capture that does not fit it) is
+/// reported in `skipped` with the reason; the run fails only when no layer can be explained.
+/// The report holds every layer's per-channel results: to write them out as they come, use
+/// [`Explainer`] and [`Explained`].
 pub fn explain(
     a: &Checkpoint,
     b: &Checkpoint,
     activations: Option<&Checkpoint>,
     options: &ExplainOptions,
 ) -> Result<ExplainReport, ExplainError> {
-    let alignment = align::align(a.tensors(), b.tensors(), None, None).alignment;
-    let side_a = Side::new(a, &alignment.strip_a);
-    let side_b = Side::new(b, &alignment.strip_b);
-    let captured = activations.map(Activations::read).transpose()?;
-    let capture_alignment = captured.as_ref().map(|c| capture_alignment(&side_a, c));
-    let mut notes = Vec::new();
-    let captured_name = |l: &CapturedLayer| match &capture_alignment {
-        Some(al) => side_a.aligned_name(&format!(
-            "{}{}",
-            al.strip_a,
-            l.name.strip_prefix(al.strip_b.as_str()).unwrap_or(&l.name)
-        )),
-        None => side_a.aligned_name(&l.name),
-    };
-    let chosen: Vec<(String, Option<&CapturedLayer>)> = if !options.layers.is_empty() {
-        // A layer named twice is explained once, where it was first named.
-        let mut seen = std::collections::HashSet::new();
-        options
-            .layers
-            .iter()
-            .filter(|n| seen.insert(n.as_str()))
-            .map(|n| {
-                let name = side_a.aligned_name(n);
-                let cap = captured
-                    .as_ref()
-                    .and_then(|c| c.layers.values().find(|l| captured_name(l) == name));
-                (name, cap)
-            })
-            .collect()
-    } else if let Some(c) = &captured {
-        c.layers
-            .values()
-            .map(|l| (captured_name(l), Some(l)))
-            .collect()
-    } else {
-        changed_layers(&side_a, &side_b, &mut notes)?
-    };
-    let context = Context {
-        acts: captured.as_ref(),
-        options,
-    };
-    let results: Vec<Result<ExplainLayer, ExplainError>> = chosen
-        .par_iter()
-        .map(|(name, cap)| {
-            let la = side_a.layer(name, captured.as_ref(), *cap)?;
-            let lb = side_b.layer(name, captured.as_ref(), *cap)?;
-            context.layer(name, (a, la), (b, lb), *cap)
+    let explainer = Explainer::new(a, b, activations, options)?;
+    let mut layers = explainer.layers()?;
+    let explained = layers.by_ref().collect();
+    Ok(explainer.report(explained, layers.into_skipped()))
+}
+
+/// An `explain` run set up: A and B aligned, the capture read, the layers chosen.
+pub struct Explainer<'c> {
+    side_a: Side<'c>,
+    side_b: Side<'c>,
+    captured: Option<Activations<'c>>,
+    options: &'c ExplainOptions,
+    alignment: Alignment,
+    capture_alignment: Option<Alignment>,
+    /// The layers to explain, in report order, with the key of each one's capture.
+    chosen: Vec<(String, Option<String>)>,
+    notes: Vec<String>,
+    /// Channels explained at once, at most ([`WINDOW_CHANNELS`] unless set).
+    window: u64,
+}
+
+/// Channels explained at once, at most (one layer at least): layers are explained in
+/// parallel a window at a time and handed out in order, so memory holds the window's
+/// layers, whatever the number of layers.
+pub const WINDOW_CHANNELS: u64 = 1 << 20;
+
+/// Layers explained at once, at most.
+pub const WINDOW_LAYERS: usize = 256;
+
+impl<'c> Explainer<'c> {
+    /// Aligns A's and B's names, reads the capture's structure and chooses the layers: those
+    /// named in `options`, else the captured ones, else those whose statistics changed.
+    pub fn new(
+        a: &'c Checkpoint,
+        b: &'c Checkpoint,
+        activations: Option<&'c Checkpoint>,
+        options: &'c ExplainOptions,
+    ) -> Result<Explainer<'c>, ExplainError> {
+        let alignment = align::align(a.tensors(), b.tensors(), None, None).alignment;
+        let side_a = Side::new(a, &alignment.strip_a);
+        let side_b = Side::new(b, &alignment.strip_b);
+        let captured = activations.map(Activations::read).transpose()?;
+        let capture_alignment = captured.as_ref().map(|c| capture_alignment(&side_a, c));
+        let mut notes = Vec::new();
+        let captured_name = |l: &CapturedLayer| match &capture_alignment {
+            Some(al) => side_a.aligned_name(&format!(
+                "{}{}",
+                al.strip_a,
+                l.name.strip_prefix(al.strip_b.as_str()).unwrap_or(&l.name)
+            )),
+            None => side_a.aligned_name(&l.name),
+        };
+        let chosen: Vec<(String, Option<String>)> = if !options.layers.is_empty() {
+            // A layer named twice is explained once, where it was first named.
+            let mut seen = std::collections::HashSet::new();
+            options
+                .layers
+                .iter()
+                .filter(|n| seen.insert(n.as_str()))
+                .map(|n| {
+                    let name = side_a.aligned_name(n);
+                    let cap = captured.as_ref().and_then(|c| {
+                        c.layers
+                            .iter()
+                            .find(|(_, l)| captured_name(l) == name)
+                            .map(|(key, _)| key.clone())
+                    });
+                    (name, cap)
+                })
+                .collect()
+        } else if let Some(c) = &captured {
+            c.layers
+                .iter()
+                .map(|(key, l)| (captured_name(l), Some(key.clone())))
+                .collect()
+        } else {
+            changed_layers(&side_a, &side_b, &mut notes)?
+                .into_iter()
+                .map(|name| (name, None))
+                .collect()
+        };
+        Ok(Explainer {
+            side_a,
+            side_b,
+            captured,
+            options,
+            alignment,
+            capture_alignment,
+            chosen,
+            notes,
+            window: WINDOW_CHANNELS,
         })
-        .collect();
-    let mut layers = Vec::with_capacity(results.len());
-    let mut skipped = Vec::new();
-    let mut first_error = None;
-    for ((name, _), result) in chosen.iter().zip(results) {
-        match result {
-            Ok(l) => layers.push(l),
-            Err(e) => {
-                skipped.push(SkippedLayer {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                });
+    }
+
+    /// Explains at most `channels` channels at once (one layer at least) instead of
+    /// [`WINDOW_CHANNELS`]: less memory, less parallelism.
+    pub fn with_window(mut self, channels: u64) -> Explainer<'c> {
+        self.window = channels;
+        self
+    }
+
+    /// Starts explaining the layers, in order. Fails with the first layer's error when no
+    /// layer can be explained, before any is handed out.
+    pub fn layers(&self) -> Result<Explained<'_, 'c>, ExplainError> {
+        let mut layers = Explained {
+            explainer: self,
+            next: 0,
+            ready: VecDeque::new(),
+            skipped: Vec::new(),
+        };
+        let mut first_error = None;
+        while layers.ready.is_empty() && layers.next < self.chosen.len() {
+            if let Some(e) = layers.window() {
                 first_error.get_or_insert(e);
             }
         }
+        match first_error {
+            Some(e) if layers.ready.is_empty() => Err(e),
+            _ => Ok(layers),
+        }
     }
-    if layers.is_empty()
-        && let Some(e) = first_error
-    {
-        return Err(e);
+
+    /// The report of this run, with `layers` and `skipped` as the caller holds them.
+    pub fn report<L, S>(&self, layers: L, skipped: S) -> ExplainReport<L, S> {
+        ExplainReport {
+            schema_version: SCHEMA_VERSION,
+            a: self.side_a.ckpt.path().display().to_string(),
+            b: self.side_b.ckpt.path().display().to_string(),
+            activations: self
+                .captured
+                .as_ref()
+                .map(|c| c.path().display().to_string()),
+            alignment: self.alignment.clone(),
+            activations_alignment: self.capture_alignment.clone().filter(|al| al.matched > 0),
+            layers,
+            skipped,
+            notes: self.notes.clone(),
+        }
     }
-    Ok(ExplainReport {
-        schema_version: SCHEMA_VERSION,
-        a: a.path().display().to_string(),
-        b: b.path().display().to_string(),
-        activations: captured.as_ref().map(|c| c.path().display().to_string()),
-        alignment,
-        activations_alignment: capture_alignment.filter(|al| al.matched > 0),
-        layers,
-        skipped,
-        notes,
-    })
+
+    fn layer(&self, name: &str, key: Option<&str>) -> Result<ExplainLayer, ExplainError> {
+        let acts = self.captured.as_ref();
+        let cap = key.and_then(|k| acts?.layers.get(k));
+        let la = self.side_a.layer(name, acts, cap)?;
+        let lb = self.side_b.layer(name, acts, cap)?;
+        let context = Context {
+            acts,
+            options: self.options,
+        };
+        context.layer(name, (self.side_a.ckpt, la), (self.side_b.ckpt, lb), cap)
+    }
+}
+
+/// The layers of an [`Explainer`], explained in order a window at a time as they are asked
+/// for; those that cannot be explained are set aside in [`Explained::skipped`].
+pub struct Explained<'e, 'c> {
+    explainer: &'e Explainer<'c>,
+    /// The first chosen layer not explained yet.
+    next: usize,
+    ready: VecDeque<ExplainLayer>,
+    skipped: Vec<SkippedLayer>,
+}
+
+impl Explained<'_, '_> {
+    /// The layers skipped so far, with the reason (all of them once the iterator is done).
+    pub fn skipped(&self) -> &[SkippedLayer] {
+        &self.skipped
+    }
+
+    /// Layers explained and not handed out yet: at most one window's (see
+    /// [`Explainer::with_window`]), however many layers there are.
+    pub fn held(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The skipped layers.
+    pub fn into_skipped(self) -> Vec<SkippedLayer> {
+        self.skipped
+    }
+
+    /// Explains the next window of layers in parallel; returns the first error among them.
+    fn window(&mut self) -> Option<ExplainError> {
+        let e = self.explainer;
+        let start = self.next;
+        let mut end = start;
+        let mut channels = 0;
+        while end < e.chosen.len() && end - start < WINDOW_LAYERS {
+            let width = e
+                .side_a
+                .layers
+                .get(&e.chosen[end].0)
+                .map_or(0, |l| l.channels);
+            if end > start && channels + width > e.window {
+                break;
+            }
+            channels += width;
+            end += 1;
+        }
+        self.next = end;
+        let window = &e.chosen[start..end];
+        let explain = |(name, key): &(String, Option<String>)| e.layer(name, key.as_deref());
+        // A window of one wide layer runs on this thread (its passes over channels are still
+        // parallel): the allocator reuses what this thread freed, the last layer's memory,
+        // instead of taking more from the system for a worker thread.
+        let results: Vec<Result<ExplainLayer, ExplainError>> = if window.len() == 1 {
+            window.iter().map(explain).collect()
+        } else {
+            window.par_iter().map(explain).collect()
+        };
+        let mut first_error = None;
+        for ((name, _), result) in window.iter().zip(results) {
+            match result {
+                Ok(l) => self.ready.push_back(l),
+                Err(err) => {
+                    self.skipped.push(SkippedLayer {
+                        name: name.clone(),
+                        reason: err.to_string(),
+                    });
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error
+    }
+}
+
+impl Iterator for Explained<'_, '_> {
+    type Item = ExplainLayer;
+
+    fn next(&mut self) -> Option<ExplainLayer> {
+        while self.ready.is_empty() && self.next < self.explainer.chosen.len() {
+            self.window();
+        }
+        self.ready.pop_front()
+    }
 }
 
 /// How the capture's layer names meet the checkpoints' (aligned) ones: the diff's wrapper
@@ -502,19 +660,19 @@ fn capture_alignment(side_a: &Side<'_>, acts: &Activations<'_>) -> Alignment {
 /// One checkpoint's BatchNorm layers under aligned names.
 struct Side<'c> {
     ckpt: &'c Checkpoint,
-    strip: &'c str,
+    strip: String,
     layers: HashMap<String, BnLayer>,
 }
 
 impl<'c> Side<'c> {
-    fn new(ckpt: &'c Checkpoint, strip: &'c str) -> Side<'c> {
+    fn new(ckpt: &'c Checkpoint, strip: &str) -> Side<'c> {
         let layers = bn::discover(ckpt.tensors())
             .into_iter()
             .map(|l| (l.name.strip_prefix(strip).unwrap_or(&l.name).to_owned(), l))
             .collect();
         Side {
             ckpt,
-            strip,
+            strip: strip.to_owned(),
             layers,
         }
     }
@@ -524,7 +682,7 @@ impl<'c> Side<'c> {
         if self.layers.contains_key(name) {
             return name.to_owned();
         }
-        let mut n = name.strip_prefix(self.strip).unwrap_or(name);
+        let mut n = name.strip_prefix(self.strip.as_str()).unwrap_or(name);
         // Captures from a wrapped model carry the wrapper's prefix too.
         while let Some(rest) = WRAPPERS.iter().find_map(|w| n.strip_prefix(w)) {
             if self.layers.contains_key(n) {
@@ -573,11 +731,11 @@ impl<'c> Side<'c> {
 }
 
 /// Layers on both sides whose running statistics or counter differ, sorted by name.
-fn changed_layers<'a>(
+fn changed_layers(
     a: &Side<'_>,
     b: &Side<'_>,
     notes: &mut Vec<String>,
-) -> Result<Vec<(String, Option<&'a CapturedLayer>)>, ExplainError> {
+) -> Result<Vec<String>, ExplainError> {
     let mut names: Vec<&String> = a
         .layers
         .keys()
@@ -601,10 +759,10 @@ fn changed_layers<'a>(
             ));
             continue;
         }
-        let va = layer_values(a.ckpt, la)?;
-        let vb = layer_values(b.ckpt, lb)?;
+        let va = layer_values_unmapped(a.ckpt, la)?;
+        let vb = layer_values_unmapped(b.ckpt, lb)?;
         if stats_differ(&va, &vb) {
-            out.push((name.clone(), None));
+            out.push(name.clone());
         }
     }
     if out.is_empty() && !skipped {
@@ -686,7 +844,7 @@ struct Loaded {
 }
 
 fn load(ckpt: &Checkpoint, layer: &BnLayer) -> Result<Loaded, ExplainError> {
-    let mut values = layer_values(ckpt, layer)?;
+    let mut values = layer_values_unmapped(ckpt, layer)?;
     let c = layer.channels as usize;
     let bad_len = [
         &values.weight,
@@ -763,24 +921,46 @@ const CHUNK: usize = 1 << 18;
 
 /// The maps of the three computations on one batch (the batch one absent where batch
 /// statistics do not exist), their output summaries folded into `accs`.
-struct Maps<T> {
-    batch: Option<Affine<T>>,
-    eval_a: Affine<T>,
-    eval_b: Affine<T>,
+struct Maps<M> {
+    batch: Option<M>,
+    eval_a: M,
+    eval_b: M,
 }
 
-impl<T: Real> Maps<T> {
-    fn new(pair: &Pair<'_>, batch: Option<&BatchStats>) -> Maps<T> {
-        let (a, b) = (pair.bn_a, pair.bn_b);
+impl<'s> Maps<Normalising<'s>> {
+    /// The maps of `pair`, computed per channel as they are asked for; `batch`: the moments
+    /// of the batch, where its statistics exist.
+    fn new(pair: &Pair<'s>, batch: Option<&'s Moments>) -> Maps<Normalising<'s>> {
+        let map =
+            |mean: &'s [f64], var: &'s [f64], var_divisor: f64, bn: &BatchNorm<'s>| Normalising {
+                mean,
+                var,
+                var_divisor,
+                eps: bn.eps,
+                weight: bn.weight,
+                bias: bn.bias,
+            };
         Maps {
-            batch: batch.map(|s| Affine::normalising(&s.mean, &s.var, a.eps, a.weight, a.bias)),
-            eval_a: Affine::normalising(&pair.a.mean, &pair.a.var, a.eps, a.weight, a.bias),
-            eval_b: Affine::normalising(&pair.b.mean, &pair.b.var, b.eps, b.weight, b.bias),
+            batch: batch.map(|m| map(&m.mean, &m.m2, m.count as f64, pair.bn_a)),
+            eval_a: map(&pair.a.mean, &pair.a.var, 1.0, pair.bn_a),
+            eval_b: map(&pair.b.mean, &pair.b.var, 1.0, pair.bn_b),
         }
     }
 
-    fn each(&self) -> Vec<(Kind, &Affine<T>)> {
-        let mut v: Vec<(Kind, &Affine<T>)> = self.batch.iter().map(|m| (Kind::Batch, m)).collect();
+    /// The maps stored in `T`, the precision the captured values are mapped in.
+    fn stored<T: Real>(&self) -> Maps<Affine<T>> {
+        let c = self.eval_a.mean.len();
+        Maps {
+            batch: self.batch.as_ref().map(|m| Affine::of(m, c)),
+            eval_a: Affine::of(&self.eval_a, c),
+            eval_b: Affine::of(&self.eval_b, c),
+        }
+    }
+}
+
+impl<M: ChannelMap> Maps<M> {
+    fn each(&self) -> Vec<(Kind, &M)> {
+        let mut v: Vec<(Kind, &M)> = self.batch.iter().map(|m| (Kind::Batch, m)).collect();
         v.push((Kind::EvalA, &self.eval_a));
         v.push((Kind::EvalB, &self.eval_b));
         v
@@ -1129,23 +1309,21 @@ impl Context<'_, '_> {
             replay_alternative: None,
             notes: Vec::new(),
         };
-        let Some(dists) = mean
-            .iter()
-            .zip(var)
-            .map(|(&m, &v)| Normal::new(m, v.max(0.0).sqrt()).ok())
-            .collect::<Option<Vec<Normal<f64>>>>()
-        else {
+        // Each channel's distribution is made again for every value drawn (it is two
+        // numbers): a vector of them would cost more than the layer's statistics.
+        let dist = |ch: usize| Normal::new(mean[ch], var[ch].max(0.0).sqrt()).ok();
+        let c = mean.len();
+        if (0..c).any(|ch| dist(ch).is_none()) {
             runs.notes.push(
                 "Non-finite statistics: no synthetic inputs can be drawn, so no mode was re-run."
                     .to_owned(),
             );
             return runs;
-        };
-        let c = dists.len();
+        }
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(self.options.seed ^ fnv1a(name));
-        let data: Vec<f64> = (0..samples * c)
-            .map(|i| dists[i % c].sample(&mut rng))
-            .collect();
+        // Reserved, not grown: a doubling vector would hold its old and new buffer at once.
+        let mut data = Vec::with_capacity(samples * c);
+        data.extend((0..samples * c).filter_map(|i| dist(i % c).map(|d| d.sample(&mut rng))));
         let g = Geometry {
             samples,
             channels: c,
@@ -1157,7 +1335,8 @@ impl Context<'_, '_> {
         };
         drop(data);
         let mut accs = HashMap::new();
-        Maps::<f64>::new(pair, Some(&m.batch())).summarise(&m, &mut accs);
+        // In f64 the stored maps would equal these: computed per channel, none is held.
+        Maps::new(pair, Some(&m)).summarise(&m, &mut accs);
         runs.modes = modes(&accs);
         runs
     }
@@ -1178,8 +1357,8 @@ fn tensor_forward<T: Real>(
         .map_err(|e| ExplainError::input(acts.path(), format!("{}: {e}", input.name)))?;
     let x = acts.source::<T>(input);
     let m = stream::moments(&x, &g, CHUNK)?;
-    let batch = (m.count > 1 || !pair.bn_a.rule.unbiased_var).then(|| m.batch());
-    let maps = Maps::<T>::new(pair, batch.as_ref());
+    let has_batch = m.count > 1 || !pair.bn_a.rule.unbiased_var;
+    let maps = Maps::new(pair, has_batch.then_some(&m)).stored::<T>();
     maps.summarise(&m, accs);
     if let Some(o) = output {
         let each = maps.each();
@@ -1197,7 +1376,7 @@ fn tensor_forward<T: Real>(
             acc.err = Some(acc.err.map_or(e, |x| x.max(e)));
         }
     }
-    Ok(batch)
+    Ok(has_batch.then(|| m.batch()))
 }
 
 /// What re-running the modes found.
@@ -1312,10 +1491,12 @@ fn implied(
     counter_before: i64,
 ) -> Option<ImpliedBatch> {
     let solve = |x: &[f64], y: &[f64]| -> Option<Vec<f64>> {
-        x.iter()
-            .zip(y)
-            .map(|(&x, &y)| rule.implied_batch(x, y, k, counter_before))
-            .collect()
+        // Reserved: collecting into an `Option` cannot know the length.
+        let mut out = Vec::with_capacity(x.len());
+        for (&x, &y) in x.iter().zip(y) {
+            out.push(rule.implied_batch(x, y, k, counter_before)?);
+        }
+        Some(out)
     };
     let mean = solve(&a.mean, &b.mean)?;
     let var = solve(&a.var, &b.var)?;

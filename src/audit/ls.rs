@@ -134,13 +134,34 @@ pub struct TensorEntry {
 
 /// Reads and decodes every tensor of `layer`.
 pub fn layer_values(ckpt: &Checkpoint, layer: &BnLayer) -> Result<LayerValues, CheckpointError> {
+    decode_layer(ckpt, layer, |tensors| ckpt.values_many(tensors))
+}
+
+/// [`layer_values`] with one positioned read per tensor, never through the memory map: the
+/// pages of a mapped read stay resident for the rest of the run, so a pass over layers of
+/// millions of channels, each read once, would hold every layer it has read.
+pub fn layer_values_unmapped(
+    ckpt: &Checkpoint,
+    layer: &BnLayer,
+) -> Result<LayerValues, CheckpointError> {
+    decode_layer(ckpt, layer, |tensors| {
+        tensors.iter().map(|t| ckpt.read_values(t)).collect()
+    })
+}
+
+/// The layer's values, its tensors decoded by `read` (in the order given).
+fn decode_layer(
+    ckpt: &Checkpoint,
+    layer: &BnLayer,
+    read: impl FnOnce(&[&TensorInfo]) -> Result<Vec<Option<Vec<f64>>>, CheckpointError>,
+) -> Result<LayerValues, CheckpointError> {
     let (roles, tensors): (Vec<Role>, Vec<&TensorInfo>) = layer
         .keys
         .iter()
         .filter_map(|(role, key)| ckpt.get(key).map(|t| (role, t)))
         .unzip();
     let mut values = LayerValues::default();
-    for (role, decoded) in roles.into_iter().zip(ckpt.values_many(&tensors)?) {
+    for (role, decoded) in roles.into_iter().zip(read(&tensors)?) {
         match role {
             Role::Weight => values.weight = decoded,
             Role::Bias => values.bias = decoded,

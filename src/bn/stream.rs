@@ -298,43 +298,18 @@ fn run_deviations<T: Real>(run: &[T], mean: f64) -> (f64, f64, f64) {
     (sq, mn, mx)
 }
 
-/// Per-channel affine map `y = x·α + β` of one mode, in the input's precision (ATen keeps
-/// `α` and `β` in the parameter type and maps each value with them).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Affine<T> {
-    /// Scale per channel.
-    pub alpha: Vec<T>,
-    /// Shift per channel.
-    pub beta: Vec<T>,
-}
-
-impl<T: Real> Affine<T> {
-    /// The map that normalises with `mean` and `var` (biased, `eps` inside the square root),
-    /// then applies `weight` and `bias` (`None`: 1 and 0).
-    pub fn normalising(
-        mean: &[f64],
-        var: &[f64],
-        eps: f64,
-        weight: Option<&[f64]>,
-        bias: Option<&[f64]>,
-    ) -> Affine<T> {
-        let (alpha, beta) = (0..mean.len())
-            .map(|ch| {
-                let w = weight.map_or(1.0, |w| w[ch]);
-                let b = bias.map_or(0.0, |b| b[ch]);
-                let a = w / (var[ch] + eps).sqrt();
-                (T::narrow(a), T::narrow(b - mean[ch] * a))
-            })
-            .unzip();
-        Affine { alpha, beta }
-    }
+/// A per-channel affine map `y = x·α + β`: stored ([`Affine`]) or computed channel by
+/// channel when asked ([`Normalising`]), which holds no per-channel vector of its own.
+pub trait ChannelMap {
+    /// `(α, β)` of channel `ch`, widened to `f64`.
+    fn at(&self, ch: usize) -> (f64, f64);
 
     /// Pooled count, mean and squared deviations of the outputs over every channel, from
     /// the input's moments: exact, as the map is affine per channel.
-    pub fn output_moments(&self, m: &Moments) -> Pooled {
+    fn output_moments(&self, m: &Moments) -> Pooled {
         let mut pooled = Pooled::default();
-        for ch in 0..self.alpha.len() {
-            let (a, b) = (self.alpha[ch].widen(), self.beta[ch].widen());
+        for ch in 0..m.mean.len() {
+            let (a, b) = self.at(ch);
             pooled.merge(&Pooled {
                 count: m.count,
                 mean: a * m.mean[ch] + b,
@@ -346,11 +321,11 @@ impl<T: Real> Affine<T> {
 
     /// Largest difference between this map's outputs and `other`'s over the values `m`
     /// summarises: the difference is affine in `x`, so it peaks at a channel's extremes.
-    pub fn max_diff(&self, other: &Affine<T>, m: &Moments) -> f64 {
-        (0..self.alpha.len())
+    fn max_diff(&self, other: &Self, m: &Moments) -> f64 {
+        (0..m.mean.len())
             .map(|ch| {
-                let da = self.alpha[ch].widen() - other.alpha[ch].widen();
-                let db = self.beta[ch].widen() - other.beta[ch].widen();
+                let ((sa, sb), (oa, ob)) = (self.at(ch), other.at(ch));
+                let (da, db) = (sa - oa, sb - ob);
                 if da == 0.0 && db == 0.0 {
                     return 0.0;
                 }
@@ -365,6 +340,63 @@ impl<T: Real> Affine<T> {
                     .fold(0.0, f64::max)
             })
             .fold(0.0, f64::max)
+    }
+}
+
+/// The map that normalises with a mean and a biased variance (`eps` inside the square
+/// root), then applies `weight` and `bias` (`None`: 1 and 0), computed per channel in `f64`.
+#[derive(Debug, Clone, Copy)]
+pub struct Normalising<'s> {
+    /// Mean per channel.
+    pub mean: &'s [f64],
+    /// Per channel, the variance times `var_divisor`.
+    pub var: &'s [f64],
+    /// What `var` is divided by: 1 for a variance, the count for squared deviations
+    /// ([`Moments::m2`]), so the batch variance needs no vector of its own.
+    pub var_divisor: f64,
+    /// Epsilon.
+    pub eps: f64,
+    /// Scale per channel.
+    pub weight: Option<&'s [f64]>,
+    /// Shift per channel.
+    pub bias: Option<&'s [f64]>,
+}
+
+impl ChannelMap for Normalising<'_> {
+    fn at(&self, ch: usize) -> (f64, f64) {
+        let w = self.weight.map_or(1.0, |w| w[ch]);
+        let b = self.bias.map_or(0.0, |b| b[ch]);
+        let a = w / (self.var[ch] / self.var_divisor + self.eps).sqrt();
+        (a, b - self.mean[ch] * a)
+    }
+}
+
+/// Per-channel affine map `y = x·α + β` of one mode, in the input's precision (ATen keeps
+/// `α` and `β` in the parameter type and maps each value with them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Affine<T> {
+    /// Scale per channel.
+    pub alpha: Vec<T>,
+    /// Shift per channel.
+    pub beta: Vec<T>,
+}
+
+impl<T: Real> Affine<T> {
+    /// `map`'s scales and shifts for `channels` channels, rounded to `T`.
+    pub fn of(map: &Normalising<'_>, channels: usize) -> Affine<T> {
+        let (alpha, beta) = (0..channels)
+            .map(|ch| {
+                let (a, b) = map.at(ch);
+                (T::narrow(a), T::narrow(b))
+            })
+            .unzip();
+        Affine { alpha, beta }
+    }
+}
+
+impl<T: Real> ChannelMap for Affine<T> {
+    fn at(&self, ch: usize) -> (f64, f64) {
+        (self.alpha[ch].widen(), self.beta[ch].widen())
     }
 }
 
@@ -511,19 +543,25 @@ pub fn moments<T: Real, S: TileSource<T> + ?Sized>(
             Ok((group.channels.clone(), m))
         })
         .collect::<Result<Vec<_>, S::Error>>()?;
-    let mut full = Moments::new(g.channels);
-    for block in parts.chunk_by(|x, y| x.0 == y.0) {
-        let mut m = block[0].1.clone();
-        for (_, more) in &block[1..] {
-            m.merge(more);
+    // Blocks are in channel order: each is appended and freed in turn, so the parts and the
+    // whole are not both held.
+    let mut full = Moments {
+        count: g.count(),
+        mean: Vec::with_capacity(g.channels),
+        m2: Vec::with_capacity(g.channels),
+        min: Vec::with_capacity(g.channels),
+        max: Vec::with_capacity(g.channels),
+    };
+    let mut parts = parts.into_iter().peekable();
+    while let Some((channels, mut m)) = parts.next() {
+        while let Some((_, more)) = parts.next_if(|next| next.0 == channels) {
+            m.merge(&more);
         }
-        let r = block[0].0.clone();
-        full.mean[r.clone()].copy_from_slice(&m.mean);
-        full.m2[r.clone()].copy_from_slice(&m.m2);
-        full.min[r.clone()].copy_from_slice(&m.min);
-        full.max[r].copy_from_slice(&m.max);
+        full.mean.extend_from_slice(&m.mean);
+        full.m2.extend_from_slice(&m.m2);
+        full.min.extend_from_slice(&m.min);
+        full.max.extend_from_slice(&m.max);
     }
-    full.count = g.count();
     Ok(full)
 }
 

@@ -10,7 +10,7 @@ use crate::audit::align::normalise_prefix;
 use crate::audit::check::{CheckError, CheckOptions};
 use crate::audit::compare::Progress;
 use crate::audit::config::{self, ScopePatterns};
-use crate::audit::explain::ExplainError;
+use crate::audit::explain::{ExplainError, Explainer};
 use crate::audit::restore::{self, RestoreError, RestoreOptions};
 use crate::audit::scope::Scope;
 use crate::audit::{self, DiffOptions, ExplainOptions, LsOptions};
@@ -107,10 +107,14 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 eps_for,
                 seed: args.seed,
             };
-            let report = audit::explain(&a, &b, acts.as_ref(), &options)?;
+            // Layers are written as they are explained: a report of wide layers is never
+            // held whole.
+            let explainer = Explainer::new(&a, &b, acts.as_ref(), &options)?;
+            let layers = explainer.layers()?;
             emit(&args.output, |format, style, out| match format {
-                Format::Json => report::json::write(out, &report),
-                _ => out.write_all(report::text::explain(&report, style).as_bytes()),
+                Format::Json => report::json::explain(out, &explainer, layers),
+                _ => out
+                    .write_all(report::text::explain_layers(&explainer, layers, style).as_bytes()),
             })
         }
         Some(Command::Diff(args)) => {
@@ -284,13 +288,15 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
         open(acts, output, None)?,
     );
     let report = diff_opened(&a, &b, &DiffOptions::default())?;
-    let explained = audit::explain(&a, &b, Some(&acts), &ExplainOptions::default())?;
+    let options = ExplainOptions::default();
+    let explainer = Explainer::new(&a, &b, Some(&acts), &options)?;
+    let layers = explainer.layers()?;
     emit(output, |_, style, out| {
         write!(
             out,
             "{}\n{}",
             report::text::diff(&report, style),
-            report::text::explain(&explained, style)
+            report::text::explain_layers(&explainer, layers, style)
         )
     })
 }
@@ -554,14 +560,15 @@ fn emit(
             )));
         }
         Some(path) => {
-            let mut bytes = Vec::new();
-            render(output.format, style, &mut bytes).map_err(|e| {
+            // Rendered straight into the temporary file: a report of gigabytes is not held.
+            let mut out = output::Output::create(path).map_err(Failure::usage)?;
+            render(output.format, style, &mut out).map_err(|e| {
                 Failure::usage(anyhow::anyhow!(
                     "{}: cannot write output: {e}",
                     path.display()
                 ))
             })?;
-            output::write_file(path, &bytes).map_err(Failure::usage)?;
+            out.commit().map_err(Failure::usage)?;
         }
         None => {
             let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 pub use check::{check, compared_line, headline, scope_line, target};
 pub use diff::{alignment, diff};
-pub use explain::explain;
+pub use explain::explain_layers;
 pub use restore::restore;
 
 use super::Style;

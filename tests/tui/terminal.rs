@@ -123,6 +123,40 @@ fn assert_restored(tmux: &Tmux, exit: u8) {
     );
 }
 
+/// The real binary run by a shell that first writes its pid to a file (`exec` keeps the
+/// pid, and the UI's exit code is the shell's), so that tests can signal it.
+struct UiProcess {
+    pid_file: std::path::PathBuf,
+}
+
+impl UiProcess {
+    fn new(dir: &Path) -> UiProcess {
+        UiProcess {
+            pid_file: dir.join("pid"),
+        }
+    }
+
+    /// The shell command running bnaudit with `args` (quoted for `sh`, no single quotes).
+    fn command(&self, args: &str) -> String {
+        format!(
+            "sh -c 'echo $$ > \"{}\"; exec \"{}\" {args}'",
+            self.pid_file.display(),
+            env!("CARGO_BIN_EXE_bnaudit")
+        )
+    }
+
+    /// `kill -SIGNAL` of the process; `0` asks whether it is alive.
+    fn signal(&self, signal: &str) -> bool {
+        let pid = std::fs::read_to_string(&self.pid_file).expect("pid written");
+        Command::new("kill")
+            .args([&format!("-{signal}"), pid.trim()])
+            .output()
+            .expect("kill runs")
+            .status
+            .success()
+    }
+}
+
 #[test]
 fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
     let tmux = Tmux::start(100, 30);
@@ -166,25 +200,14 @@ fn real_binary_in_tmux_finds_the_drift_and_restores_the_terminal() {
 /// `kill -TERM|-INT|-HUP` of the UI restores the terminal and exits 128 + the signal.
 #[test]
 fn signals_end_the_ui_with_the_terminal_restored() {
-    let bin = env!("CARGO_BIN_EXE_bnaudit");
     for (signal, number) in [("TERM", 15), ("INT", 2), ("HUP", 1)] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pid_file = dir.path().join("pid");
+        let ui = UiProcess::new(dir.path());
         let tmux = Tmux::start(100, 30);
-        // `exec` keeps the pid written, and the UI's exit code is the shell's.
-        let ui = format!(
-            "sh -c 'echo $$ > \"{}\"; exec \"{bin}\" demo'",
-            pid_file.display()
-        );
-        tmux.send(&[&then_report_the_terminal(&ui), "Enter"]);
+        tmux.send(&[&then_report_the_terminal(&ui.command("demo")), "Enter"]);
         tmux.wait_for("Verdicts by sub-model");
         assert_eq!(tmux.display("#{mouse_any_flag}"), "1", "mouse captured");
-        let pid = std::fs::read_to_string(&pid_file).expect("pid written");
-        let killed = Command::new("kill")
-            .args([&format!("-{signal}"), pid.trim()])
-            .status()
-            .expect("kill runs");
-        assert!(killed.success());
+        assert!(ui.signal(signal));
         assert_restored(&tmux, 128 + number);
     }
 }
@@ -193,34 +216,20 @@ fn signals_end_the_ui_with_the_terminal_restored() {
 /// restore that fails must not keep the process alive, spinning on a dead terminal.
 #[test]
 fn hang_up_ends_the_ui() {
-    let bin = env!("CARGO_BIN_EXE_bnaudit");
     let dir = tempfile::tempdir().expect("tempdir");
-    let pid_file = dir.path().join("pid");
+    let ui = UiProcess::new(dir.path());
     let tmux = Tmux::start(100, 30);
-    let ui = format!(
-        "sh -c 'echo $$ > \"{}\"; exec \"{bin}\" demo'",
-        pid_file.display()
-    );
-    tmux.send(&[&ui, "Enter"]);
+    tmux.send(&[&ui.command("demo"), "Enter"]);
     tmux.wait_for("Verdicts by sub-model");
-    let pid = std::fs::read_to_string(&pid_file).expect("pid written");
     drop(tmux);
-    let alive = || {
-        Command::new("kill")
-            .args(["-0", pid.trim()])
-            .output()
-            .expect("kill runs")
-            .status
-            .success()
-    };
     let start = Instant::now();
-    while alive() && start.elapsed() < Duration::from_secs(10) {
+    while ui.signal("0") && start.elapsed() < Duration::from_secs(10) {
         sleep(Duration::from_millis(50));
     }
-    let still = alive();
+    let still = ui.signal("0");
     if still {
         // Do not leave it spinning.
-        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        ui.signal("KILL");
     }
     assert!(!still, "the UI outlived its terminal by 10 s");
 }
@@ -229,7 +238,6 @@ fn hang_up_ends_the_ui() {
 /// restored (in that order, by one handler), then the exit is 128 + the signal.
 #[test]
 fn signal_during_a_restore_written_from_the_ui() {
-    let bin = env!("CARGO_BIN_EXE_bnaudit");
     let dir = tempfile::tempdir().expect("tempdir");
     // A drifted layer beside a tensor large enough that copying it takes a while.
     let big = vec![0u8; 96 << 20];
@@ -249,15 +257,13 @@ fn signal_during_a_restore_written_from_the_ui() {
             .find(|p| p.to_string_lossy().ends_with(".bnaudit-tmp"))
     };
     for _ in 0..5 {
-        let pid_file = dir.path().join("pid");
+        let ui = UiProcess::new(dir.path());
         let tmux = Tmux::start(120, 40);
-        let ui = format!(
-            "sh -c 'echo $$ > \"{}\"; exec \"{bin}\" --no-mmap \"$0\" \"$1\"' \
-             '{dir}/a.safetensors' '{dir}/b.safetensors'",
-            pid_file.display(),
+        let view = format!(
+            "--no-mmap \"{dir}/a.safetensors\" \"{dir}/b.safetensors\"",
             dir = dir.path().display()
         );
-        tmux.send(&[&then_report_the_terminal(&ui), "Enter"]);
+        tmux.send(&[&then_report_the_terminal(&ui.command(&view)), "Enter"]);
         tmux.wait_for("Verdicts by sub-model");
         tmux.send(&["2"]);
         tmux.wait_for("Layers 1/1");
@@ -280,12 +286,7 @@ fn signal_during_a_restore_written_from_the_ui() {
             let _ = std::fs::remove_file(&output);
             continue;
         };
-        let pid = std::fs::read_to_string(&pid_file).expect("pid written");
-        let killed = Command::new("kill")
-            .args(["-TERM", pid.trim()])
-            .status()
-            .expect("kill runs");
-        assert!(killed.success());
+        assert!(ui.signal("TERM"));
         tmux.wait_for("DONE");
         if output.exists() {
             // Renamed into place just before the signal: try again.

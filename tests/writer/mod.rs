@@ -38,6 +38,16 @@ impl SafetensorsWriter {
         self.raw(name, "I64", &[], &value.to_le_bytes())
     }
 
+    /// Appends a 4-channel PyTorch BatchNorm layer: weight 1, bias 0, running mean `moved`,
+    /// running variance `1 + moved`, counter `count`.
+    pub fn bn_layer(&mut self, layer: &str, moved: f32, count: i64) -> &mut Self {
+        self.f32_filled(&format!("{layer}.weight"), 4, 1.0)
+            .f32_filled(&format!("{layer}.bias"), 4, 0.0)
+            .f32_filled(&format!("{layer}.running_mean"), 4, moved)
+            .f32_filled(&format!("{layer}.running_var"), 4, 1.0 + moved)
+            .i64_scalar(&format!("{layer}.num_batches_tracked"), count)
+    }
+
     /// Sets `__metadata__`.
     pub fn metadata(&mut self, metadata: Value) -> &mut Self {
         self.header.insert("__metadata__".to_owned(), metadata);

@@ -5,72 +5,125 @@ use std::fmt::Write;
 
 use super::table;
 use crate::audit::explain::{
-    ExplainLayer, ExplainReport, ImpliedBatch, Inputs, ModeResult, Source,
+    ExplainLayer, ExplainReport, Explained, Explainer, ImpliedBatch, Inputs, ModeResult, Source,
 };
 use crate::fmt::{num, opt_num, printable};
 use crate::report::Style;
 
-/// Renders the `explain` report.
-pub fn explain(report: &ExplainReport, style: Style) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}",
-        style.bold(&format!("A: {}", printable(&report.a)))
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        style.bold(&format!("B: {}", printable(&report.b)))
-    );
-    if let Some(acts) = &report.activations {
+/// Renders the `explain` report: the layers of `layers` as they are explained, then the
+/// report around them.
+pub fn explain_layers(
+    explainer: &Explainer<'_>,
+    mut layers: Explained<'_, '_>,
+    style: Style,
+) -> String {
+    let mut text = ExplainText::new(style);
+    for layer in layers.by_ref() {
+        text.layer(&layer);
+    }
+    text.finish(&explainer.report((), layers.into_skipped()))
+}
+
+/// The text report built layer by layer: each layer's details are rendered when it comes and
+/// only its summary row is kept, so the text of wide layers never holds their channels. The
+/// summary, which leads the text, is written once every layer is in.
+struct ExplainText {
+    style: Style,
+    rows: Vec<SummaryRow>,
+    details: String,
+}
+
+/// What the summary needs of a layer.
+struct SummaryRow {
+    name: String,
+    max_rms_change: Option<f64>,
+    verdict: String,
+    good: bool,
+}
+
+impl ExplainText {
+    /// No layer yet.
+    fn new(style: Style) -> ExplainText {
+        ExplainText {
+            style,
+            rows: Vec::new(),
+            details: String::new(),
+        }
+    }
+
+    /// Adds a layer, in report order.
+    fn layer(&mut self, l: &ExplainLayer) {
+        self.details.push('\n');
+        render_layer(&mut self.details, l, self.style);
+        self.rows.push(SummaryRow {
+            name: l.name.clone(),
+            max_rms_change: l.impact.max_rms_change,
+            verdict: l.verdict.clone(),
+            good: good(l),
+        });
+    }
+
+    /// The whole text: `report`'s header, notes and skipped layers, the summary, then the
+    /// layers added.
+    fn finish(self, report: &ExplainReport<()>) -> String {
+        let style = self.style;
+        let mut out = String::new();
         let _ = writeln!(
             out,
             "{}",
-            style.bold(&format!("activations: {}", printable(acts)))
+            style.bold(&format!("A: {}", printable(&report.a)))
         );
-    }
-    let al = &report.alignment;
-    if !al.strip_a.is_empty() || !al.strip_b.is_empty() {
         let _ = writeln!(
             out,
             "{}",
-            style.dim(&format!(
-                "names aligned: {:?} stripped from A, {:?} from B",
-                al.strip_a, al.strip_b
-            ))
+            style.bold(&format!("B: {}", printable(&report.b)))
         );
+        if let Some(acts) = &report.activations {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.bold(&format!("activations: {}", printable(acts)))
+            );
+        }
+        let al = &report.alignment;
+        if !al.strip_a.is_empty() || !al.strip_b.is_empty() {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.dim(&format!(
+                    "names aligned: {:?} stripped from A, {:?} from B",
+                    al.strip_a, al.strip_b
+                ))
+            );
+        }
+        if let Some(al) = &report.activations_alignment
+            && (!al.strip_a.is_empty() || !al.strip_b.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.dim(&format!(
+                    "activation names aligned: {}",
+                    capture_prefix(&al.strip_a, &al.strip_b)
+                ))
+            );
+        }
+        for note in &report.notes {
+            let _ = writeln!(out, "{}", printable(note));
+        }
+        if self.rows.len() + report.skipped.len() > 1 {
+            summary(&mut out, &self.rows, report.skipped.len(), style);
+        }
+        for s in &report.skipped {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.yellow(&format!("skipped {}: {}", s.name, s.reason))
+            );
+        }
+        out.push_str(&self.details);
+        out
     }
-    if let Some(al) = &report.activations_alignment
-        && (!al.strip_a.is_empty() || !al.strip_b.is_empty())
-    {
-        let _ = writeln!(
-            out,
-            "{}",
-            style.dim(&format!(
-                "activation names aligned: {}",
-                capture_prefix(&al.strip_a, &al.strip_b)
-            ))
-        );
-    }
-    for note in &report.notes {
-        let _ = writeln!(out, "{}", printable(note));
-    }
-    if report.layers.len() + report.skipped.len() > 1 {
-        summary(&mut out, report, style);
-    }
-    for s in &report.skipped {
-        let _ = writeln!(
-            out,
-            "{}",
-            style.yellow(&format!("skipped {}: {}", s.name, s.reason))
-        );
-    }
-    for layer in &report.layers {
-        out.push('\n');
-        render_layer(&mut out, layer, style);
-    }
-    out
 }
 
 /// Layers named in the summary's impact table.
@@ -78,9 +131,8 @@ const TOP: usize = 5;
 
 /// Counts, then the layers whose statistics move eval outputs most: read before the details,
 /// which run to a dozen lines a layer.
-fn summary(out: &mut String, report: &ExplainReport, style: Style) {
-    let layers = &report.layers;
-    let accounted = layers.iter().filter(|l| good(l)).count();
+fn summary(out: &mut String, layers: &[SummaryRow], skipped: usize, style: Style) {
+    let accounted = layers.iter().filter(|l| l.good).count();
     let _ = writeln!(
         out,
         "\n{}",
@@ -88,19 +140,19 @@ fn summary(out: &mut String, report: &ExplainReport, style: Style) {
             "{} explained: {accounted} accounted for, {} not{}",
             super::plural(layers.len(), "layer"),
             layers.len() - accounted,
-            if report.skipped.is_empty() {
+            if skipped == 0 {
                 String::new()
             } else {
-                format!(", {} skipped", report.skipped.len())
+                format!(", {skipped} skipped")
             }
         ))
     );
-    let mut by_impact: Vec<&ExplainLayer> = layers
+    let mut by_impact: Vec<&SummaryRow> = layers
         .iter()
-        .filter(|l| l.impact.max_rms_change.is_some_and(|r| r > 0.0))
+        .filter(|l| l.max_rms_change.is_some_and(|r| r > 0.0))
         .collect();
     by_impact.sort_by(|x, y| {
-        let r = |l: &ExplainLayer| l.impact.max_rms_change.unwrap_or(0.0);
+        let r = |l: &SummaryRow| l.max_rms_change.unwrap_or(0.0);
         r(y).total_cmp(&r(x)).then_with(|| x.name.cmp(&y.name))
     });
     if by_impact.is_empty() {
@@ -118,7 +170,7 @@ fn summary(out: &mut String, report: &ExplainReport, style: Style) {
     let top = &by_impact[..by_impact.len().min(TOP)];
     let rows: Vec<[String; 2]> = top
         .iter()
-        .map(|l| [l.name.clone(), opt_num(l.impact.max_rms_change)])
+        .map(|l| [l.name.clone(), opt_num(l.max_rms_change)])
         .collect();
     let lines = table(["layer", "output std"], &rows, 1);
     let _ = writeln!(out, "{}", style.dim(&format!("{}  verdict", lines[0])));
