@@ -36,7 +36,8 @@ for n in "${SIZES[@]}"; do
         /usr/bin/time -f '%e %M' -o /tmp/bnaudit-scale-time "$BIN" "${args[@]}" --color never >/dev/null
         code=$?
         set -e
-        read -r wall kib </tmp/bnaudit-scale-time
+        # GNU time writes "Command exited with non-zero status N" first when diff/check fail.
+        read -r wall kib < <(tail -n 1 /tmp/bnaudit-scale-time)
         printf '%-8s %-6s %9s %10d %12.2f %5s\n' "$n" "$cmd" "$wall" $((kib / 1024)) \
             "$(echo "$wall * 1000000 / $n" | bc -l)" "$code"
     done

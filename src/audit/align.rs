@@ -12,8 +12,8 @@
 //! stripped, appears in the other under one module prefix ([`submodel_prefix`]), that prefix
 //! is added to the names of the side it is missing from.
 
+use foldhash::{HashSet, HashSetExt};
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use super::compare::TensorPair;
 use super::diff::Alignment;

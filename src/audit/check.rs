@@ -5,7 +5,9 @@
 //! Only tensors in scope are read, through the diff engine; the embedded diff report covers
 //! them (and the BatchNorm layers they belong to).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::path::PathBuf;
 
 use serde::Serialize;

@@ -9,7 +9,9 @@
 mod groups;
 mod layers;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::HashSet;
 
 use serde::Serialize;
 

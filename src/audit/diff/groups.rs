@@ -2,7 +2,9 @@
 //! separates layers that behaved differently (a frozen `backbone.layer1` next to a trained
 //! `backbone.layer4`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashSet};
 
 use super::{Group, LayerDiff, Momentum, Severity, Status, TensorChange, TensorDiff};
 use crate::bn::{self, BnLayer, Convention, Role};
@@ -157,7 +159,7 @@ pub(super) fn groups(
     // Modules that behaved alike (a flat torchvision ResNet's bn1 and layer1…layer4, all
     // drifted by the same forwards) get one verdict that lists them, not one each.
     let mut merged: Vec<(Vec<&str>, Vec<&LayerDiff>)> = Vec::new();
-    let mut by_key: HashMap<Behaviour, usize> = HashMap::new();
+    let mut by_key: HashMap<Behaviour, usize> = HashMap::default();
     for (prefixes, ls) in parts {
         let key = behaviour(&group(&prefixes, &ls, &weights), &ls);
         match by_key.get(&key) {

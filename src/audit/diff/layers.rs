@@ -1,6 +1,6 @@
 //! Classification of each BatchNorm layer, and its explanation by the drift algebra.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use super::{
     DiffOptions, Inference, LayerDiff, Momentum, PerTensor, Status, TensorChange, TensorDiff,

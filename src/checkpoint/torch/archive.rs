@@ -1,10 +1,12 @@
 //! The zip archive torch.save writes: `<root>/data.pkl`, `<root>/data/<key>` storages,
-//! `<root>/byteorder`. The central directory is read with the `zip` crate; entry bytes are
+//! `<root>/byteorder`. The central directory is read with the `rawzip` crate, which walks it
+//! without an allocation per entry (a state dict has tens of thousands); entry bytes are
 //! located through each local header and read in place through the [`RawFile`].
 
-use std::io::{BufReader, Read};
+use std::borrow::Cow;
+use std::io::Read;
 
-use zip::{CompressionMethod, ZipArchive};
+use rawzip::{CompressionMethod, ReaderAt, ZipLocator};
 
 use super::error::TorchProblem;
 use crate::checkpoint::error::CheckpointError;
@@ -37,36 +39,18 @@ pub(crate) struct Entry {
 pub(crate) struct Archive {
     /// The folder every entry lives in (`archive`, the file's stem, …).
     pub(crate) root: String,
-    entries: foldhash::HashMap<String, (u64, u64, u64, CompressionMethod, bool)>,
+    entries: Directory,
 }
+
+/// The central directory's entries by name: (local header offset, stored size, size, method,
+/// encrypted).
+type Directory = foldhash::HashMap<String, (u64, u64, u64, CompressionMethod, bool)>;
 
 impl Archive {
     /// Reads the central directory and recognises what kind of archive it is.
     pub(crate) fn read(raw: &RawFile) -> Result<Archive, CheckpointError> {
         let fail = |p: TorchProblem| CheckpointError::new(raw.path(), p.into());
-        let file = raw.file()?;
-        let zip = ZipArchive::new(BufReader::with_capacity(64 * 1024, &*file))
-            .map_err(|e| fail(TorchProblem::Zip(e.to_string())))?;
-        let mut entries =
-            foldhash::HashMap::with_capacity_and_hasher(zip.len(), Default::default());
-        for i in 0..zip.len() {
-            let e = zip
-                .by_index_data(i)
-                .map_err(|e| fail(TorchProblem::Zip(e.to_string())))?;
-            let Ok(name) = std::str::from_utf8(e.name_raw()) else {
-                continue;
-            };
-            entries.insert(
-                name.to_owned(),
-                (
-                    e.header_start(),
-                    e.compressed_size(),
-                    e.size(),
-                    e.compression(),
-                    e.encrypted(),
-                ),
-            );
-        }
+        let entries = directory(raw).map_err(|e| fail(TorchProblem::Zip(e.to_string())))?;
         let pickles: Vec<&str> = entries
             .keys()
             .filter_map(|n| n.strip_suffix("/data.pkl"))
@@ -140,6 +124,8 @@ impl Archive {
                 end += 1;
             }
             let last = order[end - 1].0;
+            // Read, not borrowed from the map: touching a mapped page maps its neighbours
+            // too, and 20,000 scattered headers would add tens of MiB to resident memory.
             let span_end = last.saturating_add(30).min(raw.len());
             buf.resize((span_end.max(first) - first) as usize, 0);
             if !buf.is_empty() {
@@ -153,6 +139,47 @@ impl Archive {
             group = end;
         }
         Ok(found)
+    }
+}
+
+/// Every entry of the central directory, by name.
+fn directory(raw: &RawFile) -> Result<Directory, rawzip::Error> {
+    let mut buf = vec![0u8; rawzip::RECOMMENDED_BUFFER_SIZE];
+    let zip = ZipLocator::new()
+        .locate_in_reader(At(raw), &mut buf, raw.len())
+        .map_err(|(_, e)| e)?;
+    // The hint comes from the file: a capacity, not trusted beyond a bound.
+    let hint = zip.entries_hint().min(1 << 20) as usize;
+    let mut entries = Directory::with_capacity_and_hasher(hint, Default::default());
+    let mut walk = zip.entries(&mut buf);
+    while let Some(e) = walk.next_entry()? {
+        let Ok(name) = std::str::from_utf8(e.file_path().as_bytes()) else {
+            continue;
+        };
+        entries.insert(
+            name.to_owned(),
+            (
+                e.local_header_offset(),
+                e.compressed_size_hint(),
+                e.uncompressed_size_hint(),
+                e.compression_method(),
+                e.flags().is_encrypted(),
+            ),
+        );
+    }
+    Ok(entries)
+}
+
+/// The file as `rawzip` reads it: by positioned reads, through the descriptor pool.
+struct At<'a>(&'a RawFile);
+
+impl ReaderAt for At<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(
+            &*self.0.file().map_err(std::io::Error::other)?,
+            buf,
+            offset,
+        )
     }
 }
 
@@ -185,13 +212,15 @@ fn stored(
         return Err(entry_error(raw, full, "is encrypted".to_owned()));
     }
     let stored = match method {
-        CompressionMethod::Stored => true,
-        CompressionMethod::Deflated => false,
+        CompressionMethod::STORE => true,
+        CompressionMethod::DEFLATE => false,
         other => {
             return Err(entry_error(
                 raw,
                 full,
-                format!("uses compression {other:?}; only stored and deflated entries are read"),
+                format!(
+                    "uses compression method {other}; only stored and deflated entries are read"
+                ),
             ));
         }
     };
@@ -241,13 +270,14 @@ fn local_data_start(
     Ok(data_start)
 }
 
-/// The entry's uncompressed bytes, at most `limit` of them (`what` names the bound).
-pub(crate) fn contents(
-    raw: &RawFile,
+/// The entry's uncompressed bytes, at most `limit` of them (`what` names the bound): a
+/// large stored entry is borrowed from the map.
+pub(crate) fn contents<'a>(
+    raw: &'a RawFile,
     entry: &Entry,
     limit: u64,
     what: &'static str,
-) -> Result<Vec<u8>, CheckpointError> {
+) -> Result<Cow<'a, [u8]>, CheckpointError> {
     if entry.size > limit {
         return Err(CheckpointError::new(
             raw.path(),
@@ -265,14 +295,14 @@ pub(crate) fn contents(
         &entry.name,
     )?;
     if entry.stored {
-        return Ok(raw_bytes.into_owned());
+        return Ok(raw_bytes);
     }
     let mut out = Vec::with_capacity(entry.size as usize);
     let inflated = flate2::read::DeflateDecoder::new(&raw_bytes[..])
         .take(entry.size + 1)
         .read_to_end(&mut out);
     match inflated {
-        Ok(n) if n as u64 == entry.size => Ok(out),
+        Ok(n) if n as u64 == entry.size => Ok(Cow::Owned(out)),
         Ok(n) => Err(CheckpointError::new(
             raw.path(),
             TorchProblem::Entry {

@@ -313,7 +313,7 @@ impl TorchFile {
                             MAX_INFLATED_BYTES,
                             "deflated storage size",
                         )?;
-                        cell.get_or_init(|| b)
+                        cell.get_or_init(|| b.into_owned())
                     }
                 };
                 Cow::Borrowed(&bytes[lo as usize..hi as usize])
