@@ -8,7 +8,7 @@ use bnaudit::audit::{self, ExplainOptions};
 use bnaudit::checkpoint::{Checkpoint, ReadMode};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: bnaudit_fuzz::one_thread(), |data: &[u8]| {
     static PAIR: OnceLock<[Checkpoint; 2]> = OnceLock::new();
     let [a, b] = PAIR.get_or_init(|| {
         ["explain/a.safetensors", "explain/b.safetensors"].map(|f| {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use bnaudit::audit::{self, LsOptions};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: bnaudit_fuzz::one_thread(), |data: &[u8]| {
     static SHARDS: OnceLock<()> = OnceLock::new();
     SHARDS.get_or_init(|| {
         for shard in [

@@ -1,20 +1,10 @@
 //! A file as a torch.save archive (the restricted pickle reader and the zip directory),
-//! opened in both read modes and put through ls, diff, check and explain.
+//! opened in both read modes and put through ls, diff, check and explain against a real
+//! PyTorch-made checkpoint.
 #![no_main]
 
-use std::sync::OnceLock;
-
-use bnaudit::checkpoint::{Checkpoint, ReadMode};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    static OTHER: OnceLock<Checkpoint> = OnceLock::new();
-    let other = OTHER.get_or_init(|| {
-        Checkpoint::open(bnaudit_fuzz::fixture("explain/a.safetensors"), ReadMode::Mmap)
-            .expect("fixture opens")
-    });
-    let path = bnaudit_fuzz::write("input.pt", data);
-    for ckpt in bnaudit_fuzz::open_both(&path) {
-        bnaudit_fuzz::audit_all(&ckpt, other);
-    }
+fuzz_target!(init: bnaudit_fuzz::one_thread(), |data: &[u8]| {
+    bnaudit_fuzz::audit_input("input.pt", data);
 });

@@ -19,7 +19,7 @@ pub fn scratch() -> &'static Path {
             .or_else(|_| tempfile::tempdir())
             .expect("temporary directory")
     })
-        .path()
+    .path()
 }
 
 /// Writes `bytes` to `name` in the scratch directory.
@@ -41,6 +41,35 @@ pub fn open_both(path: &Path) -> impl Iterator<Item = Checkpoint> + '_ {
     [ReadMode::Mmap, ReadMode::Pread]
         .into_iter()
         .filter_map(move |mode| Checkpoint::open(path, mode).ok())
+}
+
+/// Makes rayon's global pool the calling thread alone: the audits then run their parallel
+/// loops inline instead of handing every loop to other threads, which costs more than the
+/// work on fuzz-sized inputs, and the fuzzer uses one core.
+pub fn one_thread() {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .use_current_thread()
+        .build_global()
+        .expect("rayon's global pool is not built yet");
+}
+
+/// Writes `data` as `name` in the scratch directory, opens it in both read modes, reads
+/// every tensor's values and puts it through [`audit_all`] against a small PyTorch-made
+/// checkpoint (two BatchNorm layers of three channels, named as the `file` seeds are).
+pub fn audit_input(name: &str, data: &[u8]) {
+    static OTHER: OnceLock<Checkpoint> = OnceLock::new();
+    let other = OTHER.get_or_init(|| {
+        Checkpoint::open(fixture("explain/small_a.safetensors"), ReadMode::Mmap)
+            .expect("fixture opens")
+    });
+    let path = write(name, data);
+    for ckpt in open_both(&path) {
+        for t in ckpt.tensors() {
+            let _ = ckpt.values(t);
+        }
+        audit_all(&ckpt, other);
+    }
 }
 
 /// Runs `ls`, `diff`, `check` and `explain` of `ckpt` against `other` (and itself), as the
