@@ -1,6 +1,6 @@
 //! Which mapping of a torch.save pickle is the state dict, and its tensors by flat name.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use super::error::TorchProblem;
 use super::pickle::{Id, Pickle, Value};
@@ -76,7 +76,7 @@ fn flatten(
 
 fn tensors_under(p: &Pickle, id: Id) -> Result<Vec<(String, Id)>, TorchProblem> {
     let mut out = Vec::new();
-    flatten(p, id, "", 0, &mut HashSet::new(), &mut out)?;
+    flatten(p, id, "", 0, &mut HashSet::default(), &mut out)?;
     Ok(out)
 }
 
@@ -116,19 +116,22 @@ fn resolve(p: &Pickle, root: Id, path: &str) -> Option<Id> {
     Some(at)
 }
 
-fn unique(tensors: Vec<(String, Id)>, key: Option<String>) -> Selected {
-    let mut seen = HashSet::new();
-    let mut kept = Vec::with_capacity(tensors.len());
-    let mut duplicates = Vec::new();
-    for (name, id) in tensors {
-        if seen.insert(name.clone()) {
-            kept.push((name, id));
-        } else {
-            duplicates.push(name);
-        }
-    }
+fn unique(mut tensors: Vec<(String, Id)>, key: Option<String>) -> Selected {
+    // Names are borrowed, not copied, to find the repeats: a state dict has tens of
+    // thousands of names (and usually no repeat).
+    let mut seen = HashSet::with_capacity_and_hasher(tensors.len(), Default::default());
+    let repeated: Vec<bool> = tensors
+        .iter()
+        .map(|(name, _)| !seen.insert(name.as_str()))
+        .collect();
+    drop(seen);
+    let mut repeated = repeated.into_iter();
+    let duplicates = tensors
+        .extract_if(.., |_| repeated.next() == Some(true))
+        .map(|(name, _)| name)
+        .collect();
     Selected {
-        tensors: kept,
+        tensors,
         key,
         duplicates,
     }
