@@ -382,3 +382,64 @@ fn output_over_a_torch_checkpoint_is_refused() {
     }
     assert_eq!(std::fs::read(&copy).unwrap(), before);
 }
+
+/// `plain.pt` with one more storage entry `plain/data/<extra>` whose local header is damaged,
+/// or, with `extra` `None`, with the local header of storage `0` (which a tensor uses)
+/// damaged instead.
+fn with_damaged_header(dir: &Path, extra: Option<&str>) -> PathBuf {
+    use std::io::{Cursor, Write};
+    let src = std::fs::read(fixture("plain.pt")).unwrap();
+    let mut zip = zip::ZipArchive::new(Cursor::new(&src[..])).unwrap();
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for i in 0..zip.len() {
+        out.raw_copy_file(zip.by_index(i).unwrap()).unwrap();
+    }
+    let damaged = format!("plain/data/{}", extra.unwrap_or("0"));
+    if extra.is_some() {
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        out.start_file(damaged.as_str(), stored).unwrap();
+        out.write_all(&[0; 16]).unwrap();
+    }
+    let mut bytes = out.finish().unwrap().into_inner();
+    let at = zip::ZipArchive::new(Cursor::new(&bytes[..]))
+        .unwrap()
+        .by_name(&damaged)
+        .unwrap()
+        .header_start() as usize;
+    bytes[at] = b'X';
+    let file = dir.join("plain.pt");
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
+/// Storage entries are located while the pickle is parsed, all of them; one that no tensor
+/// uses is never an error, one that a tensor uses is.
+#[test]
+fn a_damaged_storage_no_tensor_uses_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (want, _) = bnaudit(&["ls", "--format", "json", "--all", &path("plain.pt")]);
+    for no_mmap in [false, true] {
+        let mut args = vec!["ls", "--format", "json", "--all"];
+        if no_mmap {
+            args.push("--no-mmap");
+        }
+        let unused = with_damaged_header(dir.path(), Some("unused"));
+        let p = unused.display().to_string();
+        let (got, _) = bnaudit(&[&args[..], &[p.as_str()]].concat());
+        assert_eq!(ls_content(got), ls_content(want.clone()));
+        let used = with_damaged_header(dir.path(), None);
+        let out = Command::cargo_bin("bnaudit")
+            .unwrap()
+            .args(&args)
+            .arg(&used)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("plain/data/0") && stderr.contains("signature is wrong"),
+            "{stderr}"
+        );
+    }
+}

@@ -42,9 +42,22 @@ pub(crate) struct Archive {
     entries: Directory,
 }
 
-/// The central directory's entries by name: (local header offset, stored size, size, method,
-/// encrypted).
-type Directory = foldhash::HashMap<String, (u64, u64, u64, CompressionMethod, bool)>;
+/// The central directory's entries by name.
+type Directory = foldhash::HashMap<String, Record>;
+
+/// What the central directory says of one entry.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    /// Offset of its local header.
+    header: u64,
+    compressed: u64,
+    size: u64,
+    method: CompressionMethod,
+    encrypted: bool,
+}
+
+/// Each storage entry `data/<key>` by key: located, or why its bytes cannot be read.
+pub(crate) type Storages<'a> = foldhash::HashMap<&'a str, Result<Entry, CheckpointError>>;
 
 impl Archive {
     /// Reads the central directory and recognises what kind of archive it is.
@@ -57,10 +70,10 @@ impl Archive {
             .filter(|root| !root.contains('/'))
             .collect();
         let is_script = |root: &str| {
+            // The prefix is formatted once: the directory has tens of thousands of names.
+            let code = format!("{root}/code/");
             entries.contains_key(&format!("{root}/constants.pkl"))
-                || entries
-                    .keys()
-                    .any(|n| n.starts_with(&format!("{root}/code/")))
+                || entries.keys().any(|n| n.starts_with(&code))
         };
         let root = match pickles.as_slice() {
             [root] if !is_script(root) => (*root).to_owned(),
@@ -79,67 +92,114 @@ impl Archive {
         raw: &RawFile,
         name: &str,
     ) -> Result<Option<Entry>, CheckpointError> {
-        Ok(self.entries(raw, &[name])?.pop().flatten())
+        let full = format!("{}/{name}", self.root);
+        let Some(&record) = self.entries.get(&full) else {
+            return Ok(None);
+        };
+        let mut located = locate(raw, vec![(full, record)]);
+        located.pop().expect("one entry was asked for").map(Some)
     }
 
-    /// The entries `<root>/<name>` of `names`, located, in the same order (`None` for one the
-    /// archive lacks). Their local headers are read in offset order, neighbours within
-    /// [`HEADER_GAP`] of each other in one read: a state dict's small storages lie close
-    /// together, and one read per header costs a system call each (20,000 of them).
-    pub(crate) fn entries(
-        &self,
-        raw: &RawFile,
-        names: &[&str],
-    ) -> Result<Vec<Option<Entry>>, CheckpointError> {
-        let mut found = Vec::with_capacity(names.len());
-        let mut order = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            let full = format!("{}/{name}", self.root);
-            let Some(&(header, compressed, size, method, encrypted)) = self.entries.get(&full)
-            else {
-                found.push(None);
-                continue;
-            };
-            let stored = stored(raw, &full, compressed, size, method, encrypted)?;
-            order.push((header, i));
-            found.push(Some(Entry {
-                name: full,
-                data_start: header,
-                compressed,
-                size,
-                stored,
-            }));
-        }
-        // `data_start` holds the local header's offset until the header is read.
-        order.sort_unstable();
-        let mut buf = Vec::new();
-        let mut group = 0;
-        while group < order.len() {
-            let first = order[group].0;
-            let mut end = group + 1;
-            while end < order.len()
-                && order[end].0 - order[end - 1].0 <= HEADER_GAP
-                && order[end].0 - first <= HEADER_SPAN
-            {
-                end += 1;
-            }
-            let last = order[end - 1].0;
-            // Read, not borrowed from the map: touching a mapped page maps its neighbours
-            // too, and 20,000 scattered headers would add tens of MiB to resident memory.
-            let span_end = last.saturating_add(30).min(raw.len());
-            buf.resize((span_end.max(first) - first) as usize, 0);
-            if !buf.is_empty() {
-                raw.read_exact_at(&mut buf, first, "cannot read a zip local header")?;
-            }
-            for &(_, i) in &order[group..end] {
-                let entry = found[i].as_mut().expect("ordered entries were found");
-                let at = (entry.data_start - first) as usize;
-                entry.data_start = local_data_start(raw, entry, buf.get(at..at + 30))?;
-            }
-            group = end;
-        }
-        Ok(found)
+    /// Every storage entry `<root>/data/<key>`, located. All of them, not only those the
+    /// pickle names, so that this runs while the pickle is parsed; a damaged entry is an
+    /// error only once a tensor uses it.
+    pub(crate) fn storages(&self, raw: &RawFile) -> Storages<'_> {
+        let prefix = format!("{}/data/", self.root);
+        let (keys, wanted): (Vec<&str>, Vec<_>) = self
+            .entries
+            .iter()
+            .filter_map(|(name, &record)| {
+                let key = name.strip_prefix(&prefix)?;
+                Some((key, (name.clone(), record)))
+            })
+            .unzip();
+        keys.into_iter().zip(locate(raw, wanted)).collect()
     }
+}
+
+/// The entries `wanted` (full name, record), located, in the same order. Their local headers
+/// are read in offset order, neighbours within [`HEADER_GAP`] of each other in one read: a
+/// state dict's small storages lie close together, and one read per header costs a system
+/// call each (20,000 of them).
+fn locate(raw: &RawFile, wanted: Vec<(String, Record)>) -> Vec<Result<Entry, CheckpointError>> {
+    let mut found: Vec<_> = wanted
+        .into_iter()
+        .map(|(name, r)| {
+            let stored = stored(raw, &name, &r)?;
+            // `data_start` holds the local header's offset until the header is read.
+            Ok(Entry {
+                name,
+                data_start: r.header,
+                compressed: r.compressed,
+                size: r.size,
+                stored,
+            })
+        })
+        .collect();
+    let mut order: Vec<(u64, usize)> = found
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((e.as_ref().ok()?.data_start, i)))
+        .collect();
+    order.sort_unstable();
+    let mut buf = Vec::new();
+    let mut group = 0;
+    while group < order.len() {
+        let first = order[group].0;
+        let mut end = group + 1;
+        while end < order.len()
+            && order[end].0 - order[end - 1].0 <= HEADER_GAP
+            && order[end].0 - first <= HEADER_SPAN
+        {
+            end += 1;
+        }
+        let span = &order[group..end];
+        if let Err(e) = read_headers(raw, span, &mut found, &mut buf) {
+            // The headers are read one by one then, so that the error is only that of the
+            // entries it concerns.
+            match span {
+                [(_, i)] => found[*i] = Err(e),
+                _ => {
+                    for one in span.chunks(1) {
+                        if let Err(e) = read_headers(raw, one, &mut found, &mut buf) {
+                            found[one[0].1] = Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        group = end;
+    }
+    found
+}
+
+/// Reads the local headers at `span` (sorted offsets, with the entries' indices into
+/// `found`) in one read, and places the entries' bytes.
+fn read_headers(
+    raw: &RawFile,
+    span: &[(u64, usize)],
+    found: &mut [Result<Entry, CheckpointError>],
+    buf: &mut Vec<u8>,
+) -> Result<(), CheckpointError> {
+    let (first, last) = (span[0].0, span[span.len() - 1].0);
+    // Read, not borrowed from the map: touching a mapped page maps its neighbours too, and
+    // 20,000 scattered headers would add tens of MiB to resident memory.
+    let span_end = last.saturating_add(30).min(raw.len());
+    buf.resize((span_end.max(first) - first) as usize, 0);
+    if !buf.is_empty() {
+        raw.read_exact_at(buf, first, "cannot read a zip local header")?;
+    }
+    for &(header, i) in span {
+        let at = (header - first) as usize;
+        let local = buf.get(at..at + 30);
+        if let Ok(entry) = &mut found[i] {
+            match local_data_start(raw, entry, local) {
+                Ok(start) => entry.data_start = start,
+                Err(e) => found[i] = Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every entry of the central directory, by name.
@@ -158,13 +218,13 @@ fn directory(raw: &RawFile) -> Result<Directory, rawzip::Error> {
         };
         entries.insert(
             name.to_owned(),
-            (
-                e.local_header_offset(),
-                e.compressed_size_hint(),
-                e.uncompressed_size_hint(),
-                e.compression_method(),
-                e.flags().is_encrypted(),
-            ),
+            Record {
+                header: e.local_header_offset(),
+                compressed: e.compressed_size_hint(),
+                size: e.uncompressed_size_hint(),
+                method: e.compression_method(),
+                encrypted: e.flags().is_encrypted(),
+            },
         );
     }
     Ok(entries)
@@ -200,18 +260,14 @@ fn entry_error(raw: &RawFile, entry: &str, what: String) -> CheckpointError {
 }
 
 /// Whether an entry is stored as is (else deflated); an error for what is not read.
-fn stored(
-    raw: &RawFile,
-    full: &str,
-    compressed: u64,
-    size: u64,
-    method: CompressionMethod,
-    encrypted: bool,
-) -> Result<bool, CheckpointError> {
-    if encrypted {
+fn stored(raw: &RawFile, full: &str, record: &Record) -> Result<bool, CheckpointError> {
+    let Record {
+        compressed, size, ..
+    } = *record;
+    if record.encrypted {
         return Err(entry_error(raw, full, "is encrypted".to_owned()));
     }
-    let stored = match method {
+    let stored = match record.method {
         CompressionMethod::STORE => true,
         CompressionMethod::DEFLATE => false,
         other => {

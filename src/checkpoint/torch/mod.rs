@@ -39,14 +39,6 @@ pub struct TorchFile {
     key: Option<String>,
 }
 
-/// A storage entry, located once however many tensors share it.
-#[derive(Debug, Clone)]
-struct Located {
-    entry: Entry,
-    /// Index into [`TorchFile::inflated`] for a deflated entry.
-    inflated: Option<usize>,
-}
-
 impl TorchFile {
     /// Opens the torch.save archive at `path` read-only: reads its central directory and
     /// pickle, picks the state dict (`key`, a dot path, or the usual places) and locates
@@ -71,10 +63,19 @@ impl TorchFile {
         let Some(pkl) = archive.entry(&raw, "data.pkl")? else {
             return Err(fail(&raw, TorchProblem::NotCheckpoint));
         };
-        let bytes = archive::contents(&raw, &pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
-        let pickle = pickle::parse(&bytes).map_err(|p| fail(&raw, p))?;
-        drop(bytes);
-        let selected = select::select(&pickle, key).map_err(|p| fail(&raw, p))?;
+        // The pickle is parsed on one core while the storages' local headers are read on
+        // another: both take about as long on a large state dict.
+        let (parsed, mut storages) = rayon::join(
+            || -> Result<_, CheckpointError> {
+                let bytes = archive::contents(&raw, &pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
+                let pickle = pickle::parse(&bytes).map_err(|p| fail(&raw, p))?;
+                drop(bytes);
+                let selected = select::select(&pickle, key).map_err(|p| fail(&raw, p))?;
+                Ok((pickle, selected))
+            },
+            || archive.storages(&raw),
+        );
+        let (pickle, selected) = parsed?;
         let mut warnings = global_warnings(&pickle);
         if !selected.duplicates.is_empty() {
             warnings.push(format!(
@@ -90,35 +91,8 @@ impl TorchFile {
             warnings,
             key: selected.key,
         };
-        // Every storage is located once, however many tensors share it, and all of them
-        // together (their local headers in few reads, see `Archive::entries`).
-        let mut slots: foldhash::HashMap<&str, usize> =
-            foldhash::HashMap::with_capacity_and_hasher(selected.tensors.len(), Default::default());
-        let mut names = Vec::new();
-        for &(_, id) in &selected.tensors {
-            if let Value::Tensor(view) = pickle.get(id)
-                && let Value::Storage(storage) = pickle.get(view.storage)
-            {
-                slots.entry(&storage.key).or_insert_with(|| {
-                    names.push(format!("data/{}", storage.key));
-                    names.len() - 1
-                });
-            }
-        }
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let located: Vec<Option<Located>> = archive
-            .entries(&file.raw, &refs)?
-            .into_iter()
-            .map(|entry| {
-                entry.map(|entry| {
-                    let inflated = (!entry.stored).then(|| {
-                        file.inflated.push((entry.clone(), OnceLock::new()));
-                        file.inflated.len() - 1
-                    });
-                    Located { entry, inflated }
-                })
-            })
-            .collect();
+        // A deflated storage is inflated once, however many tensors share it.
+        let mut inflated_at: foldhash::HashMap<&str, usize> = Default::default();
         let mut undecodable = Vec::new();
         for (name, id) in selected.tensors {
             let Value::Tensor(view) = pickle.get(id) else {
@@ -127,23 +101,37 @@ impl TorchFile {
             let Value::Storage(storage) = pickle.get(view.storage) else {
                 unreachable!("the pickle reader only rebuilds tensors over storages");
             };
-            let slot = slots[&*storage.key];
-            let Some(loc) = &located[slot] else {
-                if resolve_dtype(view, storage).is_none() {
+            let entry = match storages.get(&*storage.key) {
+                Some(Ok(entry)) => entry,
+                Some(Err(_)) => {
+                    let Some(Err(e)) = storages.remove(&*storage.key) else {
+                        unreachable!("the entry was just found damaged");
+                    };
+                    return Err(e);
+                }
+                None if resolve_dtype(view, storage).is_none() => {
                     undecodable.push(name);
                     continue;
                 }
-                return Err(CheckpointError::new(
-                    file.raw.path(),
-                    TorchProblem::MissingStorage {
-                        tensor: name,
-                        storage: storage.key.to_string(),
-                        entry: format!("{}/{}", archive.root, names[slot]),
-                    }
-                    .into(),
-                ));
+                None => {
+                    return Err(CheckpointError::new(
+                        file.raw.path(),
+                        TorchProblem::MissingStorage {
+                            tensor: name,
+                            storage: storage.key.to_string(),
+                            entry: format!("{}/data/{}", archive.root, storage.key),
+                        }
+                        .into(),
+                    ));
+                }
             };
-            match file.tensor(loc, name, view, storage)? {
+            let inflated = (!entry.stored).then(|| {
+                *inflated_at.entry(&storage.key).or_insert_with(|| {
+                    file.inflated.push((entry.clone(), OnceLock::new()));
+                    file.inflated.len() - 1
+                })
+            });
+            match file.tensor(entry, inflated, name, view, storage)? {
                 Ok(t) => file.tensors.push(t),
                 Err(name) => undecodable.push(name),
             }
@@ -162,7 +150,8 @@ impl TorchFile {
     /// no counterpart of.
     fn tensor(
         &self,
-        loc: &Located,
+        entry: &Entry,
+        inflated: Option<usize>,
         name: String,
         view: &TensorView,
         storage: &Storage,
@@ -195,26 +184,26 @@ impl TorchFile {
                 }
             })
             .ok_or_else(|| bad("its view reaches past any storage".to_owned()))?;
-        if needed > loc.entry.size {
+        if needed > entry.size {
             return Err(CheckpointError::new(
                 self.raw.path(),
                 TorchProblem::ShortStorage {
                     tensor: name,
                     storage: storage.key.to_string(),
                     needed,
-                    len: loc.entry.size,
+                    len: entry.size,
                 }
                 .into(),
             ));
         }
         let offset_bytes = view.offset * width;
         let contiguous = view::is_contiguous(&view.shape, &view.stride);
-        let (start, layout) = match (contiguous, loc.inflated) {
-            (true, None) => (loc.entry.data_start + offset_bytes, None),
+        let (start, layout) = match (contiguous, inflated) {
+            (true, None) => (entry.data_start + offset_bytes, None),
             (_, inflated) => {
                 let start = match inflated {
                     Some(_) => offset_bytes,
-                    None => loc.entry.data_start + offset_bytes,
+                    None => entry.data_start + offset_bytes,
                 };
                 let strides = if contiguous {
                     view::contiguous_strides(&view.shape)
