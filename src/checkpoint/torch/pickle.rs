@@ -66,8 +66,10 @@ pub(crate) enum Value {
     Str(Box<str>),
     /// Bytes (kept by length only: nothing here needs their content).
     Bytes(usize),
-    /// A tuple.
-    Tuple(Vec<Id>),
+    /// A tuple: its items, a run of the parser's pool (tuples are never changed, and one
+    /// pool spares an allocation for each of the four a tensor pickles). Only the parser
+    /// reads them, so the pool is not kept.
+    Tuple(Span),
     /// A list (or a set: both are only walked past).
     List(Vec<Id>),
     /// A dict or `OrderedDict`, items in order.
@@ -83,6 +85,13 @@ pub(crate) enum Value {
         /// Dotted name of the global.
         class: Box<str>,
     },
+}
+
+/// A run of a tuple pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Span {
+    start: u32,
+    len: u32,
 }
 
 /// A parsed pickle: its values and the one `STOP` returned.
@@ -103,21 +112,18 @@ impl Pickle {
     }
 }
 
-/// What the stack holds: values, and the marks that delimit tuples, lists and dicts.
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    Value(Id),
-    Mark,
-}
-
 struct Machine<'a> {
     bytes: &'a [u8],
     pos: usize,
     /// Start of the opcode being executed, for errors.
     op_at: usize,
     values: Vec<Value>,
-    stack: Vec<Slot>,
-    marks: u64,
+    /// The items of every tuple.
+    items: Vec<Id>,
+    stack: Vec<Id>,
+    /// Where on the stack each open mark is, innermost last (as CPython's unpickler keeps
+    /// them): the values above the innermost one are a slice of the stack.
+    marks: Vec<usize>,
     /// Memo slots by key ([`NO_ID`] when unset): keys are small and dense in what
     /// torch.save writes, and a vector avoids hashing each of them.
     memo: Vec<Id>,
@@ -143,6 +149,22 @@ enum Constant {
     EmptyTuple,
 }
 
+/// The ids of tuple `span` in the pool `items`.
+fn items(items: &[Id], span: Span) -> &[Id] {
+    &items[span.start as usize..][..span.len as usize]
+}
+
+/// A tuple of `ids`, added to the pool `items`.
+fn tuple(items: &mut Vec<Id>, ids: &[Id]) -> Value {
+    // Both below MAX_OPCODES: every item was pushed on the stack by an opcode.
+    let span = Span {
+        start: items.len() as u32,
+        len: ids.len() as u32,
+    };
+    items.extend_from_slice(ids);
+    Value::Tuple(span)
+}
+
 /// Parses a pickle stream into inert values.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
     let mut m = Machine {
@@ -154,8 +176,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
         // covers it: reserved once, the arena is not copied while it grows, and pages of the
         // reserve that stay unused are never touched.
         values: Vec::with_capacity(bytes.len() / 4),
+        // Each tensor pickles about one tuple item per 9 bytes.
+        items: Vec::with_capacity(bytes.len() / 8),
         stack: Vec::new(),
-        marks: 0,
+        marks: Vec::new(),
         memo: Vec::new(),
         memo_len: 0,
         unknown: Vec::new(),
@@ -253,7 +277,7 @@ impl Machine<'_> {
 
     fn push(&mut self, v: Value) {
         let id = self.alloc(v);
-        self.stack.push(Slot::Value(id));
+        self.stack.push(id);
     }
 
     /// Pushes a shared constant, building it the first time.
@@ -264,11 +288,11 @@ impl Machine<'_> {
                 Constant::None => Value::None,
                 Constant::False => Value::Bool(false),
                 Constant::True => Value::Bool(true),
-                Constant::EmptyTuple => Value::Tuple(Vec::new()),
+                Constant::EmptyTuple => Value::Tuple(Span { start: 0, len: 0 }),
             });
             self.shared[c as usize] = id;
         }
-        self.stack.push(Slot::Value(id));
+        self.stack.push(id);
     }
 
     /// Pushes an integer, shared when it is small.
@@ -284,42 +308,45 @@ impl Machine<'_> {
             id = self.alloc(Value::Int(v));
             self.shared_ints[slot] = id;
         }
-        self.stack.push(Slot::Value(id));
+        self.stack.push(id);
     }
 
     fn pop(&mut self) -> Result<Id, TorchProblem> {
-        match self.stack.pop() {
-            Some(Slot::Value(id)) => Ok(id),
-            Some(Slot::Mark) => Err(self.err("value expected, found a mark")),
-            None => Err(self.err("stack underflow")),
-        }
+        let id = self.top()?;
+        self.stack.pop();
+        Ok(id)
     }
 
     fn top(&self) -> Result<Id, TorchProblem> {
-        match self.stack.last() {
-            Some(Slot::Value(id)) => Ok(*id),
-            Some(Slot::Mark) => Err(self.err("value expected, found a mark")),
-            None => Err(self.err("stack underflow")),
+        if self.marks.last() == Some(&self.stack.len()) {
+            return Err(self.err("value expected, found a mark"));
         }
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| self.err("stack underflow"))
     }
 
-    /// Pops everything down to the topmost mark, and the mark.
-    fn pop_mark(&mut self) -> Result<Vec<Id>, TorchProblem> {
-        let at = self
-            .stack
-            .iter()
-            .rposition(|s| matches!(s, Slot::Mark))
-            .ok_or_else(|| self.err("no mark on the stack"))?;
-        let items = self.stack.split_off(at + 1);
-        self.stack.pop();
-        self.marks -= 1;
-        Ok(items
-            .into_iter()
-            .map(|s| match s {
-                Slot::Value(id) => id,
-                Slot::Mark => unreachable!("the topmost mark is at `at`"),
-            })
-            .collect())
+    /// Closes the innermost mark: where its values start on the stack. The caller takes
+    /// them (`stack[at..]`) and truncates the stack to `at`.
+    fn pop_mark(&mut self) -> Result<usize, TorchProblem> {
+        self.marks
+            .pop()
+            .ok_or_else(|| self.err("no mark on the stack"))
+    }
+
+    /// Closes the innermost mark, its values moved into a tuple.
+    fn tuple_from_mark(&mut self) -> Result<Value, TorchProblem> {
+        let at = self.pop_mark()?;
+        let v = tuple(&mut self.items, &self.stack[at..]);
+        self.stack.truncate(at);
+        Ok(v)
+    }
+
+    /// Closes the innermost mark, its values taken off the stack.
+    fn vec_from_mark(&mut self) -> Result<Vec<Id>, TorchProblem> {
+        let at = self.pop_mark()?;
+        Ok(self.stack.split_off(at))
     }
 
     fn memo_put(&mut self, key: u32) -> Result<(), TorchProblem> {
@@ -350,7 +377,7 @@ impl Machine<'_> {
             .copied()
             .filter(|&id| id != NO_ID)
             .ok_or_else(|| self.err(format!("memo key {key} read before it was written")))?;
-        self.stack.push(Slot::Value(id));
+        self.stack.push(id);
         Ok(())
     }
 
@@ -373,7 +400,8 @@ impl Machine<'_> {
 
     fn tuple_items(&self, id: Id) -> Option<&[Id]> {
         match &self.values[id as usize] {
-            Value::Tuple(items) | Value::List(items) => Some(items),
+            Value::Tuple(span) => Some(items(&self.items, *span)),
+            Value::List(items) => Some(items),
             _ => None,
         }
     }
@@ -391,15 +419,15 @@ impl Machine<'_> {
                 self.take(8)?;
             }
             b'(' => {
-                self.marks += 1;
-                if self.marks > MAX_MARK_DEPTH {
+                let depth = self.marks.len() as u64 + 1;
+                if depth > MAX_MARK_DEPTH {
                     return Err(TorchProblem::Limit {
                         what: "pickle nesting depth",
                         limit: MAX_MARK_DEPTH,
-                        found: self.marks,
+                        found: depth,
                     });
                 }
-                self.stack.push(Slot::Mark);
+                self.marks.push(self.stack.len());
             }
             b'}' => self.push(Value::Dict(Vec::new())),
             b']' => self.push(Value::List(Vec::new())),
@@ -495,11 +523,12 @@ impl Machine<'_> {
                 self.pop()?;
             }
             b'1' => {
-                self.pop_mark()?;
+                let at = self.pop_mark()?;
+                self.stack.truncate(at);
             }
             b'2' => {
                 let id = self.top()?;
-                self.stack.push(Slot::Value(id));
+                self.stack.push(id);
             }
             b'c' => {
                 let module = self.line()?.to_owned();
@@ -516,30 +545,26 @@ impl Machine<'_> {
                 self.global(&module, &name);
             }
             b't' => {
-                let items = self.pop_mark()?;
-                self.push(Value::Tuple(items));
+                let v = self.tuple_from_mark()?;
+                self.push(v);
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.pop()?);
+                let mut ids = [0; 3];
+                for id in ids[..n].iter_mut().rev() {
+                    *id = self.pop()?;
                 }
-                items.reverse();
-                self.push(Value::Tuple(items));
+                let v = tuple(&mut self.items, &ids[..n]);
+                self.push(v);
             }
-            b'l' => {
-                let items = self.pop_mark()?;
+            b'l' | 0x91 => {
+                let items = self.vec_from_mark()?;
                 self.push(Value::List(items));
             }
             b'd' => {
-                let items = self.pop_mark()?;
+                let items = self.vec_from_mark()?;
                 let pairs = self.pairs(&items)?;
                 self.push(Value::Dict(pairs));
-            }
-            0x91 => {
-                let items = self.pop_mark()?;
-                self.push(Value::List(items));
             }
             b'a' => {
                 let item = self.pop()?;
@@ -547,7 +572,7 @@ impl Machine<'_> {
                 self.extend(list, &[item]);
             }
             b'e' | 0x90 => {
-                let items = self.pop_mark()?;
+                let items = self.vec_from_mark()?;
                 let list = self.top()?;
                 self.extend(list, &items);
             }
@@ -558,7 +583,7 @@ impl Machine<'_> {
                 self.set_items(dict, &[(key, value)]);
             }
             b'u' => {
-                let items = self.pop_mark()?;
+                let items = self.vec_from_mark()?;
                 let pairs = self.pairs(&items)?;
                 let dict = self.top()?;
                 self.set_items(dict, &pairs);
@@ -677,24 +702,21 @@ impl Machine<'_> {
     }
 
     /// `REDUCE`: what calling `func(*args)` stands for, without calling anything.
-    fn call(&mut self, func: Id, args: Id) -> Result<Value, TorchProblem> {
-        let args: Vec<Id> = self
-            .tuple_items(args)
-            .map(<[Id]>::to_vec)
-            .unwrap_or_default();
+    fn call(&self, func: Id, args: Id) -> Result<Value, TorchProblem> {
+        let args = self.tuple_items(args).unwrap_or_default();
         let Value::Global(g) = &self.values[func as usize] else {
             return Ok(Value::Object {
                 class: "<call>".into(),
             });
         };
-        Ok(match g.clone() {
-            Global::RebuildTensor => self.rebuild(&args, None)?,
+        Ok(match g {
+            Global::RebuildTensor => self.rebuild(args, None)?,
             Global::RebuildTensorDtype => {
                 let dtype = match args.get(6).map(|&d| &self.values[d as usize]) {
                     Some(Value::Global(Global::Dtype(d))) => *d,
                     _ => return Err(self.err("_rebuild_tensor_v3 without a dtype")),
                 };
-                self.rebuild(&args, Some(dtype))?
+                self.rebuild(args, Some(dtype))?
             }
             Global::RebuildParameter => match args.first() {
                 Some(&data) => self.values[data as usize].clone(),
@@ -717,10 +739,12 @@ impl Machine<'_> {
             }
             Global::Size => match args.first() {
                 Some(&a) => self.values[a as usize].clone(),
-                None => Value::Tuple(Vec::new()),
+                None => Value::Tuple(Span { start: 0, len: 0 }),
             },
             Global::Encode => Value::Bytes(0),
-            Global::Other(name) => Value::Object { class: name },
+            Global::Other(name) => Value::Object {
+                class: name.clone(),
+            },
             Global::Device
             | Global::Dtype(_)
             | Global::TypedStorage(_)
