@@ -21,7 +21,7 @@ pub use pickle::{MAX_MARK_DEPTH, MAX_MEMO, MAX_OPCODES};
 pub use select::{MAX_DEPTH, STATE_DICT_KEYS};
 pub use view::View;
 
-use self::archive::{Archive, Entry};
+use self::archive::{Archive, Entry, Place};
 use self::globals::Risk;
 use self::pickle::{Pickle, Storage, TensorView, Value};
 use super::error::CheckpointError;
@@ -63,18 +63,16 @@ impl TorchFile {
         let Some(pkl) = archive.entry(&raw, "data.pkl")? else {
             return Err(fail(&raw, TorchProblem::NotCheckpoint));
         };
-        // The pickle is parsed on one core while the storages' local headers are read on
-        // another: both take about as long on a large state dict.
-        let (parsed, mut storages) = rayon::join(
-            || -> Result<_, CheckpointError> {
-                let bytes = archive::contents(&raw, &pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
-                let pickle = pickle::parse(&bytes).map_err(|p| fail(&raw, p))?;
-                drop(bytes);
-                let selected = select::select(&pickle, key).map_err(|p| fail(&raw, p))?;
-                Ok((pickle, selected))
-            },
-            || archive.storages(&raw),
-        );
+        // The storages' local headers are read on another thread while this one parses the
+        // pickle: both take about as long on a large state dict. The pickle is built here,
+        // where it is also freed: freeing a quarter million values from another thread than
+        // the one that allocated them costs several times more.
+        let mut locating = archive.storages();
+        let parsed = std::thread::scope(|s| {
+            s.spawn(|| locating.run(&raw));
+            read_pickle(&raw, &pkl, key)
+        });
+        let mut storages = locating.by_key();
         let (pickle, selected) = parsed?;
         let mut warnings = global_warnings(&pickle);
         if !selected.duplicates.is_empty() {
@@ -101,8 +99,8 @@ impl TorchFile {
             let Value::Storage(storage) = pickle.get(view.storage) else {
                 unreachable!("the pickle reader only rebuilds tensors over storages");
             };
-            let entry = match storages.get(&*storage.key) {
-                Some(Ok(entry)) => entry,
+            let place = match storages.get(&*storage.key) {
+                Some(Ok(place)) => place,
                 Some(Err(_)) => {
                     let Some(Err(e)) = storages.remove(&*storage.key) else {
                         unreachable!("the entry was just found damaged");
@@ -125,13 +123,17 @@ impl TorchFile {
                     ));
                 }
             };
-            let inflated = (!entry.stored).then(|| {
+            let inflated = (!place.stored).then(|| {
                 *inflated_at.entry(&storage.key).or_insert_with(|| {
-                    file.inflated.push((entry.clone(), OnceLock::new()));
+                    let entry = Entry {
+                        name: format!("{}/data/{}", archive.root, storage.key),
+                        place: *place,
+                    };
+                    file.inflated.push((entry, OnceLock::new()));
                     file.inflated.len() - 1
                 })
             });
-            match file.tensor(entry, inflated, name, view, storage)? {
+            match file.tensor(place, inflated, name, view, storage)? {
                 Ok(t) => file.tensors.push(t),
                 Err(name) => undecodable.push(name),
             }
@@ -150,7 +152,7 @@ impl TorchFile {
     /// no counterpart of.
     fn tensor(
         &self,
-        entry: &Entry,
+        place: &Place,
         inflated: Option<usize>,
         name: String,
         view: &TensorView,
@@ -184,14 +186,14 @@ impl TorchFile {
                 }
             })
             .ok_or_else(|| bad("its view reaches past any storage".to_owned()))?;
-        if needed > entry.size {
+        if needed > place.size {
             return Err(CheckpointError::new(
                 self.raw.path(),
                 TorchProblem::ShortStorage {
                     tensor: name,
                     storage: storage.key.to_string(),
                     needed,
-                    len: entry.size,
+                    len: place.size,
                 }
                 .into(),
             ));
@@ -199,11 +201,11 @@ impl TorchFile {
         let offset_bytes = view.offset * width;
         let contiguous = view::is_contiguous(&view.shape, &view.stride);
         let (start, layout) = match (contiguous, inflated) {
-            (true, None) => (entry.data_start + offset_bytes, None),
+            (true, None) => (place.data_start + offset_bytes, None),
             (_, inflated) => {
                 let start = match inflated {
                     Some(_) => offset_bytes,
-                    None => entry.data_start + offset_bytes,
+                    None => place.data_start + offset_bytes,
                 };
                 let strides = if contiguous {
                     view::contiguous_strides(&view.shape)
@@ -312,6 +314,20 @@ impl TorchFile {
         let skip = (offset - first * width) as usize;
         Ok(all[skip..skip + len as usize].to_vec())
     }
+}
+
+/// Parses the pickle `pkl` and picks its state dict (`key`, or the usual places).
+fn read_pickle(
+    raw: &RawFile,
+    pkl: &Entry,
+    key: Option<&str>,
+) -> Result<(Pickle, select::Selected), CheckpointError> {
+    let fail = |p: TorchProblem| CheckpointError::new(raw.path(), p.into());
+    let bytes = archive::contents(raw, pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
+    let pickle = pickle::parse(&bytes).map_err(fail)?;
+    drop(bytes);
+    let selected = select::select(&pickle, key).map_err(fail)?;
+    Ok((pickle, selected))
 }
 
 /// A tensor's element type; `None` for one bnaudit has no counterpart of.
