@@ -93,7 +93,7 @@ impl TorchFile {
         let mut inflated_at: foldhash::HashMap<&str, usize> = Default::default();
         let mut undecodable = Vec::new();
         for (name, id) in selected.tensors {
-            let Value::Tensor(view) = pickle.get(id) else {
+            let Some(view) = pickle.tensor(id) else {
                 continue;
             };
             let Value::Storage(storage) = pickle.get(view.storage) else {
@@ -107,7 +107,7 @@ impl TorchFile {
                     };
                     return Err(e);
                 }
-                None if resolve_dtype(view, storage).is_none() => {
+                None if resolve_dtype(&view, storage).is_none() => {
                     undecodable.push(name);
                     continue;
                 }
@@ -133,7 +133,7 @@ impl TorchFile {
                     file.inflated.len() - 1
                 })
             });
-            match file.tensor(place, inflated, name, view, storage)? {
+            match file.tensor(place, inflated, name, &view, storage)? {
                 Ok(t) => file.tensors.push(t),
                 Err(name) => undecodable.push(name),
             }
@@ -210,7 +210,7 @@ impl TorchFile {
                 let strides = if contiguous {
                     view::contiguous_strides(&view.shape)
                 } else {
-                    view.stride.clone()
+                    view.stride.to_vec()
                 };
                 let v = View {
                     strides: strides.into(),
@@ -222,7 +222,7 @@ impl TorchFile {
         Ok(Ok(TensorInfo {
             name,
             dtype,
-            shape: view.shape.clone(),
+            shape: view.shape.to_vec(),
             file: 0,
             bytes: elements * width,
             start,

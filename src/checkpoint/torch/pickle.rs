@@ -35,18 +35,30 @@ pub(crate) struct Storage {
 }
 
 /// A tensor view as `_rebuild_tensor_v2/v3` receive it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct TensorView {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TensorView<'a> {
     /// The storage value.
     pub(crate) storage: Id,
     /// Offset into the storage, in elements.
     pub(crate) offset: u64,
     /// Shape.
-    pub(crate) shape: Vec<u64>,
+    pub(crate) shape: &'a [u64],
     /// Strides, in elements.
-    pub(crate) stride: Vec<u64>,
+    pub(crate) stride: &'a [u64],
     /// The dtype argument of `_rebuild_tensor_v3`: `Some(None)` for one bnaudit cannot decode.
     pub(crate) dtype: Option<Option<Dtype>>,
+}
+
+/// A tensor as the [`Pickle`] keeps it: its shape and strides are runs of [`Pickle::dims`]
+/// (one pool instead of two vectors and a box for each of 20,000 tensors).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Tensor {
+    storage: Id,
+    offset: u64,
+    /// Where the shape starts in the pool; the strides follow it.
+    dims: u32,
+    rank: u32,
+    dtype: Option<Option<Dtype>>,
 }
 
 /// One value.
@@ -78,8 +90,8 @@ pub(crate) enum Value {
     Global(Global),
     /// A storage.
     Storage(Storage),
-    /// A tensor.
-    Tensor(Box<TensorView>),
+    /// A tensor: its index in [`Pickle::tensors`].
+    Tensor(u32),
     /// An object of (or the result of calling) a global that is not understood.
     Object {
         /// Dotted name of the global.
@@ -99,6 +111,9 @@ pub(crate) struct Span {
 pub(crate) struct Pickle {
     /// Every value built, referred to by [`Id`].
     pub(crate) values: Vec<Value>,
+    tensors: Vec<Tensor>,
+    /// The shapes and strides of the tensors.
+    dims: Vec<u64>,
     /// The top-level object.
     pub(crate) root: Id,
     /// Dotted names of the globals that are not understood, in order of first appearance.
@@ -110,6 +125,23 @@ impl Pickle {
     pub(crate) fn get(&self, id: Id) -> &Value {
         &self.values[id as usize]
     }
+
+    /// The tensor `id`, if it is one.
+    pub(crate) fn tensor(&self, id: Id) -> Option<TensorView<'_>> {
+        let Value::Tensor(i) = self.values[id as usize] else {
+            return None;
+        };
+        let t = &self.tensors[i as usize];
+        let dims = &self.dims[t.dims as usize..][..2 * t.rank as usize];
+        let (shape, stride) = dims.split_at(t.rank as usize);
+        Some(TensorView {
+            storage: t.storage,
+            offset: t.offset,
+            shape,
+            stride,
+            dtype: t.dtype,
+        })
+    }
 }
 
 struct Machine<'a> {
@@ -120,6 +152,8 @@ struct Machine<'a> {
     values: Vec<Value>,
     /// The items of every tuple.
     items: Vec<Id>,
+    tensors: Vec<Tensor>,
+    dims: Vec<u64>,
     stack: Vec<Id>,
     /// Where on the stack each open mark is, innermost last (as CPython's unpickler keeps
     /// them): the values above the innermost one are a slice of the stack.
@@ -178,9 +212,14 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
         values: Vec::with_capacity(bytes.len() / 4),
         // Each tensor pickles about one tuple item per 9 bytes.
         items: Vec::with_capacity(bytes.len() / 8),
+        // About one tensor per 120 bytes, with a shape and strides of one to four numbers.
+        tensors: Vec::with_capacity(bytes.len() / 64),
+        dims: Vec::with_capacity(bytes.len() / 16),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: Vec::new(),
+        // torch.save memoizes about one value per 15 bytes; growing the memo by doubling
+        // cost more than reserving it.
+        memo: Vec::with_capacity(bytes.len() / 12),
         memo_len: 0,
         unknown: Vec::new(),
         shared: [NO_ID; 4],
@@ -202,6 +241,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
             let root = m.pop()?;
             return Ok(Pickle {
                 values: m.values,
+                tensors: m.tensors,
+                dims: m.dims,
                 root,
                 unknown_globals: m.unknown,
             });
@@ -702,8 +743,14 @@ impl Machine<'_> {
     }
 
     /// `REDUCE`: what calling `func(*args)` stands for, without calling anything.
-    fn call(&self, func: Id, args: Id) -> Result<Value, TorchProblem> {
-        let args = self.tuple_items(args).unwrap_or_default();
+    fn call(&mut self, func: Id, args: Id) -> Result<Value, TorchProblem> {
+        // The first arguments are copied out (no call here looks further), so that a tensor
+        // can be added while they are read.
+        let mut first = [NO_ID; 7];
+        let items = self.tuple_items(args).unwrap_or_default();
+        let n = items.len().min(first.len());
+        first[..n].copy_from_slice(&items[..n]);
+        let args = &first[..n];
         let Value::Global(g) = &self.values[func as usize] else {
             return Ok(Value::Object {
                 class: "<call>".into(),
@@ -754,22 +801,31 @@ impl Machine<'_> {
         })
     }
 
-    fn uints(&self, id: Id, what: &str) -> Result<Vec<u64>, TorchProblem> {
-        let items = self
-            .tuple_items(id)
-            .ok_or_else(|| self.err(format!("tensor {what} is not a tuple")))?;
-        items
-            .iter()
-            .map(|&i| match self.values[i as usize] {
-                Value::Int(v) if v >= 0 => Ok(v as u64),
-                _ => Err(self.err(format!(
-                    "tensor {what} holds a non-integer or negative value"
-                ))),
-            })
-            .collect()
+    /// Adds the non-negative integers of tuple `id` to [`Machine::dims`]; their count.
+    fn uints(&mut self, id: Id, what: &str) -> Result<usize, TorchProblem> {
+        let items = match &self.values[id as usize] {
+            Value::Tuple(span) => items(&self.items, *span),
+            Value::List(items) => items,
+            _ => return Err(self.err(format!("tensor {what} is not a tuple"))),
+        };
+        for &i in items {
+            match self.values[i as usize] {
+                Value::Int(v) if v >= 0 => self.dims.push(v as u64),
+                _ => {
+                    return Err(self.err(format!(
+                        "tensor {what} holds a non-integer or negative value"
+                    )));
+                }
+            }
+        }
+        Ok(items.len())
     }
 
-    fn rebuild(&self, args: &[Id], dtype: Option<Option<Dtype>>) -> Result<Value, TorchProblem> {
+    fn rebuild(
+        &mut self,
+        args: &[Id],
+        dtype: Option<Option<Dtype>>,
+    ) -> Result<Value, TorchProblem> {
         if args.len() < 4 {
             return Err(self.err("_rebuild_tensor with fewer than 4 arguments"));
         }
@@ -780,18 +836,20 @@ impl Machine<'_> {
             Value::Int(v) if v >= 0 => v as u64,
             _ => return Err(self.err("tensor storage offset is not a non-negative integer")),
         };
-        let shape = self.uints(args[2], "size")?;
-        let stride = self.uints(args[3], "stride")?;
-        if shape.len() != stride.len() {
+        let dims = self.dims.len();
+        let rank = self.uints(args[2], "size")?;
+        if self.uints(args[3], "stride")? != rank {
             return Err(self.err("tensor size and stride differ in length"));
         }
-        Ok(Value::Tensor(Box::new(TensorView {
+        // Both below MAX_OPCODES: each dimension was pushed by an opcode, each tensor by one.
+        self.tensors.push(Tensor {
             storage: args[0],
             offset,
-            shape,
-            stride,
+            dims: dims as u32,
+            rank: rank as u32,
             dtype,
-        })))
+        });
+        Ok(Value::Tensor((self.tensors.len() - 1) as u32))
     }
 }
 
