@@ -48,12 +48,15 @@ impl TorchFile {
     }
 
     pub(crate) fn from_raw(
-        raw: RawFile,
+        mut raw: RawFile,
         mode: ReadMode,
         key: Option<&str>,
     ) -> Result<Self, CheckpointError> {
         let fail = |raw: &RawFile, p: TorchProblem| CheckpointError::new(raw.path(), p.into());
         let archive = Archive::read(&raw)?;
+        // Mapped before the pickle is read, so that it is parsed in place (megabytes) rather
+        // than copied.
+        raw.map(mode)?;
         if let Some(order) = archive.entry(&raw, "byteorder")? {
             let text = archive::contents(&raw, &order, 16, "byteorder entry size")?;
             if text.trim_ascii() == b"big" {
@@ -144,7 +147,6 @@ impl TorchFile {
                 undecodable.len()
             ));
         }
-        file.raw.map(mode)?;
         Ok(file)
     }
 
