@@ -85,8 +85,14 @@ pub(super) fn compare(
 ) -> Result<Vec<LayerDiff>, CheckpointError> {
     let by_name_b: HashMap<&str, &BnLayer> = found_b.iter().map(|l| (l.name.as_str(), l)).collect();
     let in_a: HashSet<&str> = found_a.iter().map(|l| l.name.as_str()).collect();
-    // Layers are independent; each is a few small reads and the drift algebra.
-    let mut out = found_a
+    let only_b: Vec<&BnLayer> = found_b
+        .iter()
+        .filter(|lb| !in_a.contains(lb.name.as_str()))
+        .collect();
+    // Layers are independent; each is a few small reads and the drift algebra. Indexed
+    // parallel collection writes each result in place, so a few hundred thousand layers
+    // are never held twice.
+    let mut out: Vec<Result<LayerDiff, CheckpointError>> = found_a
         .par_iter()
         .map(|la| match by_name_b.get(la.name.as_str()) {
             Some(lb) => both(sides, la, lb, tensors, options),
@@ -98,21 +104,17 @@ pub(super) fn compare(
                 options,
             )),
         })
-        .chain(
-            found_b
-                .par_iter()
-                .filter(|lb| !in_a.contains(lb.name.as_str()))
-                .map(|lb| {
-                    Ok(one_side(
-                        sides,
-                        lb,
-                        Status::OnlyInB,
-                        sides.b.counter(lb)?,
-                        options,
-                    ))
-                }),
-        )
-        .collect::<Result<Vec<_>, CheckpointError>>()?;
+        .collect();
+    out.par_extend(only_b.par_iter().map(|lb| {
+        Ok(one_side(
+            sides,
+            lb,
+            Status::OnlyInB,
+            sides.b.counter(lb)?,
+            options,
+        ))
+    }));
+    let mut out = out.into_iter().collect::<Result<Vec<_>, _>>()?;
     out.par_sort_unstable_by(|x, y| x.name.cmp(&y.name));
     Ok(out)
 }
