@@ -400,6 +400,16 @@ impl Checkpoint {
             .collect())
     }
 
+    /// [`Checkpoint::read_values_many`] of the tensors given, `None` for those absent.
+    pub fn read_values_of<const N: usize>(
+        &self,
+        tensors: [Option<&TensorInfo>; N],
+    ) -> Result<[Option<Vec<f64>>; N], CheckpointError> {
+        let present: Vec<&TensorInfo> = tensors.iter().flatten().copied().collect();
+        let mut read = self.read_values_many(&present)?.into_iter();
+        Ok(tensors.map(|t| t.and_then(|_| read.next().flatten())))
+    }
+
     /// [`Checkpoint::values`] through a positioned read rather than the map, for a few
     /// small tensors scattered through a large file: touching one mapped page can make the
     /// kernel map its whole large folio, megabytes of resident memory per small tensor.

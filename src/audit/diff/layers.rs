@@ -32,10 +32,8 @@ impl Side<'_> {
         layer: &BnLayer,
         roles: [Role; N],
     ) -> Result<[Option<Vec<f64>>; N], CheckpointError> {
-        let found = roles.map(|role| layer.keys.get(role).and_then(|k| self.get(k)));
-        let present: Vec<&TensorInfo> = found.iter().flatten().copied().collect();
-        let mut read = self.ckpt.read_values_many(&present)?.into_iter();
-        Ok(found.map(|t| t.and_then(|_| read.next().flatten())))
+        self.ckpt
+            .read_values_of(roles.map(|role| layer.keys.get(role).and_then(|k| self.get(k))))
     }
 
     /// The layer's counter value.
