@@ -544,6 +544,11 @@ fn run_pool<T: Sync, R: Send + Default + Clone>(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(tasks.len());
+    if threads <= 1 {
+        // One batch (most small checkpoints) or one core: a thread costs more than the work.
+        let mut worker = Worker::default();
+        return tasks.iter().map(|t| work(&mut worker, t)).collect();
+    }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let error = Mutex::new(None);
