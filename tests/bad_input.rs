@@ -663,13 +663,29 @@ fn permission_denied() {
         let copy = dir.path().join("bnaudit");
         fs::copy(&bin, &copy).unwrap();
         fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
-        std::process::Command::new(setpriv)
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&copy)
-            .arg("ls")
-            .arg(&path)
-            .output()
-            .unwrap()
+        // Another test thread forking while the copy was still open for writing holds that
+        // descriptor until it execs, and exec then fails with ETXTBSY: try again briefly.
+        let run = || {
+            std::process::Command::new(setpriv)
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&copy)
+                .arg("ls")
+                .arg(&path)
+                .output()
+                .unwrap()
+        };
+        let busy = |o: &std::process::Output| {
+            String::from_utf8_lossy(&o.stderr).contains("Text file busy")
+        };
+        let mut out = run();
+        for _ in 0..50 {
+            if !busy(&out) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            out = run();
+        }
+        out
     } else {
         std::process::Command::new(&bin)
             .arg("ls")

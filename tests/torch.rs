@@ -70,7 +70,12 @@ fn every_tensor_equals_what_torch_load_gives() {
             assert_eq!(names, want, "{entry}: tensor names");
             let all: Vec<_> = ckpt.tensors().iter().collect();
             let many = ckpt.values_many(&all).unwrap();
-            for (t, batch) in all.iter().zip(many) {
+            // In reverse, so runs are put back in the order asked.
+            let mut backwards = all.clone();
+            backwards.reverse();
+            let mut positioned = ckpt.read_values_many(&backwards).unwrap();
+            positioned.reverse();
+            for ((t, batch), read) in all.iter().zip(many).zip(positioned) {
                 let e = &tensors[&t.name];
                 assert_eq!(t.dtype.as_str(), dtype_name(e["dtype"].as_str().unwrap()));
                 let shape: Vec<u64> = e["shape"]
@@ -87,6 +92,7 @@ fn every_tensor_equals_what_torch_load_gives() {
                     assert!(same_value(*a, b), "{entry} {}[{i}]: {a} vs {b}", t.name);
                 }
                 assert_eq!(batch.as_deref(), Some(&values[..]), "{entry} {}", t.name);
+                assert_eq!(read.as_deref(), Some(&values[..]), "{entry} {}", t.name);
                 // Streaming reads element by element agree with the whole read.
                 let whole = ckpt.bytes(t).unwrap();
                 let width = (t.dtype.bits() / 8) as usize;

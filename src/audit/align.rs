@@ -59,7 +59,7 @@ impl Aligned<'_> {
             };
             i += usize::from(a.is_some());
             j += usize::from(b.is_some());
-            let name = a.or(b).map(|t| t.name.clone()).unwrap_or_default();
+            let name = a.or(b).map_or("", |t| t.name.as_str());
             pairs.push(TensorPair { name, a, b });
         }
         pairs
@@ -410,7 +410,7 @@ mod tests {
         let pairs = al.pairs();
         let pairs: Vec<(&str, bool, bool)> = pairs
             .iter()
-            .map(|p| (p.name.as_str(), p.a.is_some(), p.b.is_some()))
+            .map(|p| (p.name, p.a.is_some(), p.b.is_some()))
             .collect();
         assert_eq!(
             pairs,

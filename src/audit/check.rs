@@ -597,13 +597,17 @@ pub fn check(
         .filter(|l| is_frozen(scope, &l.keys.running_mean) || is_frozen(scope, &l.keys.running_var))
     {
         // The aligned names are sorted (`align_names`), so no map of B's tensors is needed.
-        let read = |key: &str| match aligned.b.binary_search_by(|t| t.name.as_str().cmp(key)) {
-            Ok(i) => b.read_values(&aligned.b[i]),
-            Err(_) => Ok(None),
+        let find = |key: &str| {
+            let at = aligned.b.binary_search_by(|t| t.name.as_str().cmp(key));
+            at.ok().map(|i| &aligned.b[i])
         };
+        let [running_mean, running_var] = b.read_values_of([
+            find(&layer.keys.running_mean),
+            find(&layer.keys.running_var),
+        ])?;
         let values = LayerValues {
-            running_mean: read(&layer.keys.running_mean)?,
-            running_var: read(&layer.keys.running_var)?,
+            running_mean,
+            running_var,
             ..LayerValues::default()
         };
         health.push((layer, values));

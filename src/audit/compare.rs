@@ -5,11 +5,14 @@
 //! both sides is bit-identical (NaN payloads included) and costs one `memcmp`; only chunks
 //! that differ are decoded to `f64`. Chunks are read with positioned reads into buffers each
 //! worker reuses, so resident memory stays bounded whatever the checkpoints' size, and the
-//! workers (one per core) pull chunks from a shared queue.
+//! workers (one per core) pull chunks from a shared queue. Small tensors are compared in
+//! batches taken in A's storage order, so a run of neighbours costs one read per side (a
+//! layer's tensors, and a million-tensor checkpoint's, are mostly adjacent).
 //!
 //! Tensors of different dtypes are compared value by value after rounding the wider one to
 //! the narrower dtype: a cast alone is a [`TensorChange::DtypeChanged`], not a change.
 
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -19,6 +22,10 @@ use crate::checkpoint::{Checkpoint, CheckpointError, Dtype, TensorInfo};
 /// Bytes compared per chunk (per side): small enough to stay in cache next to its twin,
 /// large enough that the per-chunk cost (two reads, one queue step) is negligible.
 pub const CHUNK_BYTES: u64 = 1 << 18;
+
+/// Most tensors in one batch: bounds the gaps read along with them (up to
+/// [`crate::checkpoint::COALESCE_GAP`] each) to a megabyte.
+const BATCH_TENSORS: usize = 256;
 
 /// How far values may differ and still count as equal, as `numpy.isclose`:
 /// `|a - b| <= atol + rtol * |b|`. Both zero (the default) means bit-identical.
@@ -52,7 +59,7 @@ impl Tolerance {
 #[derive(Debug, Clone)]
 pub struct TensorPair<'a> {
     /// The aligned name reported.
-    pub name: String,
+    pub name: &'a str,
     /// The tensor in A.
     pub a: Option<&'a TensorInfo>,
     /// The tensor in B.
@@ -74,11 +81,7 @@ pub fn compare_tensors(
     progress: Option<Progress<'_>>,
 ) -> Result<Vec<TensorDiff>, CheckpointError> {
     let plans: Vec<Plan> = pairs.iter().map(Plan::of).collect();
-    let tasks: Vec<Task> = plans
-        .iter()
-        .enumerate()
-        .flat_map(|(i, p)| p.chunks(i, false))
-        .collect();
+    let tasks = tasks(pairs, &plans);
     let ctx = Ctx {
         a,
         b,
@@ -94,30 +97,25 @@ pub fn compare_tensors(
             p(now, total);
         }
     };
-    let partials = run_pool(&tasks, |w, t| {
-        let acc = w.compare(&ctx, t)?;
-        report(t);
-        Ok(acc)
-    })?;
     let mut accs = vec![Acc::default(); pairs.len()];
-    for (t, p) in tasks.iter().zip(&partials) {
+    let partials = ctx.run(&tasks, report)?;
+    for (t, p) in tasks.iter().zip(partials.iter().flatten()) {
         accs[t.pair].merge(p);
     }
     // ‖A‖₂ is needed only for tensors that changed; their chunks that were bit-identical
     // were not decoded in the first pass.
     let norm_tasks: Vec<Task> = tasks
         .iter()
-        .zip(&partials)
+        .zip(partials.iter().flatten())
         .filter(|(t, p)| accs[t.pair].differs && !p.norm_done && plans[t.pair].numeric())
         .map(|(t, _)| Task {
             norm_only: true,
             ..*t
         })
         .collect();
-    for (t, p) in norm_tasks
-        .iter()
-        .zip(run_pool(&norm_tasks, |w, t| w.compare(&ctx, t))?)
-    {
+    drop((tasks, partials));
+    let norms = ctx.run(&norm_tasks, |_| {})?;
+    for (t, p) in norm_tasks.iter().zip(norms.iter().flatten()) {
         accs[t.pair].sum_sq_a += p.sum_sq_a;
     }
     Ok(pairs
@@ -126,6 +124,18 @@ pub fn compare_tensors(
         .zip(&accs)
         .map(|((pair, plan), acc)| plan.finish(pair, acc))
         .collect())
+}
+
+/// The chunk tasks of every pair, in A's storage order so that the tensors of a batch are
+/// neighbours in the file.
+fn tasks(pairs: &[TensorPair<'_>], plans: &[Plan]) -> Vec<Task> {
+    let mut tasks: Vec<Task> = plans
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.chunks(i, false))
+        .collect();
+    tasks.sort_by_key(|t| pairs[t.pair].a.map(|a| (a.file, a.start, t.first)));
+    tasks
 }
 
 /// What comparing one pair takes.
@@ -183,6 +193,14 @@ impl Plan {
         }
     }
 
+    /// Elements compared; 0 when decided from the headers.
+    fn elements(&self) -> u64 {
+        match *self {
+            Plan::Decided(_) => 0,
+            Plan::Bytes { elements, .. } | Plan::Cast { elements, .. } => elements,
+        }
+    }
+
     fn numeric(&self) -> bool {
         matches!(self, Plan::Bytes { numeric: true, .. } | Plan::Cast { .. })
     }
@@ -210,7 +228,7 @@ impl Plan {
 
     fn finish(&self, pair: &TensorPair<'_>, acc: &Acc) -> TensorDiff {
         let mut d = TensorDiff {
-            name: pair.name.clone(),
+            name: pair.name.to_owned(),
             bn_layer: None,
             change: TensorChange::Unchanged,
             dtype_a: pair.a.map(|t| t.dtype),
@@ -267,6 +285,58 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Compares `tasks` on every core, in batches; one [`Acc`] per task, in order, held per
+    /// batch (flattening would copy a million of them). `done` is told of each task compared.
+    fn run(
+        &self,
+        tasks: &[Task],
+        done: impl Fn(&Task) + Sync,
+    ) -> Result<Vec<Vec<Acc>>, CheckpointError> {
+        let batches = self.batches(tasks);
+        run_pool(&batches, |w, r| {
+            let accs = w.compare(self, &tasks[r.clone()])?;
+            tasks[r.clone()].iter().for_each(&done);
+            Ok(accs)
+        })
+    }
+
+    /// Consecutive tasks taken together: whole tensors, up to [`BATCH_TENSORS`] of them and
+    /// a chunk's worth of bytes per side; a chunk of a larger tensor goes alone.
+    fn batches(&self, tasks: &[Task]) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, t) in tasks.iter().enumerate() {
+            let b = self.task_bytes(t);
+            let joins = self.whole(t)
+                && self.whole(&tasks[start])
+                && i - start < BATCH_TENSORS
+                && bytes + b <= 2 * CHUNK_BYTES;
+            if i > start && !joins {
+                out.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += b;
+        }
+        if start < tasks.len() {
+            out.push(start..tasks.len());
+        }
+        out
+    }
+
+    /// Whether the task covers its tensor whole.
+    fn whole(&self, task: &Task) -> bool {
+        task.first == 0 && task.count == self.plans[task.pair].elements()
+    }
+
+    /// The task's two tensors; tasks exist only for pairs with both.
+    fn sides(&self, task: &Task) -> (&TensorInfo, &TensorInfo) {
+        let pair = &self.pairs[task.pair];
+        match (pair.a, pair.b) {
+            (Some(a), Some(b)) => (a, b),
+            _ => unreachable!("a pair missing a side is decided from the headers"),
+        }
+    }
+
     /// Byte range of the task's elements in tensor `t`.
     fn range(t: &TensorInfo, task: &Task) -> (u64, u64) {
         let bits = t.dtype.bits();
@@ -345,47 +415,82 @@ struct Worker {
 }
 
 impl Worker {
-    fn compare(&mut self, ctx: &Ctx<'_>, task: &Task) -> Result<Acc, CheckpointError> {
-        let pair = &ctx.pairs[task.pair];
-        let (Some(ta), Some(tb)) = (pair.a, pair.b) else {
-            return Ok(Acc::default());
+    /// Compares a batch of tasks (see [`Ctx::batches`]): one read per side for a single
+    /// chunk, else one per run of adjacent tensors.
+    fn compare(&mut self, ctx: &Ctx<'_>, tasks: &[Task]) -> Result<Vec<Acc>, CheckpointError> {
+        let mut a = std::mem::take(&mut self.bytes_a);
+        let mut b = std::mem::take(&mut self.bytes_b);
+        let norm_only = tasks.iter().all(|t| t.norm_only);
+        let ranges = if let [task] = tasks {
+            let (ta, tb) = ctx.sides(task);
+            let ra = read(ctx.a, ta, task, &mut a)?;
+            let rb = if norm_only {
+                0..0
+            } else {
+                read(ctx.b, tb, task, &mut b)?
+            };
+            vec![(ra, rb)]
+        } else {
+            let (ta, tb): (Vec<_>, Vec<_>) = tasks.iter().map(|t| ctx.sides(t)).unzip();
+            let ra = ctx.a.read_many_into(&ta, &mut a)?;
+            let rb = if norm_only {
+                vec![0..0; tasks.len()]
+            } else {
+                ctx.b.read_many_into(&tb, &mut b)?
+            };
+            ra.into_iter().zip(rb).collect()
         };
-        read(ctx.a, ta, task, &mut self.bytes_a)?;
+        let accs = tasks
+            .iter()
+            .zip(ranges)
+            .map(|(t, (ra, rb))| self.judge(ctx, t, &a[ra], &b[rb]))
+            .collect();
+        (self.bytes_a, self.bytes_b) = (a, b);
+        Ok(accs)
+    }
+
+    /// Compares one task's bytes `a` (from A) and `b` (from B; empty for `norm_only`).
+    fn judge(&mut self, ctx: &Ctx<'_>, task: &Task, a: &[u8], b: &[u8]) -> Acc {
+        let (ta, tb) = ctx.sides(task);
         let mut acc = Acc::default();
         if task.norm_only {
             self.values_a.clear();
-            ta.dtype.decode_into(&self.bytes_a, &mut self.values_a);
+            ta.dtype.decode_into(a, &mut self.values_a);
             acc.sum_sq_a = sum_sq_finite(&self.values_a);
-            return Ok(acc);
+            return acc;
         }
-        read(ctx.b, tb, task, &mut self.bytes_b)?;
         match ctx.plans[task.pair] {
             Plan::Decided(_) => {}
             Plan::Bytes { dtype, numeric, .. } => {
-                if self.bytes_a == self.bytes_b {
-                    return Ok(acc);
+                if a == b {
+                    return acc;
                 }
                 acc.differs = true;
                 if numeric {
-                    self.bytes_differ(dtype, ctx.tolerance.for_dtype(dtype), &mut acc);
+                    self.bytes_differ(a, b, dtype, ctx.tolerance.for_dtype(dtype), &mut acc);
                 }
             }
             Plan::Cast { target, .. } => {
-                self.values_differ(ta, tb, target, ctx.tolerance.for_dtype(target), &mut acc)
+                self.decode(a, b, ta.dtype, tb.dtype);
+                self.values_differ(target, ctx.tolerance.for_dtype(target), &mut acc)
             }
         }
-        Ok(acc)
+        acc
     }
 
     /// Same dtype, chunk bytes differ: decode both and compare element by element, bits
     /// first.
-    fn bytes_differ(&mut self, dtype: Dtype, tolerance: Tolerance, acc: &mut Acc) {
-        self.decode(dtype, dtype);
+    fn bytes_differ(
+        &mut self,
+        a: &[u8],
+        b: &[u8],
+        dtype: Dtype,
+        tolerance: Tolerance,
+        acc: &mut Acc,
+    ) {
+        self.decode(a, b, dtype, dtype);
         let width = (dtype.bits() / 8) as usize;
-        let elements = self
-            .bytes_a
-            .chunks_exact(width)
-            .zip(self.bytes_b.chunks_exact(width));
+        let elements = a.chunks_exact(width).zip(b.chunks_exact(width));
         for ((ea, eb), (&x, &y)) in elements.zip(self.values_a.iter().zip(&self.values_b)) {
             if ea != eb {
                 acc.differing(x, y, tolerance);
@@ -395,16 +500,8 @@ impl Worker {
         acc.norm_done = true;
     }
 
-    /// Different dtypes: round both to `target` and compare the values.
-    fn values_differ(
-        &mut self,
-        ta: &TensorInfo,
-        tb: &TensorInfo,
-        target: Dtype,
-        tolerance: Tolerance,
-        acc: &mut Acc,
-    ) {
-        self.decode(ta.dtype, tb.dtype);
+    /// Different dtypes, values decoded: round both to `target` and compare them.
+    fn values_differ(&mut self, target: Dtype, tolerance: Tolerance, acc: &mut Acc) {
         for (x, y) in self.values_a.iter_mut().zip(&mut self.values_b) {
             *x = target.round_f64(*x);
             *y = target.round_f64(*y);
@@ -417,35 +514,41 @@ impl Worker {
         acc.norm_done = true;
     }
 
-    fn decode(&mut self, da: Dtype, db: Dtype) {
+    fn decode(&mut self, a: &[u8], b: &[u8], da: Dtype, db: Dtype) {
         self.values_a.clear();
         self.values_b.clear();
-        da.decode_into(&self.bytes_a, &mut self.values_a);
-        db.decode_into(&self.bytes_b, &mut self.values_b);
+        da.decode_into(a, &mut self.values_a);
+        db.decode_into(b, &mut self.values_b);
     }
 }
 
-/// Reads the task's bytes of tensor `t` into `buf`.
+/// Reads the task's bytes of tensor `t` into `buf`; their range in it.
 fn read(
     ckpt: &Checkpoint,
     t: &TensorInfo,
     task: &Task,
     buf: &mut Vec<u8>,
-) -> Result<(), CheckpointError> {
+) -> Result<Range<usize>, CheckpointError> {
     let (offset, len) = Ctx::range(t, task);
     buf.resize(len as usize, 0);
-    ckpt.read_into(t, offset, buf)
+    ckpt.read_into(t, offset, buf)?;
+    Ok(0..buf.len())
 }
 
 /// Runs `work` over `tasks` on one thread per core, returning results in task order.
 /// Stops at the first error.
-fn run_pool<R: Send + Default + Clone>(
-    tasks: &[Task],
-    work: impl Fn(&mut Worker, &Task) -> Result<R, CheckpointError> + Sync,
+fn run_pool<T: Sync, R: Send + Default + Clone>(
+    tasks: &[T],
+    work: impl Fn(&mut Worker, &T) -> Result<R, CheckpointError> + Sync,
 ) -> Result<Vec<R>, CheckpointError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(tasks.len());
+    if threads <= 1 {
+        // One batch (most small checkpoints) or one core: a thread costs more than the work.
+        let mut worker = Worker::default();
+        return tasks.iter().map(|t| work(&mut worker, t)).collect();
+    }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let error = Mutex::new(None);
@@ -531,7 +634,7 @@ mod tests {
         let pairs: Vec<TensorPair<'_>> = names
             .into_iter()
             .map(|n| TensorPair {
-                name: n.to_owned(),
+                name: n,
                 a: a.get(n),
                 b: b.get(n),
             })
@@ -598,7 +701,7 @@ mod tests {
         let calls = Mutex::new(Vec::new());
         let progress = |done, total| calls.lock().expect("lock").push((done, total));
         let pairs = [TensorPair {
-            name: "w".to_owned(),
+            name: "w",
             a: a.get("w"),
             b: b.get("w"),
         }];
@@ -619,6 +722,77 @@ mod tests {
         let total = 2 * 4 * n as u64;
         assert!(calls.iter().all(|&(_, t)| t == total));
         assert_eq!(calls.iter().map(|c| c.0).max(), Some(total));
+    }
+
+    /// Hundreds of small tensors stored in opposite orders in A and B (and a gap in B) are
+    /// read in batches of neighbours and still each compared with its own twin.
+    #[test]
+    fn small_tensors_are_compared_in_batches_in_any_storage_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = 600;
+        let names: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
+        let name = |i: usize| names[i].as_str();
+        let values = |shift: f32| f32s(&[0.5, -0.5, 0.25 + shift, 2.0 + shift]);
+        let big = f32s(&(0..100_000).map(|i| i as f32).collect::<Vec<_>>());
+        let mut in_a: Vec<_> = (0..n)
+            .map(|i| (name(i), Dtype::F32, vec![4], values(0.0)))
+            .collect();
+        in_a.push(("w", Dtype::F32, vec![100_000], big.clone()));
+        let changed = |i: usize| i.is_multiple_of(7);
+        let mut in_b: Vec<_> = (0..n)
+            .rev()
+            .map(|i| {
+                let shift = if changed(i) { (i + 1) as f32 } else { 0.0 };
+                (name(i), Dtype::F32, vec![4], values(shift))
+            })
+            .collect();
+        in_b.insert(n / 2, ("pad", Dtype::U8, vec![65_536], vec![7; 65_536]));
+        in_b.push(("w", Dtype::F32, vec![100_000], big));
+        let a = write(dir.path(), "a", &in_a);
+        let b = write(dir.path(), "b", &in_b);
+        let d = compare_all(&a, &b, Tolerance::default());
+        let by_name: std::collections::HashMap<&str, &TensorDiff> =
+            d.iter().map(|t| (t.name.as_str(), t)).collect();
+        for i in 0..n {
+            let t = by_name[name(i)];
+            if changed(i) {
+                assert_eq!(t.change, TensorChange::Changed, "{}", t.name);
+                assert_eq!(t.changed_elements, Some(2), "{}", t.name);
+                assert_eq!(t.max_abs_diff, Some((i + 1) as f64), "{}", t.name);
+            } else {
+                assert_eq!(t.change, TensorChange::Unchanged, "{}", t.name);
+            }
+        }
+        assert_eq!(by_name["w"].change, TensorChange::Unchanged);
+        assert_eq!(by_name["pad"].change, TensorChange::Added);
+
+        // Whole small tensors share batches; each chunk of `w` goes alone.
+        let names: Vec<&str> = by_name.keys().copied().collect();
+        let pairs: Vec<TensorPair<'_>> = names
+            .iter()
+            .map(|&n| TensorPair {
+                name: n,
+                a: a.get(n),
+                b: b.get(n),
+            })
+            .collect();
+        let plans: Vec<Plan> = pairs.iter().map(Plan::of).collect();
+        let ctx = Ctx {
+            a: &a,
+            b: &b,
+            pairs: &pairs,
+            plans: &plans,
+            tolerance: Tolerance::default(),
+        };
+        let sizes: Vec<usize> = ctx
+            .batches(&tasks(&pairs, &plans))
+            .iter()
+            .map(|r| r.len())
+            .collect();
+        assert_eq!(
+            sizes,
+            [BATCH_TENSORS, BATCH_TENSORS, n - 2 * BATCH_TENSORS, 1, 1]
+        );
     }
 
     #[test]

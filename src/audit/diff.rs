@@ -386,27 +386,29 @@ pub fn diff_aligned(
     // Moved, not copied: a checkpoint may hold hundreds of thousands of layers.
     let found_a: Vec<bn::BnLayer> = all_a.into_iter().filter(selected).collect();
     let found_b: Vec<bn::BnLayer> = all_b.into_iter().filter(selected).collect();
-    let layer_keys: HashSet<&str> = found_a
-        .iter()
-        .chain(&found_b)
-        .flat_map(|l| l.keys.iter().map(|(_, k)| k))
-        .collect();
-    let all_pairs = aligned.pairs();
-    let total = all_pairs.len();
-    let pairs: Vec<_> = all_pairs
-        .into_iter()
-        .filter(|p| select(&p.name) || layer_keys.contains(p.name.as_str()))
-        .collect();
-    let whole_model = pairs.len() == total;
+    let (pairs, whole_model) = {
+        let layer_keys: HashSet<&str> = found_a
+            .iter()
+            .chain(&found_b)
+            .flat_map(|l| l.keys.iter().map(|(_, k)| k))
+            .collect();
+        let mut pairs = aligned.pairs();
+        let total = pairs.len();
+        pairs.retain(|p| select(p.name) || layer_keys.contains(p.name));
+        let whole = pairs.len() == total;
+        (pairs, whole)
+    };
     let mut tensors = compare::compare_tensors(a, b, &pairs, options.tolerance(), progress)?;
     drop(pairs);
-    let owner: BTreeMap<&str, &str> = found_a
-        .iter()
-        .chain(&found_b)
-        .flat_map(|l| l.keys.iter().map(move |(_, k)| (k, l.name.as_str())))
-        .collect();
-    for t in &mut tensors {
-        t.bn_layer = owner.get(t.name.as_str()).map(|l| (*l).to_owned());
+    // Each layer names its tensors, found by binary search in the sorted diffs: a map of a
+    // million names would be the largest thing alive at this point. B's layer wins a name
+    // both sides' layers hold, as it always did.
+    for l in found_a.iter().chain(&found_b) {
+        for (_, k) in l.keys.iter() {
+            if let Ok(i) = tensors.binary_search_by(|t| t.name.as_str().cmp(k)) {
+                tensors[i].bn_layer = Some(l.name.clone());
+            }
+        }
     }
     let sides = layers::Sides::new(a, b, aligned);
     let layers = layers::compare(&sides, &found_a, &found_b, &tensors, options)?;

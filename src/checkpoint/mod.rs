@@ -20,6 +20,7 @@ pub mod write;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use hashbrown::HashTable;
@@ -330,32 +331,83 @@ impl Checkpoint {
         tensors: &[&TensorInfo],
     ) -> Result<Vec<Option<Vec<f64>>>, CheckpointError> {
         let mut out = vec![None; tensors.len()];
-        // Views are gathered one by one; contiguous runs are coalesced.
-        let mut order: Vec<(usize, &TensorInfo)> = Vec::with_capacity(tensors.len());
-        for (i, &t) in tensors.iter().enumerate() {
-            if t.view.is_some() {
-                out[i] = self.values(t)?;
-            } else {
-                order.push((i, t));
-            }
+        let plan = ReadPlan::of(tensors);
+        for &i in &plan.views {
+            out[i] = self.values(tensors[i])?;
         }
-        order.sort_by_key(|(_, t)| (t.file, t.start));
-        for span in
-            order.chunk_by(|(_, a), (_, b)| a.file == b.file && b.start <= a.end() + COALESCE_GAP)
-        {
-            let first = span[0].1;
-            let end = span
-                .iter()
-                .map(|(_, t)| t.end())
-                .max()
-                .unwrap_or(first.start);
+        for run in plan.runs() {
+            let (first, end) = run_span(run);
             let bytes = self.files[first.file].read_data(first.start, end, &first.name)?;
-            for &(i, t) in span {
+            for &(i, t) in run {
                 let at = (t.start - first.start) as usize;
                 out[i] = t.dtype.decode(&bytes[at..at + t.bytes as usize]);
             }
         }
         Ok(out)
+    }
+
+    /// Reads the bytes of several tensors into `buf`, which is resized to hold them, and
+    /// returns where each tensor's bytes are in it, in the order asked. Like
+    /// [`Checkpoint::values_many`], one positioned read fetches each run of tensors stored
+    /// at most [`COALESCE_GAP`] bytes apart (the gaps are read too, so `buf` may be a little
+    /// larger than the tensors); never through the memory map, as [`Checkpoint::read_into`].
+    pub fn read_many_into(
+        &self,
+        tensors: &[&TensorInfo],
+        buf: &mut Vec<u8>,
+    ) -> Result<Vec<Range<usize>>, CheckpointError> {
+        let plan = ReadPlan::of(tensors);
+        let spans: Vec<(&TensorInfo, u64)> = plan.runs().map(run_span).collect();
+        let views: usize = plan.views.iter().map(|&i| tensors[i].bytes as usize).sum();
+        let stored: usize = spans.iter().map(|(f, end)| (end - f.start) as usize).sum();
+        buf.resize(views + stored, 0);
+        let mut out = vec![0..0; tensors.len()];
+        let mut at = 0;
+        for &i in &plan.views {
+            let t = tensors[i];
+            out[i] = at..at + t.bytes as usize;
+            self.read_into(t, 0, &mut buf[out[i].clone()])?;
+            at = out[i].end;
+        }
+        for (run, (first, end)) in plan.runs().zip(spans) {
+            let len = (end - first.start) as usize;
+            self.files[first.file].read_data_into(
+                first.start,
+                &mut buf[at..at + len],
+                &first.name,
+            )?;
+            for &(i, t) in run {
+                let from = at + (t.start - first.start) as usize;
+                out[i] = from..from + t.bytes as usize;
+            }
+            at += len;
+        }
+        Ok(out)
+    }
+
+    /// [`Checkpoint::values_many`] through positioned reads ([`Checkpoint::read_many_into`])
+    /// rather than the map, for the same reason as [`Checkpoint::read_values`].
+    pub fn read_values_many(
+        &self,
+        tensors: &[&TensorInfo],
+    ) -> Result<Vec<Option<Vec<f64>>>, CheckpointError> {
+        let mut buf = Vec::new();
+        let ranges = self.read_many_into(tensors, &mut buf)?;
+        Ok(tensors
+            .iter()
+            .zip(ranges)
+            .map(|(t, r)| t.dtype.decode(&buf[r]))
+            .collect())
+    }
+
+    /// [`Checkpoint::read_values_many`] of the tensors given, `None` for those absent.
+    pub fn read_values_of<const N: usize>(
+        &self,
+        tensors: [Option<&TensorInfo>; N],
+    ) -> Result<[Option<Vec<f64>>; N], CheckpointError> {
+        let present: Vec<&TensorInfo> = tensors.iter().flatten().copied().collect();
+        let mut read = self.read_values_many(&present)?.into_iter();
+        Ok(tensors.map(|t| t.and_then(|_| read.next().flatten())))
     }
 
     /// [`Checkpoint::values`] through a positioned read rather than the map, for a few
@@ -366,4 +418,44 @@ impl Checkpoint {
         self.read_into(t, 0, &mut bytes)?;
         Ok(t.dtype.decode(&bytes))
     }
+}
+
+/// How to read several tensors with few reads: positions into the tensors asked for.
+struct ReadPlan<'t> {
+    /// Tensors reached through a strided torch.save view, gathered one by one.
+    views: Vec<usize>,
+    /// The others, sorted by file and offset.
+    stored: Vec<(usize, &'t TensorInfo)>,
+}
+
+impl<'t> ReadPlan<'t> {
+    fn of(tensors: &[&'t TensorInfo]) -> Self {
+        let (views, mut stored): (Vec<_>, Vec<_>) = tensors
+            .iter()
+            .copied()
+            .enumerate()
+            .partition(|(_, t)| t.view.is_some());
+        stored.sort_by_key(|(_, t)| (t.file, t.start));
+        ReadPlan {
+            views: views.into_iter().map(|(i, _)| i).collect(),
+            stored,
+        }
+    }
+
+    /// Runs of stored tensors close enough together to be read at once.
+    fn runs(&self) -> impl Iterator<Item = &[(usize, &'t TensorInfo)]> {
+        self.stored
+            .chunk_by(|(_, a), (_, b)| a.file == b.file && b.start <= a.end() + COALESCE_GAP)
+    }
+}
+
+/// A run's first tensor and the end of its last byte (runs may overlap: tied tensors).
+fn run_span<'t>(run: &[(usize, &'t TensorInfo)]) -> (&'t TensorInfo, u64) {
+    let first = run[0].1;
+    let end = run
+        .iter()
+        .map(|(_, t)| t.end())
+        .max()
+        .unwrap_or(first.start);
+    (first, end)
 }

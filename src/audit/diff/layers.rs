@@ -1,6 +1,7 @@
 //! Classification of each BatchNorm layer, and its explanation by the drift algebra.
 
 use foldhash::{HashMap, HashSet};
+use rayon::prelude::*;
 
 use super::{
     DiffOptions, Inference, LayerDiff, Momentum, PerTensor, Status, TensorChange, TensorDiff,
@@ -24,22 +25,28 @@ impl Side<'_> {
         at.ok().map(|i| &self.by_name[i])
     }
 
-    /// Decoded values of the tensor `key`, if present and decodable.
-    fn values(&self, key: Option<&str>) -> Result<Option<Vec<f64>>, CheckpointError> {
-        match key.and_then(|k| self.get(k)) {
-            Some(t) => self.ckpt.read_values(t),
-            None => Ok(None),
-        }
+    /// Decoded values of the layer's tensors in `roles`, each `None` if absent or not
+    /// decodable; adjacent tensors are read at once.
+    fn values<const N: usize>(
+        &self,
+        layer: &BnLayer,
+        roles: [Role; N],
+    ) -> Result<[Option<Vec<f64>>; N], CheckpointError> {
+        self.ckpt
+            .read_values_of(roles.map(|role| layer.keys.get(role).and_then(|k| self.get(k))))
     }
 
     /// The layer's counter value.
     fn counter(&self, layer: &BnLayer) -> Result<Option<i64>, CheckpointError> {
-        // Counters are integers far below 2^53, so the f64 round trip is exact.
-        Ok(self
-            .values(layer.keys.get(Role::NumBatchesTracked))?
-            .and_then(|v| v.first().copied())
-            .map(|v| v as i64))
+        let [nbt] = self.values(layer, [Role::NumBatchesTracked])?;
+        Ok(counter(nbt))
     }
+}
+
+/// A counter's value from its decoded tensor: counters are integers far below 2^53, so the
+/// f64 round trip is exact.
+fn counter(values: Option<Vec<f64>>) -> Option<i64> {
+    values.and_then(|v| v.first().copied()).map(|v| v as i64)
 }
 
 /// Both checkpoints, for reading layer values under aligned names.
@@ -75,26 +82,38 @@ pub(super) fn compare(
     options: &DiffOptions,
 ) -> Result<Vec<LayerDiff>, CheckpointError> {
     let by_name_b: HashMap<&str, &BnLayer> = found_b.iter().map(|l| (l.name.as_str(), l)).collect();
-    let mut out = Vec::with_capacity(found_a.len().max(found_b.len()));
-    for la in found_a {
-        out.push(match by_name_b.get(la.name.as_str()) {
-            Some(lb) => both(sides, la, lb, tensors, options)?,
-            None => one_side(sides, la, Status::OnlyInA, sides.a.counter(la)?, options),
-        });
-    }
     let in_a: HashSet<&str> = found_a.iter().map(|l| l.name.as_str()).collect();
-    for lb in found_b {
-        if !in_a.contains(lb.name.as_str()) {
-            out.push(one_side(
+    let only_b: Vec<&BnLayer> = found_b
+        .iter()
+        .filter(|lb| !in_a.contains(lb.name.as_str()))
+        .collect();
+    // Layers are independent; each is a few small reads and the drift algebra. Indexed
+    // parallel collection writes each result in place, so a few hundred thousand layers
+    // are never held twice.
+    let mut out: Vec<Result<LayerDiff, CheckpointError>> = found_a
+        .par_iter()
+        .map(|la| match by_name_b.get(la.name.as_str()) {
+            Some(lb) => both(sides, la, lb, tensors, options),
+            None => Ok(one_side(
                 sides,
-                lb,
-                Status::OnlyInB,
-                sides.b.counter(lb)?,
+                la,
+                Status::OnlyInA,
+                sides.a.counter(la)?,
                 options,
-            ));
-        }
-    }
-    out.sort_by(|x, y| x.name.cmp(&y.name));
+            )),
+        })
+        .collect();
+    out.par_extend(only_b.par_iter().map(|lb| {
+        Ok(one_side(
+            sides,
+            lb,
+            Status::OnlyInB,
+            sides.b.counter(lb)?,
+            options,
+        ))
+    }));
+    let mut out = out.into_iter().collect::<Result<Vec<_>, _>>()?;
+    out.par_sort_unstable_by(|x, y| x.name.cmp(&y.name));
     Ok(out)
 }
 
@@ -189,8 +208,10 @@ fn both(
     diffs: &[TensorDiff],
     options: &DiffOptions,
 ) -> Result<LayerDiff, CheckpointError> {
-    let nbt_a = sides.a.counter(la)?;
-    let nbt_b = sides.b.counter(lb)?;
+    let stats = [Role::NumBatchesTracked, Role::RunningMean, Role::RunningVar];
+    let [nbt_a, mean_a, var_a] = sides.a.values(la, stats)?;
+    let [nbt_b, mean_b, var_b] = sides.b.values(lb, stats)?;
+    let (nbt_a, nbt_b) = (counter(nbt_a), counter(nbt_b));
     let diff_of = |role: Role| {
         la.keys
             .get(role)
@@ -237,14 +258,8 @@ fn both(
     }
     let affine_changed = changed.weight == Some(true) || changed.bias == Some(true);
     let stats_changed = changed.running_mean == Some(true) || changed.running_var == Some(true);
-    let stat = |side: &Side<'_>, l: &BnLayer, role| side.values(l.keys.get(role));
-    let values = (
-        stat(&sides.a, la, Role::RunningMean)?,
-        stat(&sides.b, lb, Role::RunningMean)?,
-        stat(&sides.a, la, Role::RunningVar)?,
-        stat(&sides.b, lb, Role::RunningVar)?,
-    );
-    let (Some(mean_a), Some(mean_b), Some(var_a), Some(var_b)) = values else {
+    let (Some(mean_a), Some(mean_b), Some(var_a), Some(var_b)) = (mean_a, mean_b, var_a, var_b)
+    else {
         layer.status = classify(affine_changed, stats_changed, false);
         layer.inference.notes.push(
             "The running statistics are stored in a dtype bnaudit cannot decode: no inference."
