@@ -179,7 +179,7 @@ impl TorchFile {
             .iter()
             .try_fold(1u64, |a, &n| a.checked_mul(n))
             .ok_or_else(|| bad(format!("shape {:?} overflows", view.shape)))?;
-        let needed = view::extent(&view.shape, &view.stride)
+        let needed = view::extent(view.shape, view.stride)
             .and_then(|e| {
                 if e == 0 {
                     Some(0)
@@ -201,7 +201,7 @@ impl TorchFile {
             ));
         }
         let offset_bytes = view.offset * width;
-        let contiguous = view::is_contiguous(&view.shape, &view.stride);
+        let contiguous = view::is_contiguous(view.shape, view.stride);
         let (start, layout) = match (contiguous, inflated) {
             (true, None) => (place.data_start + offset_bytes, None),
             (_, inflated) => {
@@ -210,7 +210,7 @@ impl TorchFile {
                     None => place.data_start + offset_bytes,
                 };
                 let strides = if contiguous {
-                    view::contiguous_strides(&view.shape)
+                    view::contiguous_strides(view.shape)
                 } else {
                     view.stride.to_vec()
                 };
