@@ -109,11 +109,16 @@ impl Archive {
         Ok(Some(Entry { name: full, place }))
     }
 
+    /// The full name of storage `key`'s entry.
+    pub(crate) fn storage_entry(&self, key: &str) -> String {
+        format!("{}/data/{key}", self.root)
+    }
+
     /// Every storage entry `<root>/data/<key>`, to be located by [`Locating::run`]. All of
     /// them, not only those the pickle names, so that this can run while the pickle is
     /// parsed; a damaged entry is an error only once a tensor uses it.
     pub(crate) fn storages(&self) -> Locating<'_> {
-        let prefix = format!("{}/data/", self.root);
+        let prefix = self.storage_entry("");
         // Reserved for all: nearly every entry is a storage, and growing a vector of
         // 20,000 by doubling cost 3 ms.
         let mut wanted = Vec::with_capacity(self.entries.len());

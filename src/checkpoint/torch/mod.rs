@@ -120,7 +120,7 @@ impl TorchFile {
                         TorchProblem::MissingStorage {
                             tensor: name,
                             storage: storage.key.to_string(),
-                            entry: format!("{}/data/{}", archive.root, storage.key),
+                            entry: archive.storage_entry(&storage.key),
                         }
                         .into(),
                     ));
@@ -129,7 +129,7 @@ impl TorchFile {
             let inflated = (!place.stored).then(|| {
                 *inflated_at.entry(&storage.key).or_insert_with(|| {
                     let entry = Entry {
-                        name: format!("{}/data/{}", archive.root, storage.key),
+                        name: archive.storage_entry(&storage.key),
                         place: *place,
                     };
                     file.inflated.push((entry, OnceLock::new()));
