@@ -81,11 +81,12 @@ pub fn audit_all(ckpt: &Checkpoint, other: &Checkpoint) {
         let _ = audit::diff(a, b, &diff, None);
         let _ = audit::explain(a, b, None, &ExplainOptions::default());
     }
-    let scope = Scope::new(&["**".to_owned()], &[], &[]).expect("valid scope");
-    let options = CheckOptions {
-        scope,
+    // Built once: compiling the glob set on every execution cost more than some audits.
+    static CHECK: OnceLock<CheckOptions> = OnceLock::new();
+    let options = CHECK.get_or_init(|| CheckOptions {
+        scope: Scope::new(&["**".to_owned()], &[], &[]).expect("valid scope"),
         config: None,
         diff,
-    };
-    let _ = check::check(other, ckpt, &options, None);
+    });
+    let _ = check::check(other, ckpt, options, None);
 }

@@ -83,15 +83,27 @@ pub fn align<'t>(
     strip_a: Option<&str>,
     strip_b: Option<&str>,
 ) -> Aligned<'t> {
-    let cands_a = candidates(a, strip_a);
-    let cands_b = candidates(b, strip_b);
-    let stripped_b: Vec<Option<HashSet<&str>>> =
-        cands_b.iter().map(|pb| stripped_names(b, pb)).collect();
     // (matched, length of the sub-model prefix added, length stripped, strips, prefixes
     // added): the most names matched, then the shortest prefix added (none best: a wrapper
     // is stripped rather than made part of the sub-model's prefix), then the least stripped.
     type Best<'c> = (usize, usize, usize, &'c str, &'c str, String, String);
-    let mut best: Option<Best<'_>> = None;
+    // The same unique names on both sides (one model before and after training): leaving
+    // them as they are matches every name at no cost, which no candidate can beat, so the
+    // search (sets of every name per candidate) is skipped.
+    let same = strip_a.is_none()
+        && strip_b.is_none()
+        && a.len() == b.len()
+        && a.is_sorted_by(|x, y| x.name < y.name)
+        && a.iter().zip(b).all(|(x, y)| x.name == y.name);
+    let mut best: Option<Best<'_>> =
+        same.then(|| (a.len(), 0, 0, "", "", String::new(), String::new()));
+    let (cands_a, cands_b) = if same {
+        (Vec::new(), Vec::new())
+    } else {
+        (candidates(a, strip_a), candidates(b, strip_b))
+    };
+    let stripped_b: Vec<Option<HashSet<&str>>> =
+        cands_b.iter().map(|pb| stripped_names(b, pb)).collect();
     for pa in &cands_a {
         let Some(names_a) = stripped_names(a, pa) else {
             continue;
@@ -332,6 +344,24 @@ mod tests {
     fn shared_prefixes_stay() {
         let a = ["model.encoder.bn.weight", "model.encoder.bn.running_var"];
         assert_eq!(detected(&a, &a), (String::new(), String::new(), 2));
+    }
+
+    /// Identical sorted names take the shortcut past the search and still come out as the
+    /// search would leave them: wrappers both sides share stay, every name matched.
+    #[test]
+    fn identical_names_are_left_as_they_are() {
+        let a = [
+            "module.encoder.bn.running_var",
+            "module.encoder.bn.weight",
+            "module.head",
+        ];
+        let (ta, tb) = (tensors(&a), tensors(&a));
+        let al = align(&ta, &tb, None, None);
+        assert!(matches!(al.a, Cow::Borrowed(_)) && matches!(al.b, Cow::Borrowed(_)));
+        let al = al.alignment;
+        assert_eq!((al.strip_a.as_str(), al.strip_b.as_str()), ("", ""));
+        assert_eq!((al.matched, al.only_a, al.only_b), (3, 0, 0));
+        assert!(al.detected);
     }
 
     #[test]

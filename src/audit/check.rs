@@ -5,6 +5,7 @@
 //! Only tensors in scope are read, through the diff engine; the embedded diff report covers
 //! them (and the BatchNorm layers they belong to).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
@@ -443,8 +444,10 @@ fn evaluate(
     for d in diff.tensors.iter().filter(|d| is_frozen(scope, &d.name)) {
         let member = members.get(d.name.as_str());
         let role = member.map(|m| m.role);
-        let module =
-            member.map_or_else(|| bn::module_name(parent(&d.name)), |m| m.layer.to_owned());
+        let module = member.map_or_else(
+            || bn::module_name(parent(&d.name)).into_owned(),
+            |m| m.layer.to_owned(),
+        );
         let entry = modules
             .entry(module)
             .or_insert((member.is_some(), Vec::new()));
@@ -524,13 +527,13 @@ pub(crate) fn is_frozen(scope: &Scope, name: &str) -> bool {
 
 /// Refuses frozen patterns that match no aligned tensor name of A or B.
 pub(crate) fn require_matches(scope: &Scope, aligned: &Aligned) -> Result<(), CheckError> {
-    let names: Vec<String> = aligned
+    let names: Vec<Cow<'_, str>> = aligned
         .a
         .iter()
         .chain(aligned.b.iter())
         .map(|t| bn::module_name(&t.name))
         .collect();
-    let unmatched = scope.frozen.unmatched(names.iter().map(String::as_str));
+    let unmatched = scope.frozen.unmatched(names.iter().map(AsRef::as_ref));
     if !unmatched.is_empty() {
         let al = &aligned.alignment;
         let stripped: Vec<String> = [("A", &al.strip_a), ("B", &al.strip_b)]

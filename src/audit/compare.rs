@@ -535,15 +535,15 @@ fn read(
     Ok(0..buf.len())
 }
 
-/// Runs `work` over `tasks` on one thread per core, returning results in task order.
-/// Stops at the first error.
+/// Runs `work` over `tasks` on one thread per core (as many as rayon's pool has), returning
+/// results in task order. Stops at the first error.
 fn run_pool<T: Sync, R: Send + Default + Clone>(
     tasks: &[T],
     work: impl Fn(&mut Worker, &T) -> Result<R, CheckpointError> + Sync,
 ) -> Result<Vec<R>, CheckpointError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(tasks.len());
+    // Rayon's count, read once per process: `available_parallelism` reads cgroup files on
+    // every call, and the thread count the rest of bnaudit runs on is the one to match.
+    let threads = rayon::current_num_threads().min(tasks.len());
     if threads <= 1 {
         // One batch (most small checkpoints) or one core: a thread costs more than the work.
         let mut worker = Worker::default();

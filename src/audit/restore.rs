@@ -299,7 +299,7 @@ pub fn plan<'c>(
             let layer = d
                 .bn_layer
                 .clone()
-                .unwrap_or_else(|| bn::module_name(check::parent(&d.name)));
+                .unwrap_or_else(|| bn::module_name(check::parent(&d.name)).into_owned());
             let in_scope = match &options.scope {
                 Some(scope) => check::is_frozen(scope, &d.name),
                 None => derived.contains(layer.as_str()),

@@ -6,6 +6,8 @@
 //! `backbone.…` tensor but not `backbone2.…`. Keras and Flax names separate segments with
 //! `/`; both `.` and `/` count as separators, in names and in patterns alike.
 
+use std::sync::Mutex;
+
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Serialize, Serializer};
 
@@ -40,6 +42,19 @@ fn normalise(name: &str) -> String {
 pub struct Patterns {
     written: Vec<String>,
     set: GlobSet,
+    last: LastModule,
+}
+
+/// The module path last asked about (normalised) and whether a pattern covers it: names
+/// come sorted, so a module's tensors ask in a row and its prefixes are matched once, not
+/// once per tensor (millions of glob matches in a large `check`).
+#[derive(Debug, Default)]
+struct LastModule(Mutex<Option<(String, bool)>>);
+
+impl Clone for LastModule {
+    fn clone(&self) -> Self {
+        LastModule::default()
+    }
 }
 
 impl Patterns {
@@ -63,6 +78,7 @@ impl Patterns {
         Ok(Patterns {
             written: patterns,
             set,
+            last: LastModule::default(),
         })
     }
 
@@ -78,7 +94,37 @@ impl Patterns {
 
     /// Whether some pattern matches `name` or one of its module prefixes.
     pub fn covers(&self, name: &str) -> bool {
-        !self.is_empty() && prefixes(&normalise(name)).any(|p| self.set.is_match(p))
+        if self.is_empty() {
+            return false;
+        }
+        let name = normalise(name);
+        let Some((module, _)) = name.rsplit_once(SEP) else {
+            return self.set.is_match(&name);
+        };
+        self.set.is_match(&name) || self.covers_module(module)
+    }
+
+    /// Whether a pattern matches `module` (normalised) or one of its prefixes, remembered
+    /// for the next call. A caller on another thread holding the memory just matches.
+    fn covers_module(&self, module: &str) -> bool {
+        let matches = || prefixes(module).any(|p| self.set.is_match(p));
+        let Ok(mut last) = self.last.0.try_lock() else {
+            return matches();
+        };
+        match &mut *last {
+            Some((m, hit)) if m == module => *hit,
+            Some((m, hit)) => {
+                *hit = matches();
+                m.clear();
+                m.push_str(module);
+                *hit
+            }
+            none => {
+                let hit = matches();
+                *none = Some((module.to_owned(), hit));
+                hit
+            }
+        }
     }
 
     /// The patterns that cover none of `names`: a typo in a CI gate's scope must not pass

@@ -5,6 +5,8 @@
 //! present. Names alone are not enough (a LayerNorm also has `weight` and `bias`), and shapes
 //! alone are not either (any pair of vectors would match).
 
+use std::borrow::Cow;
+
 use super::layer::{BnKeys, BnLayer, Convention};
 use crate::checkpoint::{Dtype, TensorInfo};
 
@@ -47,7 +49,11 @@ const FLAX_PARAMS: &str = "params";
 
 /// A tensor name as layer names are given: without the Flax collection segment
 /// (`params/…`, `batch_stats/…`), so that a layer's parameters and statistics share a path.
-pub fn module_name(name: &str) -> String {
+pub fn module_name(name: &str) -> Cow<'_, str> {
+    // Borrowed for PyTorch's dotted names: a large `check` asks for millions of them.
+    if !name.contains('/') {
+        return Cow::Borrowed(name);
+    }
     let segments: Vec<&str> = name.split('/').collect();
     match segments
         .iter()
@@ -56,9 +62,9 @@ pub fn module_name(name: &str) -> String {
         Some(at) if segments.len() > 1 => {
             let mut rest = segments;
             rest.remove(at);
-            rest.join("/")
+            Cow::Owned(rest.join("/"))
         }
-        _ => name.to_owned(),
+        _ => Cow::Borrowed(name),
     }
 }
 

@@ -278,11 +278,8 @@ fn view_explained(a: &Path, b: &Path, acts: &Path, output: &OutputArgs) -> Resul
             "view --activations has no JSON form: use `bnaudit diff` and `bnaudit explain` with --format json"
         )));
     }
-    let (a, b, acts) = (
-        open(a, output, output.key_for(0))?,
-        open(b, output, output.key_for(1))?,
-        open(acts, output, None)?,
-    );
+    let (a, b) = open_pair(a, b, output)?;
+    let acts = open(acts, output, None)?;
     let report = diff_opened(&a, &b, &DiffOptions::default())?;
     let options = ExplainOptions::default();
     let explainer = Explainer::new(&a, &b, Some(&acts), &options)?;
@@ -329,17 +326,13 @@ fn interactive(output: &OutputArgs) -> bool {
 /// Opens the checkpoints and their `ls` reports (input errors exit 3 before the screen
 /// changes), then runs the UI.
 fn ui(paths: &[PathBuf], activations: Option<&Path>, output: &OutputArgs) -> Result<u8, Failure> {
-    let mut opened = paths
-        .iter()
-        .enumerate()
-        .map(|(side, p)| open(p, output, output.key_for(side)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let b = if opened.len() == 2 {
-        opened.pop()
-    } else {
-        None
+    let (a, b) = match paths {
+        [a, b] => {
+            let (a, b) = open_pair(a, b, output)?;
+            (a, Some(b))
+        }
+        _ => (open(&paths[0], output, output.key_for(0))?, None),
     };
-    let a = opened.remove(0);
     let activations = activations.map(|p| open(p, output, None)).transpose()?;
     let session = tui::Session::new(a, b, activations);
     let reports = session.reports()?;

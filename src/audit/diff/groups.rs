@@ -74,7 +74,7 @@ impl Weights<'_> {
             .partition(|t| stats.contains(t.name.as_str()));
         let mut tensors: Vec<(String, bool)> = weight_diffs
             .into_iter()
-            .map(|t| (bn::module_name(&t.name), changed(t)))
+            .map(|t| (bn::module_name(&t.name).into_owned(), changed(t)))
             .collect();
         tensors.sort_unstable();
         let mut changed_before = Vec::with_capacity(tensors.len() + 1);
