@@ -19,6 +19,11 @@ pub const MAX_PICKLE_BYTES: u64 = 256 << 20;
 /// a re-zipped archive may deflate them).
 pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
 
+/// Most entries a central directory may list. Each costs about 130 bytes once read, and a
+/// state dict has one per storage (tens of thousands), so this bounds what a hostile
+/// directory costs to about 270 MB.
+pub const MAX_ZIP_ENTRIES: u64 = 1 << 21;
+
 /// One entry of the archive, located.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -69,7 +74,7 @@ impl Archive {
     /// Reads the central directory and recognises what kind of archive it is.
     pub(crate) fn read(raw: &RawFile) -> Result<Archive, CheckpointError> {
         let fail = |p: TorchProblem| CheckpointError::new(raw.path(), p.into());
-        let entries = directory(raw).map_err(|e| fail(TorchProblem::Zip(e.to_string())))?;
+        let entries = directory(raw, MAX_ZIP_ENTRIES).map_err(fail)?;
         let pickles: Vec<&str> = entries
             .keys()
             .filter_map(|n| n.strip_suffix("/data.pkl"))
@@ -263,17 +268,34 @@ fn read_headers(
     Ok(())
 }
 
-/// Every entry of the central directory, by name.
-fn directory(raw: &RawFile) -> Result<Directory, rawzip::Error> {
+/// Every entry of the central directory, by name; more than `limit` entries (declared or
+/// walked) are refused.
+fn directory(raw: &RawFile, limit: u64) -> Result<Directory, TorchProblem> {
+    let zip_error = |e: rawzip::Error| TorchProblem::Zip(e.to_string());
+    let too_many = |found| TorchProblem::Limit {
+        what: "zip entry count",
+        limit,
+        found,
+    };
     let mut buf = vec![0u8; rawzip::RECOMMENDED_BUFFER_SIZE];
     let zip = ZipLocator::new()
         .locate_in_reader(At(raw), &mut buf, raw.len())
-        .map_err(|(_, e)| e)?;
-    // The hint comes from the file: a capacity, not trusted beyond a bound.
-    let hint = zip.entries_hint().min(1 << 20) as usize;
+        .map_err(|(_, e)| zip_error(e))?;
+    let declared = zip.entries_hint();
+    if declared > limit {
+        return Err(too_many(declared));
+    }
+    // The declared count comes from the file: a capacity, not trusted beyond a bound.
+    let hint = declared.min(1 << 20) as usize;
     let mut entries = Directory::with_capacity_and_hasher(hint, Default::default());
     let mut walk = zip.entries(&mut buf);
-    while let Some(e) = walk.next_entry()? {
+    let mut walked = 0u64;
+    while let Some(e) = walk.next_entry().map_err(zip_error)? {
+        // A directory may list more entries than its end record declares.
+        walked += 1;
+        if walked > limit {
+            return Err(too_many(walked));
+        }
         let Ok(name) = std::str::from_utf8(e.file_path().as_bytes()) else {
             continue;
         };
@@ -440,5 +462,50 @@ pub(crate) fn contents<'a>(
             }
             .into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A stored zip of `n` small entries, opened.
+    fn zip_of(dir: &std::path::Path, n: usize) -> RawFile {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for i in 0..n {
+            zip.start_file(format!("archive/data/{i}"), stored).unwrap();
+            zip.write_all(b"x").unwrap();
+        }
+        let path = dir.join("many.pt");
+        std::fs::write(&path, zip.finish().unwrap().into_inner()).unwrap();
+        RawFile::open(&path).unwrap()
+    }
+
+    /// A directory listing more entries than the limit is refused before it is walked.
+    #[test]
+    fn a_directory_past_the_entry_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = zip_of(dir.path(), 5);
+        assert_eq!(directory(&raw, 5).unwrap().len(), 5);
+        let refused = directory(&raw, 4).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                TorchProblem::Limit {
+                    what: "zip entry count",
+                    limit: 4,
+                    found: 5
+                }
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            refused.to_string(),
+            "zip entry count exceeds the limit of 4 (5); not a checkpoint bnaudit will read"
+        );
     }
 }

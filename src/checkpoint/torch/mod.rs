@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::OnceLock;
 
-pub use archive::{MAX_INFLATED_BYTES, MAX_PICKLE_BYTES};
+pub use archive::{MAX_INFLATED_BYTES, MAX_PICKLE_BYTES, MAX_ZIP_ENTRIES};
 pub use error::TorchProblem;
 pub use pickle::{MAX_MARK_DEPTH, MAX_MEMO, MAX_OPCODES};
 pub use select::{MAX_DEPTH, STATE_DICT_KEYS};
