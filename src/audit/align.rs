@@ -66,6 +66,13 @@ impl Aligned<'_> {
     }
 }
 
+/// The tensor named `name` among `tensors`, sorted by name as [`Aligned`] keeps each side:
+/// found by binary search, with no index of a million names to build.
+pub fn find<'t>(tensors: &'t [TensorInfo], name: &str) -> Option<&'t TensorInfo> {
+    let at = tensors.binary_search_by(|t| t.name.as_str().cmp(name));
+    at.ok().map(|i| &tensors[i])
+}
+
 /// Normalises a prefix given on the command line: `module` means `module.`.
 pub fn normalise_prefix(prefix: &str) -> String {
     if prefix.is_empty() || prefix.ends_with(['.', '/']) {

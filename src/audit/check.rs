@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::SCHEMA_VERSION;
-use super::align::Aligned;
+use super::align::{self, Aligned};
 use super::compare::Progress;
 use super::diff::{self, DiffOptions, DiffReport, LayerDiff, TensorChange, TensorDiff};
 use super::scope::Scope;
@@ -600,10 +600,7 @@ pub fn check(
         .filter(|l| is_frozen(scope, &l.keys.running_mean) || is_frozen(scope, &l.keys.running_var))
     {
         // The aligned names are sorted (`align_names`), so no map of B's tensors is needed.
-        let find = |key: &str| {
-            let at = aligned.b.binary_search_by(|t| t.name.as_str().cmp(key));
-            at.ok().map(|i| &aligned.b[i])
-        };
+        let find = |key: &str| align::find(&aligned.b, key);
         let [running_mean, running_var] = b.read_values_of([
             find(&layer.keys.running_mean),
             find(&layer.keys.running_var),

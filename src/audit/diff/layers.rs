@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::{
     DiffOptions, Inference, LayerDiff, Momentum, PerTensor, Status, TensorChange, TensorDiff,
 };
-use crate::audit::align::Aligned;
+use crate::audit::align::{self, Aligned};
 use crate::bn::drift::{self, Drift, Observation, Signature};
 use crate::bn::{BnLayer, Convention, Role};
 use crate::checkpoint::{Checkpoint, CheckpointError, TensorInfo};
@@ -21,8 +21,7 @@ struct Side<'a> {
 
 impl Side<'_> {
     fn get(&self, name: &str) -> Option<&TensorInfo> {
-        let at = self.by_name.binary_search_by(|t| t.name.as_str().cmp(name));
-        at.ok().map(|i| &self.by_name[i])
+        align::find(self.by_name, name)
     }
 
     /// Decoded values of the layer's tensors in `roles`, each `None` if absent or not
