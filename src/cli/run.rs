@@ -202,7 +202,7 @@ fn with_progress<T>(work: impl FnOnce(Option<Progress<'_>>) -> T) -> T {
 
 fn show_ls(report: &audit::LsReport, output: &OutputArgs) -> Result<u8, Failure> {
     emit(output, |format, style, out| match format {
-        Format::Json => report::json::write(out, report),
+        Format::Json => report::json::ls(out, report),
         _ => out.write_all(report::text::ls(report, style).as_bytes()),
     })
 }
