@@ -201,10 +201,9 @@ pub fn ls(ckpt: &Checkpoint, options: LsOptions) -> Result<LsReport, CheckpointE
 /// Reads one layer's tensors and summarises them.
 fn ls_layer(ckpt: &Checkpoint, layer: &BnLayer) -> Result<LsLayer, CheckpointError> {
     let values = layer_values(ckpt, layer)?;
-    let stats = Role::FLOATS
-        .into_iter()
-        .map(|r| (r, values.get(r).map(TensorStats::of)))
-        .collect();
+    let summaries = values.stats();
+    let flags = values.flags_of(&summaries);
+    let stats = Role::FLOATS.into_iter().zip(summaries).collect();
     Ok(LsLayer {
         name: layer.name.clone(),
         convention: layer.convention,
@@ -213,7 +212,7 @@ fn ls_layer(ckpt: &Checkpoint, layer: &BnLayer) -> Result<LsLayer, CheckpointErr
         keys: layer.keys.clone(),
         num_batches_tracked: values.num_batches_tracked,
         stats,
-        flags: values.flags(),
+        flags,
     })
 }
 

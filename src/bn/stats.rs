@@ -189,47 +189,63 @@ impl LayerValues {
         }
     }
 
+    /// The summary of each float tensor, in [`Role::FLOATS`] order (`None` when absent).
+    pub fn stats(&self) -> [Option<TensorStats>; 4] {
+        Role::FLOATS.map(|role| self.get(role).map(TensorStats::of))
+    }
+
     /// Health flags, sorted.
     pub fn flags(&self) -> Vec<Flag> {
+        self.flags_of(&self.stats())
+    }
+
+    /// [`LayerValues::flags`], given the summaries [`LayerValues::stats`] made: most flags
+    /// follow from a tensor's count of non-finite values, minimum and maximum, so a healthy
+    /// layer needs no second look at its values; only a tensor whose summary leaves a
+    /// question open (a zero or tiny minimum, non-finite values) is scanned again.
+    pub fn flags_of(&self, stats: &[Option<TensorStats>; 4]) -> Vec<Flag> {
+        let [weight_stats, _, mean_stats, var_stats] = stats;
         let mut flags = Vec::new();
-        let all = [
-            &self.weight,
-            &self.bias,
-            &self.running_mean,
-            &self.running_var,
-        ];
-        if all
-            .iter()
-            .filter_map(|v| v.as_deref())
-            .any(|v| any(v, |v| !v.is_finite()))
-        {
+        if stats.iter().flatten().any(|s| s.nonfinite > 0) {
             flags.push(Flag::Nonfinite);
         }
-        if let Some(var) = &self.running_var {
-            if any(var, |v| v < 0.0) {
+        if let (Some(var), Some(s)) = (&self.running_var, var_stats) {
+            // With every value finite, `min` bounds them all from below.
+            let min = s.min.filter(|_| s.nonfinite == 0);
+            if min.is_none_or(|m| m < 0.0) && any(var, |v| v < 0.0) {
                 flags.push(Flag::NegativeVar);
             }
-            if any(var, |v| v == 0.0) {
+            if min.is_none_or(|m| m <= 0.0) && any(var, |v| v == 0.0) {
                 flags.push(Flag::ZeroVar);
             }
-            if any(var, |v| v > 0.0 && v < TINY_VAR) {
+            if min.is_none_or(|m| m < TINY_VAR) && any(var, |v| v > 0.0 && v < TINY_VAR) {
                 flags.push(Flag::TinyVar);
             }
         }
-        if let (Some(mean), Some(var)) = (&self.running_mean, &self.running_var) {
-            let initial = mean.iter().all(|&m| m == 0.0) && var.iter().all(|&v| v == 1.0);
+        if let (Some(mean_stats), Some(var_stats)) = (mean_stats, var_stats) {
+            let initial = all_equal(mean_stats, 0.0) && all_equal(var_stats, 1.0);
             match self.num_batches_tracked {
                 _ if !initial => {}
                 None | Some(0) => flags.push(Flag::DefaultInit),
                 Some(_) => flags.push(Flag::CounterWithoutStats),
             }
         }
-        if self.weight.as_deref().is_some_and(|w| any(w, |v| v == 0.0)) {
-            flags.push(Flag::ZeroWeight);
+        if let (Some(weight), Some(s)) = (&self.weight, weight_stats) {
+            let spans_zero =
+                s.nonfinite > 0 || s.min.is_some_and(|m| m <= 0.0 && s.max >= Some(0.0));
+            if spans_zero && any(weight, |v| v == 0.0) {
+                flags.push(Flag::ZeroWeight);
+            }
         }
         flags.sort();
         flags
     }
+}
+
+/// Whether every value of the tensor `s` summarises equals `x` (true for no value): a
+/// non-finite value never does, and finite values all do when both extremes do.
+fn all_equal(s: &TensorStats, x: f64) -> bool {
+    s.nonfinite == 0 && s.min.is_none_or(|m| m == x) && s.max.is_none_or(|m| m == x)
 }
 
 #[cfg(test)]
@@ -262,5 +278,76 @@ mod tests {
         assert_eq!(v.flags(), vec![Flag::DefaultInit]);
         v.num_batches_tracked = Some(7);
         assert_eq!(v.flags(), vec![Flag::CounterWithoutStats]);
+    }
+
+    /// The flags as the definitions say them, one pass per question.
+    fn flags_by_definition(v: &LayerValues) -> Vec<Flag> {
+        let mut flags = Vec::new();
+        let all = [&v.weight, &v.bias, &v.running_mean, &v.running_var];
+        if all
+            .iter()
+            .flat_map(|t| t.iter().flatten())
+            .any(|x| !x.is_finite())
+        {
+            flags.push(Flag::Nonfinite);
+        }
+        if let Some(var) = &v.running_var {
+            for (flag, test) in [
+                (Flag::NegativeVar, (|x: f64| x < 0.0) as fn(f64) -> bool),
+                (Flag::ZeroVar, |x| x == 0.0),
+                (Flag::TinyVar, |x| x > 0.0 && x < TINY_VAR),
+            ] {
+                if var.iter().any(|&x| test(x)) {
+                    flags.push(flag);
+                }
+            }
+        }
+        if let (Some(mean), Some(var)) = (&v.running_mean, &v.running_var) {
+            if mean.iter().all(|&m| m == 0.0) && var.iter().all(|&x| x == 1.0) {
+                flags.push(match v.num_batches_tracked {
+                    None | Some(0) => Flag::DefaultInit,
+                    Some(_) => Flag::CounterWithoutStats,
+                });
+            }
+        }
+        if v.weight.as_ref().is_some_and(|w| w.contains(&0.0)) {
+            flags.push(Flag::ZeroWeight);
+        }
+        flags.sort();
+        flags
+    }
+
+    /// Values drawn mostly from those that sit on a flag's edge.
+    fn edgy() -> impl proptest::strategy::Strategy<Value = Option<Vec<f64>>> {
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(1.0),
+            Just(TINY_VAR),
+            Just(TINY_VAR / 2.0),
+            Just(-1.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(f64::MAX),
+            -2.0..2.0f64,
+        ];
+        proptest::option::of(proptest::collection::vec(value, 0..6))
+    }
+
+    proptest::proptest! {
+        /// Flags from the summaries are the flags of the definitions, whatever the values.
+        #[test]
+        fn flags_from_summaries_match_the_definitions(
+            weight in edgy(),
+            bias in edgy(),
+            running_mean in edgy(),
+            running_var in edgy(),
+            num_batches_tracked in proptest::option::of(0i64..3),
+        ) {
+            let v = LayerValues { weight, bias, running_mean, running_var, num_batches_tracked };
+            proptest::prop_assert_eq!(v.flags(), flags_by_definition(&v));
+        }
     }
 }
