@@ -72,7 +72,7 @@ pub fn parse(bytes: &[u8], data_start: u64, data_len: u64) -> Result<Header, Pro
     let mut problem = None;
     let mut json = serde_json::Deserializer::from_str(text);
     // The format pads headers with trailing spaces, which `end` accepts.
-    let raw = HeaderSeed(&mut problem)
+    let raw = HeaderSeed(&mut problem, bytes.len() / ENTRY_BYTES)
         .deserialize(&mut json)
         .and_then(|raw| json.end().map(|()| raw));
     let mut raw = raw.map_err(|e| problem.unwrap_or_else(|| Problem::HeaderJson(e.to_string())))?;
@@ -218,10 +218,16 @@ struct RawHeader {
     tensors: Vec<HeaderTensor>,
 }
 
+/// About the length of one header entry (name, dtype, shape and offsets) in real
+/// checkpoints, to size the tensor list and the name set from the header's length: grown
+/// entry by entry instead, they are copied and rehashed a dozen times on a big header.
+const ENTRY_BYTES: usize = 96;
+
 /// Deserialises a [`RawHeader`], entry by entry so that duplicates are seen rather than
 /// merged. A problem with an entry (a duplicate name, an unknown dtype...) is recorded in
-/// `.0` so that it becomes its own [`Problem`] instead of a generic JSON error.
-struct HeaderSeed<'a>(&'a mut Option<Problem>);
+/// `.0` so that it becomes its own [`Problem`] instead of a generic JSON error; `.1` is
+/// the expected number of entries.
+struct HeaderSeed<'a>(&'a mut Option<Problem>, usize);
 
 impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
     type Value = RawHeader;
@@ -241,9 +247,10 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
         // foldhash: several times faster than the default SipHash on 20,000 names, and
         // randomly seeded, so a crafted header cannot force collisions.
-        let mut seen = foldhash::HashSet::default();
+        let mut seen =
+            foldhash::HashSet::with_capacity_and_hasher(self.1, Default::default());
         let mut metadata = None;
-        let mut tensors = Vec::new();
+        let mut tensors = Vec::with_capacity(self.1);
         while let Some(key) = map.next_key::<Text<'de>>()? {
             // Cloning a borrowed name copies a pointer.
             if !seen.insert(key.0.clone()) {
