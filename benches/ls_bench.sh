@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Benchmark `bnaudit ls --format json` on a ~2 GiB, 20,000-tensor, 3,000-BatchNorm-layer
-# checkpoint against the Python script a user would write instead (benches/ls_baseline.py),
-# same machine, same run: wall time (hyperfine, else a `date` loop) and peak resident memory
+# checkpoint against the Python script a user would write instead (benches/ls_baseline.py)
+# and the cheapest Python loop over the same tensors (benches/ls_bare_baseline.py), same
+# machine, same run: wall time (hyperfine, else a `date` loop) and peak resident memory
 # (GNU time), with memory maps and with --no-mmap. The page cache is warm (the checkpoint was
 # just written); nothing here drops caches.
 #
 #   benches/ls_bench.sh [CHECKPOINT]    (default /tmp/bnaudit-bench/big.safetensors, generated)
 #
 # PYTHON (default /work/venv/bin/python, else python3) needs numpy and safetensors.
+# BASELINE=<an older bnaudit binary> adds its rows, to compare builds in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +21,12 @@ CKPT=${1:-/tmp/bnaudit-bench/big.safetensors}
 cargo build --release --quiet
 BIN=${CARGO_TARGET_DIR:-target}/release/bnaudit
 
-declare -a NAMES=("bnaudit ls --format json" "bnaudit ls --format json --no-mmap" "python ls_baseline.py (safe_open + numpy)")
-declare -a CMDS=("$BIN ls --format json $CKPT" "$BIN ls --format json --no-mmap $CKPT" "$PYTHON benches/ls_baseline.py $CKPT")
+declare -a NAMES=("bnaudit ls --format json" "bnaudit ls --format json --no-mmap" "python ls_baseline.py (safe_open + numpy)" "python ls_bare_baseline.py (get_tensor, min, max)")
+declare -a CMDS=("$BIN ls --format json $CKPT" "$BIN ls --format json --no-mmap $CKPT" "$PYTHON benches/ls_baseline.py $CKPT" "$PYTHON benches/ls_bare_baseline.py $CKPT")
+if [[ -n ${BASELINE:-} ]]; then
+    NAMES+=("baseline build: ls --format json")
+    CMDS+=("$BASELINE ls --format json $CKPT")
+fi
 
 # Same layers found by both: the baseline is doing the same job.
 ours=$("$BIN" ls --format json "$CKPT" | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)["layers"]))')

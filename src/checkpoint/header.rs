@@ -247,8 +247,7 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
         // foldhash: several times faster than the default SipHash on 20,000 names, and
         // randomly seeded, so a crafted header cannot force collisions.
-        let mut seen =
-            foldhash::HashSet::with_capacity_and_hasher(self.1, Default::default());
+        let mut seen = foldhash::HashSet::with_capacity_and_hasher(self.1, Default::default());
         let mut metadata = None;
         let mut tensors = Vec::with_capacity(self.1);
         while let Some(key) = map.next_key::<Text<'de>>()? {
