@@ -302,13 +302,14 @@ mod tests {
                 }
             }
         }
-        if let (Some(mean), Some(var)) = (&v.running_mean, &v.running_var) {
-            if mean.iter().all(|&m| m == 0.0) && var.iter().all(|&x| x == 1.0) {
-                flags.push(match v.num_batches_tracked {
-                    None | Some(0) => Flag::DefaultInit,
-                    Some(_) => Flag::CounterWithoutStats,
-                });
-            }
+        if let (Some(mean), Some(var)) = (&v.running_mean, &v.running_var)
+            && mean.iter().all(|&m| m == 0.0)
+            && var.iter().all(|&x| x == 1.0)
+        {
+            flags.push(match v.num_batches_tracked {
+                None | Some(0) => Flag::DefaultInit,
+                Some(_) => Flag::CounterWithoutStats,
+            });
         }
         if v.weight.as_ref().is_some_and(|w| w.contains(&0.0)) {
             flags.push(Flag::ZeroWeight);
