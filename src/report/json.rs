@@ -58,7 +58,7 @@ struct Chunks {
 impl Chunks {
     const DEFAULT: Chunks = Chunks {
         slice: 64,
-        window: 4096,
+        window: 512,
     };
 }
 
@@ -168,7 +168,7 @@ mod tests {
             let report = report(fixture, all);
             let mut expected = Vec::new();
             write(&mut expected, &report).unwrap();
-            for (slice, window) in [(1, 1), (2, 3), (3, 2), (64, 4096)] {
+            for (slice, window) in [(1, 1), (2, 3), (3, 2), (64, 512)] {
                 let mut got = Vec::new();
                 ls_in(&mut got, &report, Chunks { slice, window }).unwrap();
                 assert_eq!(
