@@ -31,21 +31,13 @@ impl SafetensorsFile {
         let mut prefix = [0u8; 8];
         raw.read_exact_at(&mut prefix, 0, "cannot read header length")?;
         let header_len = header::header_len(prefix, len).map_err(err)?;
+        let mut bytes = vec![0u8; header_len as usize];
+        raw.read_exact_at(&mut bytes, 8, "cannot read header")?;
         let data_start = 8 + header_len;
+        let header = header::parse(&bytes, data_start, len - data_start).map_err(err)?;
         if len > data_start {
             raw.map(mode)?;
         }
-        // A mapped file's header is parsed where it lies: megabytes of header are neither
-        // copied nor held twice.
-        let header = match raw.mapped(8, data_start)? {
-            Some(bytes) => header::parse(bytes, data_start, len - data_start),
-            None => {
-                let mut bytes = vec![0u8; header_len as usize];
-                raw.read_exact_at(&mut bytes, 8, "cannot read header")?;
-                header::parse(&bytes, data_start, len - data_start)
-            }
-        }
-        .map_err(|problem| CheckpointError::new(raw.path(), problem))?;
         Ok(SafetensorsFile { raw, header })
     }
 

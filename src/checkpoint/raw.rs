@@ -139,20 +139,6 @@ impl RawFile {
         }
     }
 
-    /// Bytes `start..end` borrowed from the map, `None` when the file is not mapped; for
-    /// structure (a header) that is parsed in place rather than copied out.
-    pub(crate) fn mapped(&self, start: u64, end: u64) -> Result<Option<&[u8]>, CheckpointError> {
-        let Some(mapped) = &self.map else {
-            return Ok(None);
-        };
-        // The map is as long as the file was when mapped, which may be shorter than when
-        // it was opened and measured.
-        match mapped.map.get(start as usize..end as usize) {
-            Some(bytes) => Ok(Some(bytes)),
-            None => Err(self.truncated("header", end)),
-        }
-    }
-
     /// Fills `buf` with a positioned read from `start`, whatever the read mode: streaming
     /// comparisons reuse fixed buffers so that resident memory stays bounded (mapped pages,
     /// once touched, count towards it). `tensor` is named if the file turns out truncated.
