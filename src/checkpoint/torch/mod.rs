@@ -23,7 +23,7 @@ pub use view::View;
 
 use self::archive::{Archive, Entry, Place};
 use self::globals::Risk;
-use self::pickle::{Pickle, Storage, TensorView, Value};
+use self::pickle::{Pickle, Storage, TensorView};
 use super::error::CheckpointError;
 use super::raw::{RawFile, ReadMode};
 use super::{Dtype, TensorInfo};
@@ -66,170 +66,95 @@ impl TorchFile {
         let Some(pkl) = archive.entry(&raw, "data.pkl")? else {
             return Err(fail(&raw, TorchProblem::NotCheckpoint));
         };
-        // The storages' local headers are read on another thread while this one parses the
-        // pickle: both take about as long on a large state dict. The pickle is built here,
-        // where it is also freed: freeing a quarter million values from another thread than
-        // the one that allocated them costs several times more.
-        let mut locating = archive.storages();
-        let parsed = std::thread::scope(|s| {
-            s.spawn(|| locating.run(&raw));
-            read_pickle(&raw, &pkl, key)
-        });
-        let mut storages = locating.by_key();
-        let (pickle, selected) = parsed?;
-        let mut warnings = global_warnings(&pickle);
-        if !selected.duplicates.is_empty() {
-            warnings.push(format!(
-                "{} tensor names appear more than once after flattening nested mappings; the first of each is kept ({})",
-                selected.duplicates.len(),
-                selected.duplicates[0]
-            ));
-        }
-        let mut file = TorchFile {
-            raw,
-            inflated: Vec::new(),
-            tensors: Vec::with_capacity(selected.tensors.len()),
-            warnings,
-            key: selected.key,
-        };
-        // A deflated storage is inflated once, however many tensors share it.
-        let mut inflated_at: foldhash::HashMap<&str, usize> = Default::default();
-        let mut undecodable = Vec::new();
-        for (name, id) in selected.tensors {
-            let Some(view) = pickle.tensor(id) else {
-                continue;
-            };
-            let Value::Storage(storage) = pickle.get(view.storage) else {
-                unreachable!("the pickle reader only rebuilds tensors over storages");
-            };
-            let place = match storages.get(&*storage.key) {
-                Some(Ok(place)) => place,
-                Some(Err(_)) => {
-                    let Some(Err(e)) = storages.remove(&*storage.key) else {
-                        unreachable!("the entry was just found damaged");
-                    };
-                    return Err(e);
-                }
-                None if resolve_dtype(&view, storage).is_none() => {
-                    undecodable.push(name);
-                    continue;
-                }
-                None => {
-                    return Err(CheckpointError::new(
-                        file.raw.path(),
-                        TorchProblem::MissingStorage {
-                            tensor: name,
-                            storage: storage.key.to_string(),
-                            entry: archive.storage_entry(&storage.key),
-                        }
-                        .into(),
-                    ));
-                }
-            };
-            let inflated = (!place.stored).then(|| {
-                *inflated_at.entry(&storage.key).or_insert_with(|| {
-                    let entry = Entry {
-                        name: archive.storage_entry(&storage.key),
-                        place: *place,
-                    };
-                    file.inflated.push((entry, OnceLock::new()));
-                    file.inflated.len() - 1
-                })
+        // What borrows the file's bytes (the pickle, its strings) ends with this block,
+        // before the file is moved.
+        let (tensors, inflated, warnings, key) = {
+            let bytes = archive::contents(&raw, &pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
+            // The storages' local headers are read on another thread while this one parses the
+            // pickle: both take about as long on a large state dict. The pickle is built here,
+            // where it is also freed: freeing a quarter million values from another thread than
+            // the one that allocated them costs several times more.
+            let mut locating = archive.storages();
+            let parsed = std::thread::scope(|s| {
+                s.spawn(|| locating.run(&raw));
+                read_pickle(&raw, &bytes, key)
             });
-            match file.tensor(place, inflated, name, &view, storage)? {
-                Ok(t) => file.tensors.push(t),
-                Err(name) => undecodable.push(name),
+            let mut storages = locating.by_key();
+            let (pickle, selected) = parsed?;
+            let mut warnings = global_warnings(&pickle);
+            if !selected.duplicates.is_empty() {
+                warnings.push(format!(
+                    "{} tensor names appear more than once after flattening nested mappings; the first of each is kept ({})",
+                    selected.duplicates.len(),
+                    selected.duplicates[0]
+                ));
             }
-        }
-        if let Some(first) = undecodable.first() {
-            file.warnings.push(format!(
-                "{} tensors of a dtype bnaudit does not read (complex128, quantized, …) are left out ({first})",
-                undecodable.len()
-            ));
-        }
-        Ok(file)
-    }
-
-    /// Places one tensor in its located storage; `Err(name)` for one whose dtype bnaudit has
-    /// no counterpart of.
-    fn tensor(
-        &self,
-        place: &Place,
-        inflated: Option<usize>,
-        name: String,
-        view: &TensorView,
-        storage: &Storage,
-    ) -> Result<Result<TensorInfo, String>, CheckpointError> {
-        let Some(dtype) = resolve_dtype(view, storage) else {
-            return Ok(Err(name));
-        };
-        let bad = |what: String| {
-            CheckpointError::new(
-                self.raw.path(),
-                TorchProblem::BadTensor {
-                    tensor: name.clone(),
-                    what,
-                }
-                .into(),
-            )
-        };
-        let width = dtype.bits() / 8;
-        let elements = view
-            .shape
-            .iter()
-            .try_fold(1u64, |a, &n| a.checked_mul(n))
-            .ok_or_else(|| bad(format!("shape {:?} overflows", view.shape)))?;
-        let needed = view::extent(view.shape, view.stride)
-            .and_then(|e| {
-                if e == 0 {
-                    Some(0)
-                } else {
-                    e.checked_add(view.offset)?.checked_mul(width)
-                }
-            })
-            .ok_or_else(|| bad("its view reaches past any storage".to_owned()))?;
-        if needed > place.size {
-            return Err(CheckpointError::new(
-                self.raw.path(),
-                TorchProblem::ShortStorage {
-                    tensor: name,
-                    storage: storage.key.to_string(),
-                    needed,
-                    len: place.size,
-                }
-                .into(),
-            ));
-        }
-        let offset_bytes = view.offset * width;
-        let contiguous = view::is_contiguous(view.shape, view.stride);
-        let (start, layout) = match (contiguous, inflated) {
-            (true, None) => (place.data_start + offset_bytes, None),
-            (_, inflated) => {
-                let start = match inflated {
-                    Some(_) => offset_bytes,
-                    None => place.data_start + offset_bytes,
+            let mut tensors = Vec::with_capacity(selected.tensors.len());
+            let mut inflated = Vec::new();
+            // A deflated storage is inflated once, however many tensors share it.
+            let mut inflated_at: foldhash::HashMap<&str, usize> = Default::default();
+            let mut undecodable = Vec::new();
+            for (name, id) in selected.tensors {
+                let Some(view) = pickle.tensor(id) else {
+                    continue;
                 };
-                let strides = if contiguous {
-                    view::contiguous_strides(view.shape)
-                } else {
-                    view.stride.to_vec()
+                let storage = pickle
+                    .storage(view.storage)
+                    .expect("the pickle reader only rebuilds tensors over storages");
+                let place = match storages.get(&storage.key) {
+                    Some(Ok(place)) => place,
+                    Some(Err(_)) => {
+                        let Some(Err(e)) = storages.remove(&storage.key) else {
+                            unreachable!("the entry was just found damaged");
+                        };
+                        return Err(e);
+                    }
+                    None if resolve_dtype(&view, storage).is_none() => {
+                        undecodable.push(name);
+                        continue;
+                    }
+                    None => {
+                        return Err(CheckpointError::new(
+                            raw.path(),
+                            TorchProblem::MissingStorage {
+                                tensor: name,
+                                storage: storage.key.to_string(),
+                                entry: archive.storage_entry(&storage.key),
+                            }
+                            .into(),
+                        ));
+                    }
                 };
-                let v = View {
-                    strides: strides.into(),
-                    inflated,
-                };
-                (start, Some(Box::new(v)))
+                let inflated = (!place.stored).then(|| {
+                    *inflated_at.entry(&storage.key).or_insert_with(|| {
+                        let entry = Entry {
+                            name: archive.storage_entry(&storage.key),
+                            place: *place,
+                        };
+                        inflated.push((entry, OnceLock::new()));
+                        inflated.len() - 1
+                    })
+                });
+                match tensor(raw.path(), place, inflated, name, &view, storage)? {
+                    Ok(t) => tensors.push(t),
+                    Err(name) => undecodable.push(name),
+                }
             }
+            if let Some(first) = undecodable.first() {
+                warnings.push(format!(
+                    "{} tensors of a dtype bnaudit does not read (complex128, quantized, …) are left out ({first})",
+                    undecodable.len()
+                ));
+            }
+            (tensors, inflated, warnings, selected.key)
         };
-        Ok(Ok(TensorInfo {
-            name,
-            dtype,
-            shape: view.shape.to_vec(),
-            file: 0,
-            bytes: elements * width,
-            start,
-            view: layout,
-        }))
+        Ok(TorchFile {
+            raw,
+            inflated,
+            tensors,
+            warnings,
+            key,
+        })
     }
 
     /// The file's path as given.
@@ -318,16 +243,96 @@ impl TorchFile {
     }
 }
 
-/// Parses the pickle `pkl` and picks its state dict (`key`, or the usual places).
-fn read_pickle(
+/// Places one tensor in its located storage; `Err(name)` for one whose dtype bnaudit has
+/// no counterpart of.
+fn tensor(
+    path: &Path,
+    place: &Place,
+    inflated: Option<usize>,
+    name: String,
+    view: &TensorView,
+    storage: &Storage,
+) -> Result<Result<TensorInfo, String>, CheckpointError> {
+    let Some(dtype) = resolve_dtype(view, storage) else {
+        return Ok(Err(name));
+    };
+    let bad = |what: String| {
+        CheckpointError::new(
+            path,
+            TorchProblem::BadTensor {
+                tensor: name.clone(),
+                what,
+            }
+            .into(),
+        )
+    };
+    let width = dtype.bits() / 8;
+    let elements = view
+        .shape
+        .iter()
+        .try_fold(1u64, |a, &n| a.checked_mul(n))
+        .ok_or_else(|| bad(format!("shape {:?} overflows", view.shape)))?;
+    let needed = view::extent(view.shape, view.stride)
+        .and_then(|e| {
+            if e == 0 {
+                Some(0)
+            } else {
+                e.checked_add(view.offset)?.checked_mul(width)
+            }
+        })
+        .ok_or_else(|| bad("its view reaches past any storage".to_owned()))?;
+    if needed > place.size {
+        return Err(CheckpointError::new(
+            path,
+            TorchProblem::ShortStorage {
+                tensor: name,
+                storage: storage.key.to_string(),
+                needed,
+                len: place.size,
+            }
+            .into(),
+        ));
+    }
+    let offset_bytes = view.offset * width;
+    let contiguous = view::is_contiguous(view.shape, view.stride);
+    let (start, layout) = match (contiguous, inflated) {
+        (true, None) => (place.data_start + offset_bytes, None),
+        (_, inflated) => {
+            let start = match inflated {
+                Some(_) => offset_bytes,
+                None => place.data_start + offset_bytes,
+            };
+            let strides = if contiguous {
+                view::contiguous_strides(view.shape)
+            } else {
+                view.stride.to_vec()
+            };
+            let v = View {
+                strides: strides.into(),
+                inflated,
+            };
+            (start, Some(Box::new(v)))
+        }
+    };
+    Ok(Ok(TensorInfo {
+        name,
+        dtype,
+        shape: view.shape.to_vec(),
+        file: 0,
+        bytes: elements * width,
+        start,
+        view: layout,
+    }))
+}
+
+/// Parses the pickle stream `bytes` and picks its state dict (`key`, or the usual places).
+fn read_pickle<'b>(
     raw: &RawFile,
-    pkl: &Entry,
+    bytes: &'b [u8],
     key: Option<&str>,
-) -> Result<(Pickle, select::Selected), CheckpointError> {
+) -> Result<(Pickle<'b>, select::Selected), CheckpointError> {
     let fail = |p: TorchProblem| CheckpointError::new(raw.path(), p.into());
-    let bytes = archive::contents(raw, pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
-    let pickle = pickle::parse(&bytes).map_err(fail)?;
-    drop(bytes);
+    let pickle = pickle::parse(bytes).map_err(fail)?;
     let selected = select::select(&pickle, key).map_err(fail)?;
     Ok((pickle, selected))
 }

@@ -5,6 +5,10 @@
 //! `OrderedDict` an empty mapping, and of anything else a placeholder object. Every other
 //! global is only a name, reported by the caller. The work is bounded: opcodes, memo
 //! entries, mark nesting, and the stream's size (checked by the caller before reading it).
+//! Strings are borrowed from the stream: a state dict pickles two for each tensor (its name
+//! and its storage's key), and copying 40,000 of them cost more than parsing them.
+
+use std::borrow::Cow;
 
 use super::error::TorchProblem;
 use super::globals::Global;
@@ -25,13 +29,14 @@ const NO_ID: Id = Id::MAX;
 
 /// A storage named by a persistent id `('storage', class, key, location, numel)`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Storage {
+pub(crate) struct Storage<'a> {
     /// The element type of a typed storage class; `None` for `UntypedStorage` (bytes).
     pub(crate) dtype: Option<Dtype>,
     /// Whether the storage class names an element type bnaudit has no counterpart of.
     pub(crate) unknown_type: bool,
-    /// Its key: the entry `data/<key>` of the archive.
-    pub(crate) key: Box<str>,
+    /// Its key: the entry `data/<key>` of the archive (a string in what torch.save writes,
+    /// an integer written out in some others).
+    pub(crate) key: Cow<'a, str>,
 }
 
 /// A tensor view as `_rebuild_tensor_v2/v3` receive it.
@@ -63,7 +68,7 @@ struct Tensor {
 
 /// One value.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+pub(crate) enum Value<'a> {
     /// `None`.
     None,
     /// `True`/`False`.
@@ -74,8 +79,8 @@ pub(crate) enum Value {
     BigInt,
     /// A float.
     Float(f64),
-    /// A string.
-    Str(Box<str>),
+    /// A string, borrowed from the stream.
+    Str(&'a str),
     /// Bytes (kept by length only: nothing here needs their content).
     Bytes(usize),
     /// A tuple: its items, a run of the parser's pool (tuples are never changed, and one
@@ -88,8 +93,9 @@ pub(crate) enum Value {
     Dict(Vec<(Id, Id)>),
     /// A global, classified.
     Global(Global),
-    /// A storage.
-    Storage(Storage),
+    /// A storage: its index in [`Pickle::storages`] (kept apart so that a value stays
+    /// small: the arena holds a hundred thousand of them).
+    Storage(u32),
     /// A tensor: its index in [`Pickle::tensors`].
     Tensor(u32),
     /// An object of (or the result of calling) a global that is not understood.
@@ -108,9 +114,10 @@ pub(crate) struct Span {
 
 /// A parsed pickle: its values and the one `STOP` returned.
 #[derive(Debug)]
-pub(crate) struct Pickle {
+pub(crate) struct Pickle<'a> {
     /// Every value built, referred to by [`Id`].
-    pub(crate) values: Vec<Value>,
+    pub(crate) values: Vec<Value<'a>>,
+    storages: Vec<Storage<'a>>,
     tensors: Vec<Tensor>,
     /// The shapes and strides of the tensors.
     dims: Vec<u64>,
@@ -120,10 +127,18 @@ pub(crate) struct Pickle {
     pub(crate) unknown_globals: Vec<Box<str>>,
 }
 
-impl Pickle {
+impl<'a> Pickle<'a> {
     /// The value `id`.
-    pub(crate) fn get(&self, id: Id) -> &Value {
+    pub(crate) fn get(&self, id: Id) -> &Value<'a> {
         &self.values[id as usize]
+    }
+
+    /// The storage `id`, if it is one.
+    pub(crate) fn storage(&self, id: Id) -> Option<&Storage<'a>> {
+        match self.values[id as usize] {
+            Value::Storage(i) => Some(&self.storages[i as usize]),
+            _ => None,
+        }
     }
 
     /// The tensor `id`, if it is one.
@@ -149,7 +164,8 @@ struct Machine<'a> {
     pos: usize,
     /// Start of the opcode being executed, for errors.
     op_at: usize,
-    values: Vec<Value>,
+    values: Vec<Value<'a>>,
+    storages: Vec<Storage<'a>>,
     /// The items of every tuple.
     items: Vec<Id>,
     tensors: Vec<Tensor>,
@@ -189,7 +205,7 @@ fn items(items: &[Id], span: Span) -> &[Id] {
 }
 
 /// A tuple of `ids`, added to the pool `items`.
-fn tuple(items: &mut Vec<Id>, ids: &[Id]) -> Value {
+fn tuple<'a>(items: &mut Vec<Id>, ids: &[Id]) -> Value<'a> {
     // Both below MAX_OPCODES: every item was pushed on the stack by an opcode.
     let span = Span {
         start: items.len() as u32,
@@ -200,7 +216,7 @@ fn tuple(items: &mut Vec<Id>, ids: &[Id]) -> Value {
 }
 
 /// Parses a pickle stream into inert values.
-pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle<'_>, TorchProblem> {
     let mut m = Machine {
         bytes,
         pos: 0,
@@ -210,6 +226,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
         // covers it: reserved once, the arena is not copied while it grows, and pages of the
         // reserve that stay unused are never touched.
         values: Vec::with_capacity(bytes.len() / 4),
+        storages: Vec::with_capacity(bytes.len() / 64),
         // Each tensor pickles about one tuple item per 9 bytes.
         items: Vec::with_capacity(bytes.len() / 8),
         // About one tensor per 120 bytes, with a shape and strides of one to four numbers.
@@ -241,6 +258,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
             let root = m.pop()?;
             return Ok(Pickle {
                 values: m.values,
+                storages: m.storages,
                 tensors: m.tensors,
                 dims: m.dims,
                 root,
@@ -251,7 +269,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Pickle, TorchProblem> {
     }
 }
 
-impl Machine<'_> {
+impl<'a> Machine<'a> {
     fn err(&self, what: impl Into<String>) -> TorchProblem {
         TorchProblem::Pickle {
             what: what.into(),
@@ -259,13 +277,14 @@ impl Machine<'_> {
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], TorchProblem> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TorchProblem> {
+        let bytes = self.bytes;
         let end = self
             .pos
             .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
+            .filter(|&e| e <= bytes.len())
             .ok_or_else(|| self.err("stream ends inside an opcode (truncated data.pkl)"))?;
-        let s = &self.bytes[self.pos..end];
+        let s = &bytes[self.pos..end];
         self.pos = end;
         Ok(s)
     }
@@ -290,8 +309,9 @@ impl Machine<'_> {
     }
 
     /// Reads a newline-terminated line (the text arguments of `GLOBAL`).
-    fn line(&mut self) -> Result<&str, TorchProblem> {
-        let rest = &self.bytes[self.pos..];
+    fn line(&mut self) -> Result<&'a str, TorchProblem> {
+        let bytes = self.bytes;
+        let rest = &bytes[self.pos..];
         let n = rest
             .iter()
             .position(|&b| b == b'\n')
@@ -301,22 +321,22 @@ impl Machine<'_> {
         Ok(line)
     }
 
-    fn text(&mut self, n: usize) -> Result<Box<str>, TorchProblem> {
+    fn text(&mut self, n: usize) -> Result<&'a str, TorchProblem> {
         let bytes = self.take(n)?;
         match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.into()),
+            Ok(s) => Ok(s),
             Err(_) => Err(self.err("string is not UTF-8")),
         }
     }
 
-    fn alloc(&mut self, v: Value) -> Id {
+    fn alloc(&mut self, v: Value<'a>) -> Id {
         // Bounded by MAX_OPCODES, far below u32::MAX.
         let id = self.values.len() as Id;
         self.values.push(v);
         id
     }
 
-    fn push(&mut self, v: Value) {
+    fn push(&mut self, v: Value<'a>) {
         let id = self.alloc(v);
         self.stack.push(id);
     }
@@ -377,7 +397,7 @@ impl Machine<'_> {
     }
 
     /// Closes the innermost mark, its values moved into a tuple.
-    fn tuple_from_mark(&mut self) -> Result<Value, TorchProblem> {
+    fn tuple_from_mark(&mut self) -> Result<Value<'a>, TorchProblem> {
         let at = self.pop_mark()?;
         let v = tuple(&mut self.items, &self.stack[at..]);
         self.stack.truncate(at);
@@ -432,8 +452,8 @@ impl Machine<'_> {
         self.push(Value::Global(g));
     }
 
-    fn str_of(&self, id: Id) -> Option<&str> {
-        match &self.values[id as usize] {
+    fn str_of(&self, id: Id) -> Option<&'a str> {
+        match self.values[id as usize] {
             Value::Str(s) => Some(s),
             _ => None,
         }
@@ -525,7 +545,7 @@ impl Machine<'_> {
                 };
                 let bytes = self.take(n)?;
                 let v = match std::str::from_utf8(bytes) {
-                    Ok(s) => Value::Str(s.into()),
+                    Ok(s) => Value::Str(s),
                     Err(_) => Value::Bytes(n),
                 };
                 self.push(v);
@@ -572,9 +592,9 @@ impl Machine<'_> {
                 self.stack.push(id);
             }
             b'c' => {
-                let module = self.line()?.to_owned();
-                let name = self.line()?.to_owned();
-                self.global(&module, &name);
+                let module = self.line()?;
+                let name = self.line()?;
+                self.global(module, name);
             }
             0x93 => {
                 let name = self.pop()?;
@@ -582,8 +602,7 @@ impl Machine<'_> {
                 let (Some(module), Some(name)) = (self.str_of(module), self.str_of(name)) else {
                     return Err(self.err("STACK_GLOBAL of non-strings"));
                 };
-                let (module, name) = (module.to_owned(), name.to_owned());
-                self.global(&module, &name);
+                self.global(module, name);
             }
             b't' => {
                 let v = self.tuple_from_mark()?;
@@ -637,7 +656,9 @@ impl Machine<'_> {
             b'Q' => {
                 let pid = self.pop()?;
                 let storage = self.persistent(pid)?;
-                self.push(Value::Storage(storage));
+                // Below MAX_OPCODES: one storage per opcode.
+                self.storages.push(storage);
+                self.push(Value::Storage((self.storages.len() - 1) as u32));
             }
             b'R' => {
                 let args = self.pop()?;
@@ -706,7 +727,7 @@ impl Machine<'_> {
     }
 
     /// `NEWOBJ`: an instance of `cls`, which is never created.
-    fn instance(&self, cls: Id) -> Value {
+    fn instance(&self, cls: Id) -> Value<'a> {
         match &self.values[cls as usize] {
             Value::Global(Global::OrderedDict) => Value::Dict(Vec::new()),
             Value::Global(Global::Other(name)) => Value::Object {
@@ -719,15 +740,15 @@ impl Machine<'_> {
     }
 
     /// A persistent id: `('storage', class, key, location, numel)`.
-    fn persistent(&self, pid: Id) -> Result<Storage, TorchProblem> {
+    fn persistent(&self, pid: Id) -> Result<Storage<'a>, TorchProblem> {
         let bad = || self.err("persistent id is not ('storage', class, key, location, numel)");
         let items = self.tuple_items(pid).ok_or_else(bad)?;
         if items.len() != 5 || self.str_of(items[0]) != Some("storage") {
             return Err(bad());
         }
-        let key: Box<str> = match &self.values[items[2] as usize] {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string().into(),
+        let key = match self.values[items[2] as usize] {
+            Value::Str(s) => Cow::Borrowed(s),
+            Value::Int(i) => Cow::Owned(i.to_string()),
             _ => return Err(bad()),
         };
         let (dtype, unknown_type) = match &self.values[items[1] as usize] {
@@ -743,7 +764,7 @@ impl Machine<'_> {
     }
 
     /// `REDUCE`: what calling `func(*args)` stands for, without calling anything.
-    fn call(&mut self, func: Id, args: Id) -> Result<Value, TorchProblem> {
+    fn call(&mut self, func: Id, args: Id) -> Result<Value<'a>, TorchProblem> {
         // The first arguments are copied out (no call here looks further), so that a tensor
         // can be added while they are read.
         let mut first = [NO_ID; 7];
@@ -825,7 +846,7 @@ impl Machine<'_> {
         &mut self,
         args: &[Id],
         dtype: Option<Option<Dtype>>,
-    ) -> Result<Value, TorchProblem> {
+    ) -> Result<Value<'a>, TorchProblem> {
         if args.len() < 4 {
             return Err(self.err("_rebuild_tensor with fewer than 4 arguments"));
         }

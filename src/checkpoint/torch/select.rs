@@ -23,7 +23,7 @@ pub(crate) struct Selected {
     pub(crate) duplicates: Vec<String>,
 }
 
-fn items(p: &Pickle, id: Id) -> Option<&[(Id, Id)]> {
+fn items<'p>(p: &'p Pickle<'_>, id: Id) -> Option<&'p [(Id, Id)]> {
     match p.get(id) {
         Value::Dict(items) => Some(items),
         _ => None,
@@ -33,7 +33,7 @@ fn items(p: &Pickle, id: Id) -> Option<&[(Id, Id)]> {
 /// A mapping key as a name segment: strings as they are, integers in decimal.
 fn key_text(p: &Pickle, id: Id) -> Option<String> {
     match p.get(id) {
-        Value::Str(s) => Some(s.to_string()),
+        Value::Str(s) => Some((*s).to_owned()),
         Value::Int(i) => Some(i.to_string()),
         _ => None,
     }
@@ -175,7 +175,7 @@ pub(crate) fn select(p: &Pickle, key: Option<&str>) -> Result<Selected, TorchPro
     for name in STATE_DICT_KEYS {
         let Some(&(_, v)) = top
             .iter()
-            .find(|&&(k, _)| matches!(p.get(k), Value::Str(s) if &**s == name))
+            .find(|&&(k, _)| matches!(p.get(k), Value::Str(s) if *s == name))
         else {
             continue;
         };
