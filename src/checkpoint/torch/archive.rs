@@ -53,8 +53,51 @@ pub(crate) struct Archive {
     entries: Directory,
 }
 
-/// The central directory's entries by name.
-type Directory = foldhash::HashMap<String, Record>;
+/// The central directory's entries in their order, their names in one buffer: a state
+/// dict's archive has tens of thousands, and only two or three are ever looked up by name
+/// (the rest are walked once), so they are neither hashed nor allocated one by one.
+#[derive(Debug)]
+struct Directory {
+    names: String,
+    /// Where each name ends in `names` (it starts where the previous one ends), and its
+    /// record.
+    entries: Vec<(usize, Record)>,
+}
+
+impl Directory {
+    fn push(&mut self, name: &str, record: Record) {
+        self.names.push_str(name);
+        self.entries.push((self.names.len(), record));
+    }
+
+    /// Every entry, in directory order.
+    fn iter(&self) -> impl Iterator<Item = (&str, &Record)> {
+        let starts = std::iter::once(0).chain(self.entries.iter().map(|(end, _)| *end));
+        starts
+            .zip(&self.entries)
+            .map(|(start, (end, record))| (&self.names[start..*end], record))
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|(name, _)| name)
+    }
+
+    /// The entry `name`; the last of them when the directory lists it twice, as a zip
+    /// reader extracting in order would leave it.
+    fn get(&self, name: &str) -> Option<&Record> {
+        let mut found = None;
+        for (n, record) in self.iter() {
+            if n == name {
+                found = Some(record);
+            }
+        }
+        found
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
 
 /// What the central directory says of one entry.
 #[derive(Debug, Clone, Copy)]
@@ -124,20 +167,20 @@ impl Archive {
         let fail = |p: TorchProblem| CheckpointError::new(raw.path(), p.into());
         let entries = directory(raw, MAX_ZIP_ENTRIES).map_err(fail)?;
         let pickles: Vec<&str> = entries
-            .keys()
+            .names()
             .filter_map(|n| n.strip_suffix("/data.pkl"))
             .filter(|root| !root.contains('/'))
             .collect();
         let is_script = |root: &str| {
             // The prefix is formatted once: the directory has tens of thousands of names.
             let code = format!("{root}/code/");
-            entries.contains_key(&format!("{root}/constants.pkl"))
-                || entries.keys().any(|n| n.starts_with(&code))
+            entries.get(&format!("{root}/constants.pkl")).is_some()
+                || entries.names().any(|n| n.starts_with(&code))
         };
         let root = match pickles.as_slice() {
             [root] if !is_script(root) => (*root).to_owned(),
             [root] if is_script(root) => return Err(fail(TorchProblem::TorchScript)),
-            _ if entries.keys().any(|n| n.ends_with("constants.pkl")) => {
+            _ if entries.names().any(|n| n.ends_with("constants.pkl")) => {
                 return Err(fail(TorchProblem::TorchScript));
             }
             _ => return Err(fail(TorchProblem::NotCheckpoint)),
@@ -179,7 +222,7 @@ impl Archive {
             self.entries
                 .iter()
                 .filter(|(name, _)| name.starts_with(&prefix))
-                .map(|(name, &record)| (name.as_str(), record)),
+                .map(|(name, &record)| (name, record)),
         );
         Locating::new(wanted, prefix.len())
     }
@@ -344,7 +387,11 @@ fn directory(raw: &RawFile, limit: u64) -> Result<Directory, TorchProblem> {
     }
     // The declared count comes from the file: a capacity, not trusted beyond a bound.
     let hint = declared.min(1 << 20) as usize;
-    let mut entries = Directory::with_capacity_and_hasher(hint, Default::default());
+    let mut entries = Directory {
+        // torch.save's names are `<root>/data/<key>`: a few dozen bytes.
+        names: String::with_capacity(hint * 24),
+        entries: Vec::with_capacity(hint),
+    };
     let mut walk = zip.entries(&mut buf);
     let mut walked = 0u64;
     while let Some(e) = walk.next_entry().map_err(zip_error)? {
@@ -356,8 +403,8 @@ fn directory(raw: &RawFile, limit: u64) -> Result<Directory, TorchProblem> {
         let Ok(name) = std::str::from_utf8(e.file_path().as_bytes()) else {
             continue;
         };
-        entries.insert(
-            name.to_owned(),
+        entries.push(
+            name,
             Record {
                 header: e.local_header_offset(),
                 compressed: e.compressed_size_hint(),
