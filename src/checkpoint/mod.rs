@@ -173,12 +173,19 @@ impl Checkpoint {
                 ));
             }
             // Moved, not copied: tens of thousands of names and shapes in big checkpoints.
-            for mut t in file.take_tensors() {
-                if only.is_some_and(|m| m.get(&t.name) != Some(&fi)) {
-                    continue;
-                }
+            // The first file's list becomes the checkpoint's: building another one touched
+            // megabytes of fresh memory for a single-file checkpoint.
+            let mut taken = file.take_tensors();
+            if let Some(m) = only {
+                taken.retain(|t| m.get(&t.name) == Some(&fi));
+            }
+            for t in &mut taken {
                 t.file = fi;
-                tensors.push(t);
+            }
+            if tensors.is_empty() {
+                tensors = taken;
+            } else {
+                tensors.append(&mut taken);
             }
         }
         // Names are unique (per file by header validation or the pickle reader, across
