@@ -449,3 +449,44 @@ fn a_damaged_storage_no_tensor_uses_is_left_alone() {
         );
     }
 }
+
+/// The pickle is parsed early from the directory's first record while the rest of the
+/// directory is read; when the whole directory names another `data.pkl` (a record repeated
+/// with a decoy first), the early parse is dropped and the directory's entry is read, as if
+/// nothing had been parsed early.
+#[test]
+fn an_early_pickle_the_directory_disowns_is_not_used() {
+    use std::io::{Cursor, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read(fixture("plain.pt")).unwrap();
+    let mut zip = zip::ZipArchive::new(Cursor::new(&src[..])).unwrap();
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    // Renamed below to a second `plain/data.pkl`, the first in the archive.
+    out.start_file("plain/data.pkx", stored).unwrap();
+    out.write_all(b"not a pickle").unwrap();
+    for i in 0..zip.len() {
+        out.raw_copy_file(zip.by_index(i).unwrap()).unwrap();
+    }
+    let mut bytes = out.finish().unwrap().into_inner();
+    let (from, to) = (b"plain/data.pkx", b"plain/data.pkl");
+    let mut renamed = 0;
+    for at in 0..bytes.len() - from.len() {
+        if &bytes[at..at + from.len()] == from {
+            bytes[at..at + to.len()].copy_from_slice(to);
+            renamed += 1;
+        }
+    }
+    assert_eq!(renamed, 2, "the local header and the directory record");
+    let file = dir.path().join("plain.pt");
+    std::fs::write(&file, bytes).unwrap();
+    let p = file.display().to_string();
+    for mode in [None, Some("--no-mmap")] {
+        let mut args = vec!["ls", "--format", "json", "--all"];
+        args.extend(mode);
+        let (want, _) = bnaudit(&[&args[..], &[path("plain.pt").as_str()]].concat());
+        let (got, _) = bnaudit(&[&args[..], &[p.as_str()]].concat());
+        assert_eq!(ls_content(got), ls_content(want), "{mode:?}");
+    }
+}

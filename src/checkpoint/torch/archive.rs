@@ -33,7 +33,7 @@ pub(crate) struct Entry {
 }
 
 /// Where an entry's bytes are.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Place {
     /// Offset of its (possibly compressed) bytes in the file.
     pub(crate) data_start: u64,
@@ -161,16 +161,73 @@ fn number(key: &str, len: usize) -> Option<usize> {
         .filter(|&n| n < len)
 }
 
+/// Room for reading the directory of an archive of about `n` entries and locating its
+/// storages, reserved by the thread that opens the archive for another thread to fill
+/// while this one parses the pickle: memory a second thread allocates lands on huge pages
+/// (2 MiB) of its own, and reading the directory there raised peak RSS by up to 18 MiB.
+pub(crate) struct Room<'a> {
+    zip_buf: Vec<u8>,
+    directory: Directory,
+    wanted: Vec<(&'a str, Record)>,
+    scratch: Scratch,
+}
+
+impl Room<'_> {
+    /// Room for about `n` entries (a count the file declares: bounded here).
+    pub(crate) fn for_entries(n: u64) -> Self {
+        let n = n.min(1 << 20) as usize;
+        Room {
+            zip_buf: vec![0u8; rawzip::RECOMMENDED_BUFFER_SIZE],
+            directory: Directory {
+                // torch.save's names are `<root>/data/<key>`: a few dozen bytes.
+                names: String::with_capacity(n * 24),
+                entries: Vec::with_capacity(n),
+            },
+            wanted: Vec::with_capacity(n),
+            scratch: Scratch::for_entries(n),
+        }
+    }
+}
+
+/// What [`Locating::run`] fills, but the list of entries.
+struct Scratch {
+    found: Vec<Result<Place, CheckpointError>>,
+    numbered: Vec<Option<Result<Place, CheckpointError>>>,
+    order: Vec<(u64, usize)>,
+    buf: Vec<u8>,
+}
+
+impl Scratch {
+    fn for_entries(n: usize) -> Self {
+        Scratch {
+            found: Vec::with_capacity(n),
+            numbered: Vec::with_capacity(n),
+            order: Vec::with_capacity(n),
+            buf: Vec::with_capacity(if n > 1 { HEADER_BUF } else { 30 }),
+        }
+    }
+}
+
 impl Archive {
-    /// Reads the central directory and recognises what kind of archive it is.
-    pub(crate) fn read(raw: &RawFile) -> Result<Archive, CheckpointError> {
+    /// Reads the central directory into `room` and recognises what kind of archive it is.
+    pub(crate) fn read(raw: &RawFile, room: &mut Room<'_>) -> Result<Archive, CheckpointError> {
         let fail = |p: TorchProblem| CheckpointError::new(raw.path(), p.into());
-        let entries = directory(raw, MAX_ZIP_ENTRIES).map_err(fail)?;
-        let pickles: Vec<&str> = entries
+        let reserved = std::mem::replace(
+            &mut room.directory,
+            Directory {
+                names: String::new(),
+                entries: Vec::new(),
+            },
+        );
+        let entries = directory(raw, MAX_ZIP_ENTRIES, reserved, &mut room.zip_buf).map_err(fail)?;
+        let mut pickles: Vec<&str> = entries
             .names()
             .filter_map(|n| n.strip_suffix("/data.pkl"))
             .filter(|root| !root.contains('/'))
             .collect();
+        // A name the directory lists twice is one entry (the last).
+        pickles.sort_unstable();
+        pickles.dedup();
         let is_script = |root: &str| {
             // The prefix is formatted once: the directory has tens of thousands of names.
             let code = format!("{root}/code/");
@@ -198,7 +255,7 @@ impl Archive {
         let Some(&record) = self.entries.get(&full) else {
             return Ok(None);
         };
-        let mut one = Locating::new(vec![(&full, record)], 0);
+        let mut one = Locating::new(vec![(&full, record)], 0, Scratch::for_entries(1));
         one.run(raw);
         let located = one.by_key().remove(&full);
         let place = located.expect("one entry was asked for")?;
@@ -210,28 +267,31 @@ impl Archive {
         format!("{}/data/{key}", self.root)
     }
 
-    /// Every storage entry `<root>/data/<key>`, to be located by [`Locating::run`]. All of
-    /// them, not only those the pickle names, so that this can run while the pickle is
-    /// parsed; a damaged entry is an error only once a tensor uses it.
-    pub(crate) fn storages(&self) -> Locating<'_> {
+    /// Every storage entry `<root>/data/<key>`, to be located by [`Locating::run`] in
+    /// `room`. All of them, not only those the pickle names, so that this can run while
+    /// the pickle is parsed; a damaged entry is an error only once a tensor uses it.
+    pub(crate) fn storages<'a>(&'a self, room: Room<'a>) -> Locating<'a> {
         let prefix = self.storage_entry("");
-        // Reserved for all: nearly every entry is a storage, and growing a vector of
-        // 20,000 by doubling cost 3 ms.
-        let mut wanted = Vec::with_capacity(self.entries.len());
+        // Reserved for all (nearly every entry is a storage): growing a vector of 20,000
+        // by doubling cost 3 ms.
+        let Room {
+            mut wanted,
+            scratch,
+            ..
+        } = room;
+        wanted.reserve(self.entries.len());
         wanted.extend(
             self.entries
                 .iter()
                 .filter(|(name, _)| name.starts_with(&prefix))
                 .map(|(name, &record)| (name, record)),
         );
-        Locating::new(wanted, prefix.len())
+        Locating::new(wanted, prefix.len(), scratch)
     }
 }
 
-/// Entries being located. Everything [`Locating::run`] fills is allocated beforehand, by
-/// the thread that creates it: `run` goes on another thread, and memory that a second
-/// thread allocates while the pickle is parsed lands on pages of its own, which raised peak
-/// RSS by up to 8 MiB (resident pages are 2 MiB huge pages).
+/// Entries being located. Everything [`Locating::run`] fills is allocated beforehand (see
+/// [`Room`]).
 pub(crate) struct Locating<'a> {
     /// Full name and record of each entry.
     wanted: Vec<(&'a str, Record)>,
@@ -251,22 +311,31 @@ pub(crate) struct Locating<'a> {
 const HEADER_BUF: usize = 64 << 10;
 
 impl<'a> Locating<'a> {
-    fn new(wanted: Vec<(&'a str, Record)>, prefix: usize) -> Self {
+    fn new(wanted: Vec<(&'a str, Record)>, prefix: usize, scratch: Scratch) -> Self {
         let n = wanted.len();
         let named = wanted
             .iter()
             .filter(|(name, _)| number(&name[prefix..], n).is_none())
             .count();
+        let Scratch {
+            mut found,
+            mut numbered,
+            mut order,
+            buf,
+        } = scratch;
+        found.reserve(n);
+        numbered.reserve(n);
+        order.reserve(n);
         Locating {
-            found: Vec::with_capacity(n),
+            found,
             by_key: Storages {
-                numbered: Vec::with_capacity(n),
+                numbered,
                 named: foldhash::HashMap::with_capacity_and_hasher(named, Default::default()),
             },
             wanted,
             prefix,
-            order: Vec::with_capacity(n),
-            buf: Vec::with_capacity(if n > 1 { HEADER_BUF } else { 30 }),
+            order,
+            buf,
         }
     }
 
@@ -368,31 +437,31 @@ fn read_headers(
     Ok(())
 }
 
-/// Every entry of the central directory, by name; more than `limit` entries (declared or
-/// walked) are refused.
-fn directory(raw: &RawFile, limit: u64) -> Result<Directory, TorchProblem> {
+/// Every entry of the central directory, added to `entries` (empty), read with `buf`;
+/// more than `limit` entries (declared or walked) are refused.
+fn directory(
+    raw: &RawFile,
+    limit: u64,
+    mut entries: Directory,
+    buf: &mut Vec<u8>,
+) -> Result<Directory, TorchProblem> {
     let zip_error = |e: rawzip::Error| TorchProblem::Zip(e.to_string());
     let too_many = |found| TorchProblem::Limit {
         what: "zip entry count",
         limit,
         found,
     };
-    let mut buf = vec![0u8; rawzip::RECOMMENDED_BUFFER_SIZE];
-    let zip = ZipLocator::new()
-        .locate_in_reader(At(raw), &mut buf, raw.len())
-        .map_err(|(_, e)| zip_error(e))?;
+    buf.resize(rawzip::RECOMMENDED_BUFFER_SIZE, 0);
+    let zip = locate(raw, buf).map_err(zip_error)?;
     let declared = zip.entries_hint();
     if declared > limit {
         return Err(too_many(declared));
     }
     // The declared count comes from the file: a capacity, not trusted beyond a bound.
     let hint = declared.min(1 << 20) as usize;
-    let mut entries = Directory {
-        // torch.save's names are `<root>/data/<key>`: a few dozen bytes.
-        names: String::with_capacity(hint * 24),
-        entries: Vec::with_capacity(hint),
-    };
-    let mut walk = zip.entries(&mut buf);
+    entries.names.reserve(hint * 24);
+    entries.entries.reserve(hint);
+    let mut walk = zip.entries(buf);
     let mut walked = 0u64;
     while let Some(e) = walk.next_entry().map_err(zip_error)? {
         // A directory may list more entries than its end record declares.
@@ -403,18 +472,60 @@ fn directory(raw: &RawFile, limit: u64) -> Result<Directory, TorchProblem> {
         let Ok(name) = std::str::from_utf8(e.file_path().as_bytes()) else {
             continue;
         };
-        entries.push(
-            name,
-            Record {
-                header: e.local_header_offset(),
-                compressed: e.compressed_size_hint(),
-                size: e.uncompressed_size_hint(),
-                method: e.compression_method(),
-                encrypted: e.flags().is_encrypted(),
-            },
-        );
+        entries.push(name, Record::of(&e));
     }
     Ok(entries)
+}
+
+/// The archive's end records, found from the end of the file.
+fn locate<'r>(
+    raw: &'r RawFile,
+    buf: &mut [u8],
+) -> Result<rawzip::ZipArchive<At<'r>>, rawzip::Error> {
+    ZipLocator::new()
+        .locate_in_reader(At(raw), buf, raw.len())
+        .map_err(|(_, e)| e)
+}
+
+impl Record {
+    fn of(e: &rawzip::ZipFileHeaderRecord<'_>) -> Record {
+        Record {
+            header: e.local_header_offset(),
+            compressed: e.compressed_size_hint(),
+            size: e.uncompressed_size_hint(),
+            method: e.compression_method(),
+            encrypted: e.flags().is_encrypted(),
+        }
+    }
+}
+
+/// The number of entries the archive's end record declares (0 when it has none), and its
+/// first entry, located, when it is a `<root>/data.pkl`: torch.save writes the pickle
+/// first, so it can be found from the end record and the directory's first record alone,
+/// and parsed while the rest of the directory (tens of thousands of records) is read.
+/// `None` for anything else, or any error: [`Archive::read`] then says what it is.
+pub(crate) fn first_pickle(raw: &RawFile) -> (u64, Option<Entry>) {
+    let mut buf = vec![0u8; rawzip::RECOMMENDED_BUFFER_SIZE];
+    let Ok(zip) = locate(raw, &mut buf) else {
+        return (0, None);
+    };
+    (zip.entries_hint(), first_entry_pickle(raw, &zip))
+}
+
+fn first_entry_pickle(raw: &RawFile, zip: &rawzip::ZipArchive<At<'_>>) -> Option<Entry> {
+    let mut buf = vec![0u8; rawzip::RECOMMENDED_BUFFER_SIZE];
+    let mut walk = zip.entries(&mut buf);
+    let first = walk.next_entry().ok()??;
+    let name = std::str::from_utf8(first.file_path().as_bytes()).ok()?;
+    name.strip_suffix("/data.pkl")
+        .filter(|root| !root.contains('/'))?;
+    let mut one = Locating::new(vec![(name, Record::of(&first))], 0, Scratch::for_entries(1));
+    one.run(raw);
+    let place = one.by_key().remove(name)?.ok()?;
+    Some(Entry {
+        name: name.to_owned(),
+        place,
+    })
 }
 
 /// The file as `rawzip` reads it: by positioned reads, through the descriptor pool.
@@ -630,8 +741,10 @@ mod tests {
     fn a_directory_past_the_entry_limit_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let raw = zip_of(dir.path(), 5);
-        assert_eq!(directory(&raw, 5).unwrap().len(), 5);
-        let refused = directory(&raw, 4).unwrap_err();
+        let room = || Room::for_entries(0);
+        let dir = |limit| directory(&raw, limit, room().directory, &mut room().zip_buf);
+        assert_eq!(dir(5).unwrap().len(), 5);
+        let refused = dir(4).unwrap_err();
         assert!(
             matches!(
                 refused,

@@ -21,7 +21,7 @@ pub use pickle::{MAX_MARK_DEPTH, MAX_MEMO, MAX_OPCODES};
 pub use select::{MAX_DEPTH, STATE_DICT_KEYS};
 pub use view::View;
 
-use self::archive::{Archive, Entry, Place};
+use self::archive::{Archive, Entry, Place, Room};
 use self::globals::Risk;
 use self::pickle::{Pickle, Storage, TensorView};
 use super::error::CheckpointError;
@@ -53,33 +53,63 @@ impl TorchFile {
         key: Option<&str>,
     ) -> Result<Self, CheckpointError> {
         let fail = |raw: &RawFile, p: TorchProblem| CheckpointError::new(raw.path(), p.into());
-        let archive = Archive::read(&raw)?;
         // Mapped before the pickle is read, so that it is parsed in place (megabytes) rather
         // than copied.
         raw.map(mode)?;
-        if let Some(order) = archive.entry(&raw, "byteorder")? {
-            let text = archive::contents(&raw, &order, 16, "byteorder entry size")?;
-            if text.trim_ascii() == b"big" {
-                return Err(fail(&raw, TorchProblem::BigEndian));
-            }
-        }
-        let Some(pkl) = archive.entry(&raw, "data.pkl")? else {
-            return Err(fail(&raw, TorchProblem::NotCheckpoint));
-        };
         // What borrows the file's bytes (the pickle, its strings) ends with this block,
         // before the file is moved.
+        let archive_slot = OnceLock::new();
         let (tensors, inflated, warnings, key) = {
-            let bytes = archive::contents(&raw, &pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
-            // The storages' local headers are read on another thread while this one parses the
-            // pickle: both take about as long on a large state dict. The pickle is built here,
-            // where it is also freed: freeing a quarter million values from another thread than
-            // the one that allocated them costs several times more.
-            let mut locating = archive.storages();
-            let parsed = std::thread::scope(|s| {
-                s.spawn(|| locating.run(&raw));
-                read_pickle(&raw, &bytes, key)
+            let (entries, first) = archive::first_pickle(&raw);
+            let mut room = Room::for_entries(entries);
+            let early = first.and_then(|pkl| {
+                let bytes = archive::contents(&raw, &pkl, MAX_PICKLE_BYTES, "data.pkl size");
+                Some((pkl, bytes.ok()?))
             });
-            let mut storages = locating.by_key();
+            // The central directory is read and the storages' local headers located on
+            // another thread while this one parses the pickle, found first from the
+            // directory's first record: the two take about as long on a large state dict.
+            // The pickle is built here, where it is also freed: freeing a quarter million
+            // values from another thread than the one that allocated them costs several
+            // times more.
+            let (early, located) = std::thread::scope(|s| {
+                let side = s.spawn(|| {
+                    let read = Archive::read(&raw, &mut room)?;
+                    let archive: &Archive = archive_slot.get_or_init(|| read);
+                    let mut locating = archive.storages(room);
+                    locating.run(&raw);
+                    Ok::<_, CheckpointError>(locating.by_key())
+                });
+                let early = early
+                    .as_ref()
+                    .map(|(pkl, bytes)| (pkl, read_pickle(&raw, bytes, key)));
+                let located = side.join().expect("locating storages does not panic");
+                (early, located)
+            });
+            // Errors in the order a reader finds them: the directory, the byte order, the
+            // pickle's entry, the pickle.
+            let mut storages = located?;
+            let archive = archive_slot.get().expect("the directory was read");
+            if let Some(order) = archive.entry(&raw, "byteorder")? {
+                let text = archive::contents(&raw, &order, 16, "byteorder entry size")?;
+                if text.trim_ascii() == b"big" {
+                    return Err(fail(&raw, TorchProblem::BigEndian));
+                }
+            }
+            let Some(pkl) = archive.entry(&raw, "data.pkl")? else {
+                return Err(fail(&raw, TorchProblem::NotCheckpoint));
+            };
+            // The pickle parsed early is the archive's only if the whole directory agrees.
+            let bytes;
+            let parsed = match early {
+                Some((first, parsed)) if first.name == pkl.name && first.place == pkl.place => {
+                    parsed
+                }
+                _ => {
+                    bytes = archive::contents(&raw, &pkl, MAX_PICKLE_BYTES, "data.pkl size")?;
+                    read_pickle(&raw, &bytes, key)
+                }
+            };
             let (pickle, selected) = parsed?;
             let mut warnings = global_warnings(&pickle);
             if !selected.duplicates.is_empty() {
