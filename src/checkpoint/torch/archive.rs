@@ -56,7 +56,7 @@ pub(crate) struct Archive {
 /// The central directory's entries in their order, their names in one buffer: a state
 /// dict's archive has tens of thousands, and only two or three are ever looked up by name
 /// (the rest are walked once), so they are neither hashed nor allocated one by one.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Directory {
     names: String,
     /// Where each name ends in `names` (it starts where the previous one ends), and its
@@ -97,6 +97,20 @@ impl Directory {
     fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Makes room for the `declared` entries of an end record (a count from the file: a
+    /// capacity, trusted only up to a bound).
+    fn reserve(&mut self, declared: u64) {
+        let n = reserved_entries(declared);
+        // torch.save's names are `<root>/data/<key>`: a few dozen bytes.
+        self.names.reserve(n * 24);
+        self.entries.reserve(n);
+    }
+}
+
+/// How many entries' room a declared count reserves.
+fn reserved_entries(declared: u64) -> usize {
+    declared.min(1 << 20) as usize
 }
 
 /// What the central directory says of one entry.
@@ -174,15 +188,13 @@ pub(crate) struct Room<'a> {
 
 impl Room<'_> {
     /// Room for about `n` entries (a count the file declares: bounded here).
-    pub(crate) fn for_entries(n: u64) -> Self {
-        let n = n.min(1 << 20) as usize;
+    pub(crate) fn for_entries(declared: u64) -> Self {
+        let mut directory = Directory::default();
+        directory.reserve(declared);
+        let n = reserved_entries(declared);
         Room {
             zip_buf: vec![0u8; rawzip::RECOMMENDED_BUFFER_SIZE],
-            directory: Directory {
-                // torch.save's names are `<root>/data/<key>`: a few dozen bytes.
-                names: String::with_capacity(n * 24),
-                entries: Vec::with_capacity(n),
-            },
+            directory,
             wanted: Vec::with_capacity(n),
             scratch: Scratch::for_entries(n),
         }
@@ -212,13 +224,7 @@ impl Archive {
     /// Reads the central directory into `room` and recognises what kind of archive it is.
     pub(crate) fn read(raw: &RawFile, room: &mut Room<'_>) -> Result<Archive, CheckpointError> {
         let fail = |p: TorchProblem| CheckpointError::new(raw.path(), p.into());
-        let reserved = std::mem::replace(
-            &mut room.directory,
-            Directory {
-                names: String::new(),
-                entries: Vec::new(),
-            },
-        );
+        let reserved = std::mem::take(&mut room.directory);
         let entries = directory(raw, MAX_ZIP_ENTRIES, reserved, &mut room.zip_buf).map_err(fail)?;
         let mut pickles: Vec<&str> = entries
             .names()
@@ -457,10 +463,9 @@ fn directory(
     if declared > limit {
         return Err(too_many(declared));
     }
-    // The declared count comes from the file: a capacity, not trusted beyond a bound.
-    let hint = declared.min(1 << 20) as usize;
-    entries.names.reserve(hint * 24);
-    entries.entries.reserve(hint);
+    // Already done when the room was sized from this count; not when the first look at
+    // the end record failed.
+    entries.reserve(declared);
     let mut walk = zip.entries(buf);
     let mut walked = 0u64;
     while let Some(e) = walk.next_entry().map_err(zip_error)? {
